@@ -1,0 +1,46 @@
+# firedrill: the two commands a new user needs are `make demo` and `make test`.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Build output lives outside the clone, keyed by toolchain version, so a fresh
+# clone on a machine that has built before starts warm.
+FIREDRILL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/firedrill
+RUST_VERSION := $(shell rustc --version 2>/dev/null | cut -d' ' -f2)
+export FIREDRILL_CACHE
+export CARGO_TARGET_DIR ?= $(FIREDRILL_CACHE)/cargo/rust-$(RUST_VERSION)
+
+.PHONY: help demo test check unit e2e crds testbed-up testbed-down build
+
+help:
+	@echo "make demo    start a local testbed cluster, show zones, nodes and the firedrill CRDs, stop it"
+	@echo "make test    the whole test suite: format and lint checks, unit tests, end-to-end tests on the testbed"
+	@echo "make crds    regenerate crds/ from the Rust types"
+	@echo "make testbed-up / testbed-down    a testbed to play with (state in .testbed/)"
+
+build:
+	cargo build --workspace --all-targets
+
+demo: build
+	@examples/demo.sh
+
+test: check unit e2e
+
+check:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	cargo test
+
+e2e:
+	tests/run-e2e.sh
+
+crds:
+	cargo run -q -p firedrill -- crd --dir crds
+
+testbed-up:
+	tests/testbed/testbed.sh up $(or $(NODES),6)
+
+testbed-down:
+	tests/testbed/testbed.sh down

@@ -1,0 +1,578 @@
+//! `DataCenterFailure`: one rehearsal of losing a whole zone.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Take every node of one zone out of service, keep it dark for `duration`
+/// while measuring the SLOs, then restore exactly what was changed.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "chaos.firedrill.dev",
+    version = "v1alpha1",
+    kind = "DataCenterFailure",
+    shortname = "dcf",
+    category = "chaos",
+    status = "DataCenterFailureStatus",
+    doc = "A rehearsal of losing one whole zone (data center), with measured SLOs.",
+    selectable = ".spec.zone",
+    printcolumn(name = "Zone", type_ = "string", json_path = ".spec.zone"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DataCenterFailureSpec {
+    /// The zone to take down: the value of `topologyKey` on its nodes.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.trim() != ''").message("zone must not be blank"))]
+    pub zone: String,
+
+    /// The node label that names a node's zone.
+    #[serde(default = "default_topology_key")]
+    #[schemars(length(min = 1, max = 317))]
+    pub topology_key: String,
+
+    /// How long the zone stays dark, e.g. `90s`, `10m`, `1h`. At least 1s, at most 24h.
+    #[serde(default = "default_duration")]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = super::duration_rule(Some("1s"), "24h", "duration"))]
+    pub duration: String,
+
+    /// How long every SLO probe must be healthy before the fault starts.
+    #[serde(default = "default_baseline")]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = super::duration_rule(None, "1h", "baseline"))]
+    pub baseline: String,
+
+    /// What the fault does to the zone.
+    #[serde(default)]
+    pub fault: FaultSpec,
+
+    /// Which pods are in scope.
+    #[serde(default)]
+    pub target: TargetSpec,
+
+    /// Refusals checked before anything is touched.
+    #[serde(default)]
+    pub guards: GuardSpec,
+
+    /// The service-level objectives measured while the zone is dark.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub slos: Vec<SloSpec>,
+}
+
+pub fn default_topology_key() -> String {
+    "topology.kubernetes.io/zone".into()
+}
+fn default_duration() -> String {
+    "10m".into()
+}
+fn default_baseline() -> String {
+    "30s".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// What happens to the zone. A fire, not a drain: pods are killed with grace
+/// period 0 and PodDisruptionBudgets do not apply.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultSpec {
+    /// Mark every node of the zone unschedulable.
+    #[serde(default = "yes")]
+    pub cordon: bool,
+    /// Delete every in-scope pod on the zone's nodes with grace period 0.
+    #[serde(default = "yes")]
+    pub kill_pods: bool,
+    /// Keep the zone dark for the whole duration: a NoExecute taint owned by
+    /// the experiment, and any in-scope pod that lands there anyway is killed again.
+    #[serde(default = "yes")]
+    pub keep_dark: bool,
+}
+
+impl Default for FaultSpec {
+    fn default() -> Self {
+        Self {
+            cordon: true,
+            kill_pods: true,
+            keep_dark: true,
+        }
+    }
+}
+
+/// Which pods on the zone's nodes are killed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpec {
+    /// Only these namespaces (empty: every namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub namespaces: Vec<String>,
+    /// Never these namespaces. The operator's own namespace is always excluded.
+    #[serde(default = "default_excluded_namespaces")]
+    #[schemars(length(max = 256))]
+    pub exclude_namespaces: Vec<String>,
+    /// Only pods matching this selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+}
+
+fn default_excluded_namespaces() -> Vec<String> {
+    vec!["kube-system".into()]
+}
+
+impl Default for TargetSpec {
+    fn default() -> Self {
+        Self {
+            namespaces: vec![],
+            exclude_namespaces: default_excluded_namespaces(),
+            label_selector: None,
+        }
+    }
+}
+
+/// Refusals and brakes. Every guard is checked before any node or pod is touched.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardSpec {
+    /// Refuse when the zone has more nodes than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_nodes: Option<i32>,
+    /// Refuse when the zone holds more than this share of the cluster's nodes, in percent.
+    #[serde(default = "default_max_node_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_node_percent: i32,
+    /// Refuse when the surviving zones lack the allocatable CPU or memory for the displaced pods.
+    #[serde(default = "yes")]
+    pub require_capacity: bool,
+    /// Refuse when the operator itself would be left with no replica outside the zone.
+    #[serde(default = "yes")]
+    pub protect_operator: bool,
+    /// Allow running while another DataCenterFailure is active.
+    #[serde(default)]
+    pub allow_overlap: bool,
+    /// Plan and check the guards only; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn default_max_node_percent() -> i32 {
+    50
+}
+
+impl Default for GuardSpec {
+    fn default() -> Self {
+        Self {
+            max_nodes: None,
+            max_node_percent: default_max_node_percent(),
+            require_capacity: true,
+            protect_operator: true,
+            allow_overlap: false,
+            dry_run: false,
+        }
+    }
+}
+
+/// One service-level objective, measured by one probe.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SloSpec {
+    /// A short name, e.g. `authentication`. Unique within the experiment.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// A failed critical SLO fails the whole experiment.
+    #[serde(default = "yes")]
+    pub critical: bool,
+    /// How the SLO is measured.
+    pub probe: Probe,
+    /// Time between probes. At least 100ms.
+    #[serde(default = "default_interval")]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = super::duration_rule(Some("100ms"), "1h", "interval"))]
+    pub interval: String,
+    /// How long one probe may take before it counts as failed.
+    #[serde(default = "default_timeout")]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = super::duration_rule(Some("10ms"), "5m", "timeout"))]
+    pub timeout: String,
+    /// The longest acceptable time from injection until the service is healthy again for good.
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = super::duration_rule(None, "24h", "recoveryTimeObjective"))]
+    pub recovery_time_objective: String,
+    /// The lowest acceptable share of successful probes while the zone is dark, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub availability_objective: Option<f64>,
+    /// Make this SLO a guard: once breached for longer than its tolerance, the
+    /// fault ends at once and the experiment is Aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardSlo>,
+}
+
+fn default_interval() -> String {
+    "1s".into()
+}
+fn default_timeout() -> String {
+    "1s".into()
+}
+
+/// A guard SLO's tolerance.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardSlo {
+    /// How long the guard may stay breached before the fault is ended.
+    #[serde(default = "default_tolerance")]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = super::duration_rule(None, "1h", "tolerance"))]
+    pub tolerance: String,
+}
+
+fn default_tolerance() -> String {
+    "0s".into()
+}
+
+/// Exactly one of `http`, `tcp`, `prometheus`, `kubernetes`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.http), has(self.tcp), has(self.prometheus), has(self.kubernetes)].filter(x, x).size() == 1").message("exactly one probe kind must be set: http, tcp, prometheus or kubernetes"))]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesProbe>,
+}
+
+/// An HTTP request that must answer with an expected status (and body).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpProbe {
+    /// `http://` or `https://` URL.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("url must be an http:// or https:// URL"))]
+    pub url: String,
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Request headers; values may come from Secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub headers: Vec<HttpHeader>,
+    /// Status codes that count as success (empty: 200-399).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(range(min = 100, max = 599)))]
+    pub expected_status: Vec<i32>,
+    /// A substring the response body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub body_contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Head,
+    Post,
+    Put,
+    Options,
+}
+
+/// One header; exactly one of `value` and `valueFrom`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.value) != has(self.valueFrom)").message("exactly one of value and valueFrom must be set"))]
+pub struct HttpHeader {
+    #[schemars(length(min = 1, max = 256), pattern(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<ValueFrom>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueFrom {
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// A key of a Secret. The experiment is cluster-scoped, so the namespace is required.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// TLS settings for https probes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.caSecretRef) && self.insecureSkipVerify)").message("caSecretRef and insecureSkipVerify exclude each other"))]
+pub struct TlsConfig {
+    /// PEM CA bundle to verify the server with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Do not verify the server's certificate.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// A TCP connect to host:port.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpProbe {
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+/// A PromQL query whose value must satisfy a comparison.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusProbe {
+    /// The Prometheus server, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("url must be an http:// or https:// URL"))]
+    pub url: String,
+    #[schemars(length(min = 1, max = 8192))]
+    pub query: String,
+    /// Healthy when the query's value satisfies this, e.g. `< 0.01` or `>= 3`.
+    #[schemars(
+        length(max = 64),
+        pattern(r"^ *(<|<=|>|>=|==|!=) *[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)? *$")
+    )]
+    pub success_when: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Health as the cluster sees it; exactly one of `service` and `workload`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.service) != has(self.workload)").message("exactly one of service and workload must be set"))]
+pub struct KubernetesProbe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadCheck>,
+}
+
+/// Healthy while the Service has at least `minReadyEndpoints` ready endpoints.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceCheck {
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub min_ready_endpoints: i32,
+}
+
+/// Healthy while the workload has at least `minAvailable` available replicas.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadCheck {
+    pub kind: WorkloadKind,
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub min_available: i32,
+}
+
+fn one() -> i32 {
+    1
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+}
+
+// ---------------------------------------------------------------------------
+// Status: small and bounded. Counts and summaries, never one entry per pod.
+// ---------------------------------------------------------------------------
+
+/// How many names a status list may hold; the rest are counted, not listed.
+pub const MAX_LISTED: usize = 20;
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataCenterFailureStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// One line: why the experiment is where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When each phase was entered, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<PhaseTransition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slos: Vec<SloStatus>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Pending,
+    Planning,
+    Baseline,
+    Injecting,
+    ZoneDown,
+    Restoring,
+    Completed,
+    Aborted,
+    Failed,
+}
+
+impl Phase {
+    /// No further work happens in a terminal phase.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Completed | Phase::Aborted | Phase::Failed)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    Failed,
+    Inconclusive,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseTransition {
+    pub phase: Phase,
+    pub time: Time,
+}
+
+/// What the planner found, as counts plus the first few names.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    pub nodes_in_zone: i32,
+    pub nodes_in_cluster: i32,
+    pub pods_in_scope: i32,
+    /// Pods on the zone's nodes that are reported but not killed (out of scope,
+    /// static/mirror pods, the operator's own pods).
+    pub pods_spared: i32,
+    pub workloads_losing_all_replicas: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads_losing_all_replicas_names: Vec<String>,
+    pub pinned_pods: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned_pod_names: Vec<String>,
+    pub pdbs_violated: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pdb_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacitySummary>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacitySummary {
+    /// CPU requested by the displaced pods, in millicores.
+    pub cpu_needed_millis: i64,
+    /// Free allocatable CPU in the surviving zones, in millicores.
+    pub cpu_free_millis: i64,
+    pub memory_needed_bytes: i64,
+    pub memory_free_bytes: i64,
+    pub sufficient: bool,
+}
+
+/// What the fault has done so far.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultStatus {
+    pub nodes_cordoned: i32,
+    pub nodes_tainted: i32,
+    pub pods_killed: i32,
+    /// Pods killed again because they landed on the dark zone.
+    pub pods_rekilled: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_dark_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_at: Option<Time>,
+    pub nodes_restored: i32,
+}
+
+/// The measured outcome of one SLO.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SloStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// From injection to the start of the healthy streak that then held; absent if it never recovered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_recover_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_outage_seconds: Option<f64>,
+    /// Successful samples over all samples in the measured window, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_percent: Option<f64>,
+    pub samples: i64,
+    pub failures: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

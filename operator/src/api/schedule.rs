@@ -1,0 +1,137 @@
+//! `DataCenterFailureSchedule`: game days on a cron schedule, the way a
+//! CronJob creates Jobs.
+
+use super::experiment::{DataCenterFailureSpec, Verdict};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Creates a `DataCenterFailure` from `template` at every tick of `schedule`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "chaos.firedrill.dev",
+    version = "v1alpha1",
+    kind = "DataCenterFailureSchedule",
+    shortname = "dcfs",
+    category = "chaos",
+    status = "DataCenterFailureScheduleStatus",
+    doc = "Game days on a schedule: creates a DataCenterFailure from a template at every tick.",
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
+    printcolumn(
+        name = "Last Schedule",
+        type_ = "date",
+        json_path = ".status.lastScheduleTime"
+    ),
+    printcolumn(
+        name = "Last Verdict",
+        type_ = "string",
+        json_path = ".status.lastVerdict"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DataCenterFailureScheduleSpec {
+    /// Standard 5-field cron (`minute hour day-of-month month day-of-week`) or
+    /// one of `@hourly`, `@daily`, `@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually`.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^(@(annually|yearly|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*,/?#-]+( +[0-9A-Za-z*,/?#-]+){4})$')").message("schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week) or @hourly, @daily, @weekly, @monthly, @yearly"),
+        validation = Rule::new("!self.contains('TZ=')").message("set the time zone in spec.timeZone, not in the schedule")
+    )]
+    pub schedule: String,
+
+    /// IANA time zone name for the schedule, e.g. `Europe/Berlin`. Default: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$') && self != 'Local'").message("timeZone must be an IANA time zone name such as UTC or Asia/Seoul"))]
+    pub time_zone: Option<String>,
+
+    /// Create no new experiments while true; running ones are not touched.
+    #[serde(default)]
+    pub suspend: bool,
+
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+
+    /// A tick missed by more than this many seconds is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub starting_deadline_seconds: Option<i64>,
+
+    /// How many finished experiments that Passed to keep.
+    #[serde(default = "default_successful_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub successful_history_limit: i32,
+
+    /// How many finished experiments that did not pass to keep.
+    #[serde(default = "default_failed_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub failed_history_limit: i32,
+
+    /// Zone rotation: when set, each run takes the next zone of this list,
+    /// round-robin, instead of `template.spec.zone`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
+    pub zones: Vec<String>,
+
+    /// The experiment each run creates.
+    pub template: ExperimentTemplate,
+}
+
+fn default_successful_history() -> i32 {
+    3
+}
+fn default_failed_history() -> i32 {
+    1
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum ConcurrencyPolicy {
+    /// Skip a run while an experiment of this schedule is still running.
+    #[default]
+    Forbid,
+    /// Start runs regardless of running ones.
+    Allow,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMetadata>,
+    pub spec: DataCenterFailureSpec,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataCenterFailureScheduleStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_experiment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verdict: Option<Verdict>,
+    /// Experiments of this schedule that have not finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active: Vec<String>,
+    /// Index into `spec.zones` of the zone the next run takes.
+    #[serde(default)]
+    pub next_zone_index: i32,
+}

@@ -1,0 +1,403 @@
+//! The CRDs install with real kubectl, show their columns, and the API server
+//! itself rejects every kind of bad spec with a message naming the field.
+//!
+//! Each rejection test starts from a manifest the server accepts
+//! (`valid_experiment_is_accepted` proves that) and breaks exactly one rule.
+
+use firedrill_e2e::{Cleanup, apply, install_crds, kubectl};
+
+const VALID_SLOS: &str = r#"
+  slos:
+  - name: authentication
+    recoveryTimeObjective: 60s
+    availabilityObjective: 99.5
+    interval: 500ms
+    probe:
+      http:
+        url: https://auth.example.test/healthz
+  - name: messaging
+    recoveryTimeObjective: 30s
+    probe:
+      kubernetes:
+        service: {namespace: messaging, name: chat, minReadyEndpoints: 2}
+  - name: payments
+    recoveryTimeObjective: 2m
+    probe:
+      tcp: {host: 127.0.0.1, port: 5432}"#;
+
+/// A DataCenterFailure named `name` whose spec is `spec` (indented by two spaces).
+fn experiment(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n{spec}\n"
+    )
+}
+
+fn schedule(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailureSchedule\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      zone: zone-a\n{spec}\n"
+    )
+}
+
+/// `yaml` must be rejected by `kubectl apply`, with a message naming `field`
+/// and containing `says`.
+#[track_caller]
+fn rejected(kind: &str, name: &str, yaml: &str, field: &str, says: &str) {
+    install_crds();
+    let _cleanup = Cleanup(vec![format!("{kind}/{name}")]);
+    let out = apply(yaml);
+    assert!(
+        !out.ok,
+        "kubectl apply accepted a bad manifest:\n{yaml}\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains(field),
+        "the error does not name {field}:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(says),
+        "the error does not say {says:?}:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn crds_install_and_get_shows_the_columns() {
+    install_crds();
+    let _cleanup = Cleanup(vec!["dcf/columns".into()]);
+    let out = apply(&experiment(
+        "columns",
+        &format!("  zone: zone-b\n  duration: 90s{VALID_SLOS}"),
+    ));
+    assert!(out.ok, "{}", out.stderr);
+    let table = kubectl(&["get", "dcf"], None).expect_ok("kubectl get dcf");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "ZONE", "PHASE", "VERDICT", "AGE", "REASON"],
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("columns "))
+        .expect("the experiment is listed");
+    assert!(row.contains("zone-b"), "{row}");
+    // The short name and the category work too.
+    let by_category = kubectl(&["get", "chaos"], None).expect_ok("kubectl get chaos");
+    assert!(by_category.contains("columns"), "{by_category}");
+    // Defaults are filled in by the API server.
+    let spec = kubectl(
+        &[
+            "get",
+            "dcf",
+            "columns",
+            "-o",
+            "jsonpath={.spec.topologyKey} {.spec.baseline} {.spec.slos[2].interval}",
+        ],
+        None,
+    )
+    .expect_ok("get spec");
+    assert_eq!(spec, "topology.kubernetes.io/zone 30s 1s");
+}
+
+#[test]
+fn schedules_get_shows_the_columns() {
+    install_crds();
+    let _cleanup = Cleanup(vec!["dcfs/weekly".into()]);
+    let out = apply(&schedule(
+        "weekly",
+        "  schedule: '0 3 * * 1'\n  timeZone: Asia/Seoul",
+    ));
+    assert!(out.ok, "{}", out.stderr);
+    let table = kubectl(&["get", "dcfs", "weekly"], None).expect_ok("kubectl get dcfs");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap()
+        .split("  ")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "SCHEDULE",
+            "SUSPEND",
+            "LAST SCHEDULE",
+            "LAST VERDICT",
+            "AGE"
+        ],
+        "{table}"
+    );
+    let policy = kubectl(
+        &[
+            "get",
+            "dcfs",
+            "weekly",
+            "-o",
+            "jsonpath={.spec.concurrencyPolicy}",
+        ],
+        None,
+    )
+    .expect_ok("get");
+    assert_eq!(policy, "Forbid", "two drills never run at once by default");
+}
+
+#[test]
+fn valid_experiment_is_accepted() {
+    install_crds();
+    let _cleanup = Cleanup(vec!["dcf/valid".into()]);
+    let out = apply(&experiment(
+        "valid",
+        &format!("  zone: zone-a\n  duration: 1h30m{VALID_SLOS}"),
+    ));
+    assert!(out.ok, "{}", out.stderr);
+}
+
+// --- zone -------------------------------------------------------------------
+
+#[test]
+fn zone_is_required() {
+    rejected(
+        "dcf",
+        "no-zone",
+        &experiment("no-zone", "  duration: 90s"),
+        "spec.zone",
+        "Required value",
+    );
+}
+
+#[test]
+fn zone_must_not_be_empty() {
+    rejected(
+        "dcf",
+        "empty-zone",
+        &experiment("empty-zone", "  zone: ''"),
+        "spec.zone",
+        "should be at least 1 chars long",
+    );
+}
+
+#[test]
+fn zone_must_not_be_blank() {
+    rejected(
+        "dcf",
+        "blank-zone",
+        &experiment("blank-zone", "  zone: '   '"),
+        "spec.zone",
+        "zone must not be blank",
+    );
+}
+
+// --- durations ---------------------------------------------------------------
+
+#[test]
+fn duration_must_parse() {
+    rejected(
+        "dcf",
+        "bad-duration",
+        &experiment("bad-duration", "  zone: zone-a\n  duration: ten minutes"),
+        "spec.duration",
+        "should match",
+    );
+}
+
+#[test]
+fn duration_is_at_most_24h() {
+    rejected(
+        "dcf",
+        "long-duration",
+        &experiment("long-duration", "  zone: zone-a\n  duration: 25h"),
+        "spec.duration",
+        "duration must be between 1s and 24h",
+    );
+}
+
+#[test]
+fn duration_is_at_least_1s() {
+    rejected(
+        "dcf",
+        "short-duration",
+        &experiment("short-duration", "  zone: zone-a\n  duration: 0s"),
+        "spec.duration",
+        "duration must be between 1s and 24h",
+    );
+}
+
+#[test]
+fn baseline_is_bounded() {
+    rejected(
+        "dcf",
+        "long-baseline",
+        &experiment("long-baseline", "  zone: zone-a\n  baseline: 2h"),
+        "spec.baseline",
+        "baseline must be at most 1h",
+    );
+}
+
+// --- SLOs --------------------------------------------------------------------
+
+fn one_slo(slo: &str) -> String {
+    format!("  zone: zone-a\n  slos:\n  - {slo}")
+}
+
+#[test]
+fn slo_names_are_unique() {
+    let spec = "  zone: zone-a\n  slos:\n  - {name: auth, recoveryTimeObjective: 30s, probe: {tcp: {host: h, port: 1}}}\n  - {name: auth, recoveryTimeObjective: 60s, probe: {tcp: {host: h, port: 2}}}";
+    rejected(
+        "dcf",
+        "dup-slo",
+        &experiment("dup-slo", spec),
+        "spec.slos[1]",
+        "Duplicate value",
+    );
+}
+
+#[test]
+fn slo_has_exactly_one_probe_kind_not_two() {
+    let spec = one_slo(
+        "{name: auth, recoveryTimeObjective: 30s, probe: {tcp: {host: h, port: 1}, http: {url: 'http://h/'}}}",
+    );
+    rejected(
+        "dcf",
+        "two-probes",
+        &experiment("two-probes", &spec),
+        "spec.slos[0].probe",
+        "exactly one probe kind must be set",
+    );
+}
+
+#[test]
+fn slo_has_exactly_one_probe_kind_not_none() {
+    let spec = one_slo("{name: auth, recoveryTimeObjective: 30s, probe: {}}");
+    rejected(
+        "dcf",
+        "no-probe",
+        &experiment("no-probe", &spec),
+        "spec.slos[0].probe",
+        "exactly one probe kind must be set",
+    );
+}
+
+#[test]
+fn probe_interval_is_at_least_100ms() {
+    let spec = one_slo(
+        "{name: auth, interval: 50ms, recoveryTimeObjective: 30s, probe: {tcp: {host: h, port: 1}}}",
+    );
+    rejected(
+        "dcf",
+        "fast-probe",
+        &experiment("fast-probe", &spec),
+        "spec.slos[0].interval",
+        "interval must be between 100ms and 1h",
+    );
+}
+
+#[test]
+fn availability_objective_is_at_most_100() {
+    let spec = one_slo(
+        "{name: auth, availabilityObjective: 100.5, recoveryTimeObjective: 30s, probe: {tcp: {host: h, port: 1}}}",
+    );
+    rejected(
+        "dcf",
+        "avail-high",
+        &experiment("avail-high", &spec),
+        "spec.slos[0].availabilityObjective",
+        "less than or equal to 100",
+    );
+}
+
+#[test]
+fn availability_objective_is_not_negative() {
+    let spec = one_slo(
+        "{name: auth, availabilityObjective: -1, recoveryTimeObjective: 30s, probe: {tcp: {host: h, port: 1}}}",
+    );
+    rejected(
+        "dcf",
+        "avail-low",
+        &experiment("avail-low", &spec),
+        "spec.slos[0].availabilityObjective",
+        "greater than or equal to 0",
+    );
+}
+
+#[test]
+fn recovery_time_objective_is_at_most_24h() {
+    let spec =
+        one_slo("{name: auth, recoveryTimeObjective: 48h, probe: {tcp: {host: h, port: 1}}}");
+    rejected(
+        "dcf",
+        "rto-long",
+        &experiment("rto-long", &spec),
+        "spec.slos[0].recoveryTimeObjective",
+        "recoveryTimeObjective must be at most 24h",
+    );
+}
+
+#[test]
+fn http_probe_url_is_http_or_https() {
+    let spec = one_slo(
+        "{name: auth, recoveryTimeObjective: 30s, probe: {http: {url: 'ftp://files.example.test/health'}}}",
+    );
+    rejected(
+        "dcf",
+        "ftp-url",
+        &experiment("ftp-url", &spec),
+        "spec.slos[0].probe.http.url",
+        "url must be an http:// or https:// URL",
+    );
+}
+
+#[test]
+fn prometheus_probe_url_is_http_or_https() {
+    let spec = one_slo(
+        "{name: errors, recoveryTimeObjective: 30s, probe: {prometheus: {url: 'prometheus:9090', query: 'up', successWhen: '> 0'}}}",
+    );
+    rejected(
+        "dcf",
+        "prom-url",
+        &experiment("prom-url", &spec),
+        "spec.slos[0].probe.prometheus.url",
+        "url must be an http:// or https:// URL",
+    );
+}
+
+// --- schedules ---------------------------------------------------------------
+
+#[test]
+fn cron_schedule_is_well_formed() {
+    rejected(
+        "dcfs",
+        "bad-cron",
+        &schedule("bad-cron", "  schedule: 'every monday'"),
+        "spec.schedule",
+        "schedule must be a 5-field cron expression",
+    );
+}
+
+#[test]
+fn cron_schedule_has_no_embedded_time_zone() {
+    rejected(
+        "dcfs",
+        "tz-cron",
+        &schedule("tz-cron", "  schedule: 'CRON_TZ=Asia/Seoul 0 3 * * 1'"),
+        "spec.schedule",
+        "set the time zone in spec.timeZone",
+    );
+}
+
+#[test]
+fn time_zone_is_well_formed() {
+    rejected(
+        "dcfs",
+        "bad-tz",
+        &schedule(
+            "bad-tz",
+            "  schedule: '@weekly'\n  timeZone: 'Korea Standard Time'",
+        ),
+        "spec.timeZone",
+        "timeZone must be an IANA time zone name",
+    );
+}

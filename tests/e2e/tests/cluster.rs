@@ -1,0 +1,192 @@
+//! The testbed behaves like a real cluster where firedrill relies on it:
+//! the scheduler spreads pods over zones, EndpointSlices follow readiness, and
+//! after a zone is cordoned and its pods killed, ReplicaSets recreate the pods
+//! in the surviving zones only.
+
+use firedrill_e2e::{
+    Namespace, apply, kubectl, kubectl_json, node_zones, ready_pods, wait_for, zones_lock,
+};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+fn deployment(ns: &str, name: &str, replicas: u32, when_unsatisfiable: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 30
+      topologySpreadConstraints:
+      - maxSkew: 1
+        topologyKey: topology.kubernetes.io/zone
+        whenUnsatisfiable: {when_unsatisfiable}
+        labelSelector: {{matchLabels: {{app: {name}}}}}
+      containers:
+      - name: app
+        image: registry.invalid/{name}:1
+        ports: [{{containerPort: 8080}}]
+        resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+    )
+}
+
+fn zones_of(pods: &[(String, String)]) -> BTreeSet<String> {
+    let zones = node_zones();
+    pods.iter().map(|(_, node)| zones[node].clone()).collect()
+}
+
+fn ready_endpoints(ns: &str, service: &str) -> usize {
+    kubectl_json(&[
+        "-n",
+        ns,
+        "get",
+        "endpointslices",
+        "-l",
+        &format!("kubernetes.io/service-name={service}"),
+    ])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["conditions"]["ready"] == true)
+        .count()
+}
+
+#[test]
+fn spread_deployment_runs_in_all_three_zones_with_ready_endpoints() {
+    let _zones = zones_lock();
+    let ns = Namespace::create("e2e-spread");
+    let out = apply(&deployment(&ns.0, "web", 6, "DoNotSchedule"));
+    assert!(out.ok, "{}", out.stderr);
+
+    let pods = wait_for("6 Running/Ready pods", Duration::from_secs(120), || {
+        let pods = ready_pods(&ns.0, "app=web");
+        (pods.len() == 6).then_some(pods)
+    });
+    let zones = zones_of(&pods);
+    assert_eq!(
+        zones,
+        BTreeSet::from(["zone-a".into(), "zone-b".into(), "zone-c".into()]),
+        "pods: {pods:?}"
+    );
+
+    // Pods have IPs from KWOK and the EndpointSlice controller marks them ready.
+    wait_for(
+        "6 ready endpoints behind the Service",
+        Duration::from_secs(60),
+        || (ready_endpoints(&ns.0, "web") == 6).then_some(()),
+    );
+}
+
+/// Uncordons, when the test ends, the nodes this test cordoned (and only those).
+struct Cordoned(Vec<String>);
+
+impl Drop for Cordoned {
+    fn drop(&mut self) {
+        for node in &self.0 {
+            kubectl(&["uncordon", node], None);
+        }
+    }
+}
+
+#[test]
+fn killed_zone_pods_come_back_in_the_other_zones_only() {
+    let _zones = zones_lock();
+    let ns = Namespace::create("e2e-zonekill");
+    let out = apply(&deployment(&ns.0, "chat", 6, "ScheduleAnyway"));
+    assert!(out.ok, "{}", out.stderr);
+    let before = wait_for("6 Running/Ready pods", Duration::from_secs(120), || {
+        let pods = ready_pods(&ns.0, "app=chat");
+        (pods.len() == 6).then_some(pods)
+    });
+    assert!(
+        zones_of(&before).contains("zone-a"),
+        "the test needs pods in zone-a first: {before:?}"
+    );
+
+    // Cordon every node of zone-a, then kill its pods with grace period 0.
+    let zone_a: Vec<String> = node_zones()
+        .into_iter()
+        .filter(|(_, z)| z == "zone-a")
+        .map(|(n, _)| n)
+        .collect();
+    let already: BTreeSet<String> = kubectl_json(&["get", "nodes"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["spec"]["unschedulable"] == true)
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let _restore = Cordoned(
+        zone_a
+            .iter()
+            .filter(|n| !already.contains(*n))
+            .cloned()
+            .collect(),
+    );
+    for node in &zone_a {
+        kubectl(&["cordon", node], None).expect_ok("kubectl cordon");
+    }
+    let killed: Vec<String> = before
+        .iter()
+        .filter(|(_, node)| zone_a.contains(node))
+        .map(|(pod, _)| pod.clone())
+        .collect();
+    let mut args = vec![
+        "-n",
+        ns.0.as_str(),
+        "delete",
+        "pod",
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ];
+    args.extend(killed.iter().map(String::as_str));
+    kubectl(&args, None).expect_ok("deleting zone-a's pods");
+
+    let after = wait_for(
+        "6 Ready replacement pods outside zone-a",
+        Duration::from_secs(120),
+        || {
+            let pods = ready_pods(&ns.0, "app=chat");
+            let fresh = pods.iter().all(|(p, _)| !killed.contains(p));
+            (pods.len() == 6 && fresh).then_some(pods)
+        },
+    );
+    let zones = zones_of(&after);
+    assert!(
+        !zones.contains("zone-a"),
+        "a replacement landed in the dark zone: {after:?}"
+    );
+    assert_eq!(
+        zones,
+        BTreeSet::from(["zone-b".into(), "zone-c".into()]),
+        "{after:?}"
+    );
+    // The killed pods are gone for good, not stuck terminating.
+    wait_for(
+        "the killed pods to be gone",
+        Duration::from_secs(60),
+        || {
+            let names: BTreeSet<String> = kubectl_json(&["-n", &ns.0, "get", "pods"])["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+                .collect();
+            killed.iter().all(|k| !names.contains(k)).then_some(())
+        },
+    );
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run the end-to-end tests against a testbed of their own: start it, run
+# `cargo test -p firedrill-e2e`, and stop it again, whether the tests pass or fail.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export FIREDRILL_TESTBED_DIR=${FIREDRILL_E2E_TESTBED_DIR:-$(mktemp -d /tmp/firedrill-e2e.XXXXXX)}
+NODES=${FIREDRILL_E2E_NODES:-6}
+
+cleanup() {
+  "$HERE/testbed/testbed.sh" down || true
+  [[ -n ${FIREDRILL_KEEP_TESTBED_STATE:-} ]] || rm -rf "$FIREDRILL_TESTBED_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$HERE/testbed/testbed.sh" up "$NODES"
+eval "$("$HERE/testbed/testbed.sh" env)"
+export FIREDRILL_TESTBED_KUBECONFIG=$KUBECONFIG
+cargo test -p firedrill-e2e "$@"

@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# The firedrill testbed: a real Kubernetes control plane on loopback.
+#
+#   testbed.sh build            build (or reuse) the cached binaries, print their directory
+#   testbed.sh up [NODES]       start etcd, kube-apiserver, kube-controller-manager,
+#                               kube-scheduler and kwok; create NODES fake nodes
+#                               spread over zone-a, zone-b, zone-c (default 6)
+#   testbed.sh nodes N [FIRST]  create N more fake nodes (numbered from FIRST)
+#   testbed.sh down             stop every process `up` started, by PID
+#   testbed.sh status           what is running
+#   testbed.sh env              print shell exports (KUBECONFIG, PATH) for the running testbed
+#
+# Everything the control plane is built from comes from the Go module proxy:
+# k8s.io/kubernetes (with its staging modules), go.etcd.io/etcd/server/v3 and
+# sigs.k8s.io/kwok. Binaries are cached outside the clone, keyed by those
+# versions and by a hash of this module's sources, so a cold build happens once
+# per machine.
+#
+# Environment:
+#   FIREDRILL_CACHE         cache root (default: ${XDG_CACHE_HOME:-~/.cache}/firedrill)
+#   FIREDRILL_TESTBED_DIR   state directory: certs, kubeconfig, logs, pids
+#                           (default: <repo>/.testbed)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+
+K8S_VERSION=v1.35.4
+ETCD_VERSION=v3.6.5
+KWOK_VERSION=v0.8.0
+ZONES=(zone-a zone-b zone-c)
+
+CACHE=${FIREDRILL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/firedrill}
+STATE=${FIREDRILL_TESTBED_DIR:-$REPO/.testbed}
+
+log() { printf '[testbed] %s\n' "$*" >&2; }
+die() { printf '[testbed] error: %s\n' "$*" >&2; exit 1; }
+
+source_hash() {
+  (cd "$HERE" && cat go.mod go.sum cmd/kube/main.go && echo "$KWOK_VERSION" && go env GOVERSION) |
+    sha256sum | cut -c1-12
+}
+
+bin_dir() {
+  echo "$CACHE/testbed/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-$(source_hash)/bin"
+}
+
+cmd_build() {
+  local bin; bin=$(bin_dir)
+  if [[ -x $bin/kube && -x $bin/kwok ]]; then
+    echo "$bin"; return 0
+  fi
+  command -v go >/dev/null || die "go is not installed; the testbed is built from Go modules"
+  local tmp="$bin.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  local start=$SECONDS
+  local ldflags="-s -w"
+  local major=${K8S_VERSION#v}; major=${major%%.*}
+  local minor=${K8S_VERSION#v*.}; minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean"
+  done
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd ($K8S_VERSION, etcd $ETCD_VERSION): one multi-call binary; a cold build takes a while"
+  (cd "$HERE" && CGO_ENABLED=0 go build -trimpath -tags selinux,notest -ldflags "$ldflags" -o "$tmp/kube" ./cmd/kube) ||
+    die "building the control plane from k8s.io/kubernetes@$K8S_VERSION failed (see the Go errors above)"
+  log "building kwok $KWOK_VERSION"
+  (cd "$HERE/kwok" && CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION") ||
+    die "building sigs.k8s.io/kwok@$KWOK_VERSION failed (see the Go errors above)"
+  for p in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd; do
+    ln -sf kube "$tmp/$p"
+  done
+  rm -rf "$bin"; mkdir -p "$(dirname "$bin")"; mv "$tmp" "$bin"
+  log "built in $((SECONDS - start))s into $bin"
+  echo "$bin"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# start NAME CMD...: run in the background, record its PID, log to NAME.log
+start() {
+  local name=$1; shift
+  "$@" >"$STATE/logs/$name.log" 2>&1 &
+  echo $! >"$STATE/pids/$name"
+}
+
+gen_certs() {
+  local d=$STATE/pki
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=firedrill-testbed-ca" \
+    -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+  cat >"$d/apiserver.ext" <<EOF
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+extendedKeyUsage=serverAuth
+EOF
+  cert() { # name subject extfile
+    openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$d/$1.key" -out "$d/$1.csr" 2>/dev/null
+    openssl x509 -req -in "$d/$1.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 30 -out "$d/$1.crt" -extfile "$3" 2>/dev/null
+  }
+  echo "extendedKeyUsage=clientAuth" >"$d/client.ext"
+  cert apiserver "/CN=kube-apiserver" "$d/apiserver.ext"
+  cert admin "/O=system:masters/CN=firedrill-admin" "$d/client.ext"
+  cert controller-manager "/CN=system:kube-controller-manager" "$d/client.ext"
+  cert scheduler "/CN=system:kube-scheduler" "$d/client.ext"
+  openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
+}
+
+# KWOK's own stage definitions (node ready + lease heartbeat; pod ready,
+# complete, delete), read from the kwok module this testbed was built from.
+kwok_stages() {
+  local dir
+  dir=$(cd "$HERE/kwok" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  local f
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"
+    cat "$dir/kustomize/stage/$f"
+  done
+}
+
+kubeconfig() { # name -> $STATE/name.kubeconfig
+  cat >"$STATE/$1.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: firedrill-testbed
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $STATE/pki/ca.crt
+users:
+- name: $1
+  user:
+    client-certificate: $STATE/pki/$1.crt
+    client-key: $STATE/pki/$1.key
+contexts:
+- name: firedrill-testbed
+  context:
+    cluster: firedrill-testbed
+    user: $1
+current-context: firedrill-testbed
+EOF
+}
+
+wait_for() { # description timeout-seconds command...
+  local what=$1 timeout=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      log "timed out after ${timeout}s waiting for $what; last log lines:"
+      for f in "$STATE"/logs/*.log; do echo "== $f"; tail -n 15 "$f"; done >&2
+      return 1
+    fi
+    for f in "$STATE"/pids/*; do
+      pid_alive "$f" || { log "$(basename "$f") exited while waiting for $what:"; tail -n 30 "$STATE/logs/$(basename "$f").log" >&2; return 1; }
+    done
+    sleep 0.5
+  done
+}
+
+cmd_up() {
+  local nodes=${1:-6}
+  if [[ -d $STATE/pids ]] && compgen -G "$STATE/pids/*" >/dev/null; then
+    for f in "$STATE"/pids/*; do
+      pid_alive "$f" && die "a testbed is already running from $STATE (run: $0 down)"
+    done
+  fi
+  local bin; bin=$(cmd_build)
+  local t0=$SECONDS
+  rm -rf "$STATE"; mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/etcd"
+  # If anything below fails, stop what was started.
+  trap 'log "start-up failed; stopping"; cmd_down' ERR
+  gen_certs
+  local etcd_port etcd_peer
+  etcd_port=$(free_port); etcd_peer=$(free_port)
+  APISERVER_PORT=$(free_port)
+  echo "$APISERVER_PORT" >"$STATE/apiserver.port"
+  for u in admin controller-manager scheduler; do kubeconfig $u; done
+
+  start etcd "$bin/etcd" --name=testbed --data-dir="$STATE/etcd" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer" \
+    --initial-cluster="testbed=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync --quota-backend-bytes=8589934592 \
+    --log-level=warn
+  wait_for etcd 60 curl -sf "http://127.0.0.1:$etcd_port/health"
+
+  start kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --tls-cert-file="$STATE/pki/apiserver.crt" --tls-private-key-file="$STATE/pki/apiserver.key" \
+    --client-ca-file="$STATE/pki/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$STATE/pki/sa.pub" --service-account-signing-key-file="$STATE/pki/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 --authorization-mode=Node,RBAC \
+    --endpoint-reconciler-type=none --allow-privileged=true \
+    --max-requests-inflight=1000 --max-mutating-requests-inflight=500
+  wait_for kube-apiserver 120 "$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig" get --raw /readyz
+
+  start kube-controller-manager "$bin/kube-controller-manager" \
+    --kubeconfig="$STATE/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$STATE/controller-manager.kubeconfig" \
+    --root-ca-file="$STATE/pki/ca.crt" --service-account-private-key-file="$STATE/pki/sa.key" \
+    --use-service-account-credentials=true --leader-elect=false \
+    --bind-address=127.0.0.1 --secure-port="$(free_port)" \
+    --kube-api-qps=500 --kube-api-burst=1000 --concurrent-replicaset-syncs=10 \
+    --concurrent-deployment-syncs=10 --concurrent-endpoint-syncs=10 --concurrent-service-endpoint-syncs=10
+  start kube-scheduler "$bin/kube-scheduler" \
+    --kubeconfig="$STATE/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$STATE/scheduler.kubeconfig" \
+    --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
+    --leader-elect=false --bind-address=127.0.0.1 --secure-port="$(free_port)" \
+    --kube-api-qps=500 --kube-api-burst=1000
+  kwok_stages >"$STATE/kwok.yaml"
+  start kwok "$bin/kwok" --kubeconfig="$STATE/admin.kubeconfig" --config="$STATE/kwok.yaml" \
+    --node-lease-duration-seconds=40 \
+    --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --manage-nodes-with-label-selector= --manage-single-node= \
+    --cidr=10.244.0.0/16 --node-ip=127.0.0.1 --server-address="127.0.0.1:$(free_port)"
+  local k=("$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig")
+  wait_for "the default service account (controller-manager)" 120 "${k[@]}" -n default get serviceaccount default
+
+  cmd_nodes "$nodes" 0
+  trap - ERR
+  log "up in $((SECONDS - t0))s: https://127.0.0.1:$APISERVER_PORT, $nodes nodes in ${ZONES[*]}"
+  log "use it with: eval \"\$($0 env)\""
+}
+
+cmd_nodes() {
+  local n=$1 first=${2:-}
+  local bin; bin=$(bin_dir)
+  local k=("$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig")
+  if [[ -z $first ]]; then first=$("${k[@]}" get nodes -o name | wc -l); fi
+  local f=$STATE/nodes-$first.yaml
+  : >"$f"
+  local i zone host
+  for ((i = first; i < first + n; i++)); do
+    zone=${ZONES[$((i % ${#ZONES[@]}))]}
+    host=$(printf 'node-%s-%04d' "$zone" "$i")
+    cat >>"$f" <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: $host
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    type: kwok
+    kubernetes.io/arch: amd64
+    kubernetes.io/os: linux
+    kubernetes.io/hostname: $host
+    topology.kubernetes.io/zone: $zone
+    topology.kubernetes.io/region: testbed
+status:
+  allocatable: {cpu: "16", memory: 64Gi, pods: "110"}
+  capacity: {cpu: "16", memory: 64Gi, pods: "110"}
+  nodeInfo: {architecture: amd64, operatingSystem: linux, kubeletVersion: fake, kubeProxyVersion: fake}
+EOF
+  done
+  "${k[@]}" apply --server-side -f "$f" >/dev/null
+  wait_for "$n nodes to be Ready" 300 nodes_ready "$((first + n))"
+}
+
+nodes_ready() {
+  local want=$1 bin; bin=$(bin_dir)
+  local ready
+  ready=$("$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig" get nodes \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c '^True$')
+  ((ready >= want))
+}
+
+cmd_down() {
+  [[ -d $STATE/pids ]] || return 0
+  local f pid
+  # Reverse start order: kwok and the controllers before the apiserver, etcd last.
+  for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    f=$STATE/pids/$name
+    [[ -f $f ]] || continue
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+  done
+  log "stopped"
+}
+
+cmd_status() {
+  [[ -d $STATE/pids ]] || { echo "not running"; return 1; }
+  local f rc=0
+  for f in "$STATE"/pids/*; do
+    [[ -f $f ]] || continue
+    if pid_alive "$f"; then echo "$(basename "$f"): running (pid $(cat "$f"))"; else echo "$(basename "$f"): dead"; rc=1; fi
+  done
+  return $rc
+}
+
+cmd_env() {
+  [[ -f $STATE/admin.kubeconfig ]] || die "no testbed in $STATE (run: $0 up)"
+  echo "export KUBECONFIG=$STATE/admin.kubeconfig"
+  echo "export PATH=$(bin_dir):\$PATH"
+}
+
+case ${1:-} in
+  build) cmd_build ;;
+  up) shift; cmd_up "$@" ;;
+  nodes) shift; cmd_nodes "$@" ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
