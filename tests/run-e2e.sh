@@ -16,4 +16,5 @@ trap 'exit 130' INT TERM
 "$HERE/testbed/testbed.sh" up "$NODES"
 eval "$("$HERE/testbed/testbed.sh" env)"
 export FIREDRILL_TESTBED_KUBECONFIG=$KUBECONFIG
+cargo build -p firedrill
 cargo test -p firedrill-e2e "$@"

@@ -439,6 +439,10 @@ pub struct DataCenterFailureStatus {
     pub verdict: Option<Verdict>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Why the fault was ended early (abort annotation, guard breach, timeout);
+    /// the experiment ends Aborted once the zone is restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_reason: Option<String>,
     /// When each phase was entered, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transitions: Vec<PhaseTransition>,

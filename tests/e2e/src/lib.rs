@@ -6,6 +6,7 @@
 //! command is sent, so these tests can never touch a real cluster.
 
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -260,4 +261,238 @@ pub fn ready_pods(namespace: &str, selector: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// The `firedrill` binary built next to the tests (`cargo build -p firedrill`).
+pub fn firedrill_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("FIREDRILL_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/debug/deps/<test> → target/debug/firedrill
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("firedrill")
+}
+
+/// Run `firedrill` with `args` against the testbed.
+pub fn firedrill(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(firedrill_bin())
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .output()
+        .expect("the firedrill binary (cargo build -p firedrill)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `firedrill operator`. Dropping it sends SIGTERM (and SIGKILL if
+/// it does not stop within 20 s); `crash()` SIGKILLs it like a node failure.
+pub struct Operator {
+    child: Option<std::process::Child>,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(extra: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "firedrill-operator-{}-{}.log",
+            std::process::id(),
+            now_nanos()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(firedrill_bin())
+            .arg("operator")
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig())
+            .env("RUST_LOG", "info,firedrill=debug,kube=warn")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("the firedrill binary (cargo build -p firedrill)");
+        Operator {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    /// SIGTERM, then wait for a graceful stop.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .ok();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c.kill().ok();
+        c.wait().ok()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- operator log ({}):\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Deletes a DataCenterFailure when the test ends and waits until it is gone
+/// (its finalizer restores the zone), so the next test starts clean.
+pub struct Experiment(pub String);
+
+impl Drop for Experiment {
+    fn drop(&mut self) {
+        kubectl(
+            &[
+                "delete",
+                "dcf",
+                &self.0,
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=60s",
+            ],
+            None,
+        );
+    }
+}
+
+/// A field of a DataCenterFailure, by JSONPath.
+pub fn dcf_field(name: &str, path: &str) -> String {
+    kubectl(
+        &["get", "dcf", name, "-o", &format!("jsonpath={{{path}}}")],
+        None,
+    )
+    .stdout
+}
+
+/// Wait until the experiment reaches `phase`.
+pub fn wait_phase(name: &str, phase: &str, timeout: Duration) {
+    let mut last = String::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = dcf_field(name, ".status.phase");
+        if now == phase {
+            return;
+        }
+        if now != last {
+            last = now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {name} to reach {phase}; it is {last:?}: {}",
+            dcf_field(name, ".status.reason")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every trace firedrill can leave on a node: (node, what).
+pub fn firedrill_traces_on_nodes() -> Vec<(String, String)> {
+    let mut out = vec![];
+    for n in kubectl_json(&["get", "nodes"])["items"].as_array().unwrap() {
+        let name = n["metadata"]["name"].as_str().unwrap().to_string();
+        if n["metadata"]["labels"]
+            .as_object()
+            .is_some_and(|l| l.keys().any(|k| k.starts_with("chaos.firedrill.dev/")))
+        {
+            out.push((name.clone(), "label".into()));
+        }
+        if n["metadata"]["annotations"]
+            .as_object()
+            .is_some_and(|a| a.keys().any(|k| k.starts_with("chaos.firedrill.dev/")))
+        {
+            out.push((name.clone(), "annotation".into()));
+        }
+        if n["spec"]["taints"].as_array().is_some_and(|ts| {
+            ts.iter().any(|t| {
+                t["key"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("chaos.firedrill.dev/")
+            })
+        }) {
+            out.push((name.clone(), "taint".into()));
+        }
+    }
+    out
+}
+
+/// Names of unschedulable nodes.
+pub fn cordoned_nodes() -> BTreeSet<String> {
+    kubectl_json(&["get", "nodes"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["spec"]["unschedulable"] == true)
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Nodes of one zone.
+pub fn nodes_in(zone: &str) -> Vec<String> {
+    node_zones()
+        .into_iter()
+        .filter(|(_, z)| z == zone)
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// Uncordons, when the test ends, nodes the test itself cordoned.
+pub struct AdminCordon(pub Vec<String>);
+
+impl AdminCordon {
+    pub fn cordon(nodes: &[String]) -> Self {
+        for n in nodes {
+            kubectl(&["cordon", n], None).expect_ok("kubectl cordon");
+        }
+        AdminCordon(nodes.to_vec())
+    }
+}
+
+impl Drop for AdminCordon {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            kubectl(&["uncordon", n], None);
+        }
+    }
 }

@@ -1,0 +1,601 @@
+//! Planning: what losing a zone would do, computed from a snapshot of the
+//! cluster. Everything in this module is pure; [`collect`] is the I/O edge
+//! that builds the snapshot.
+//!
+//! The planner answers, before anything is touched:
+//! - which nodes are in the zone, and which pods on them are in scope;
+//! - which workloads lose every ready replica;
+//! - which pods are pinned to the zone and cannot be rescheduled elsewhere
+//!   (required node affinity or nodeSelector on the zone or its hostnames,
+//!   PVCs bound to PVs that only exist in the zone);
+//! - whether the surviving zones have the CPU and memory for the displaced pods;
+//! - which PodDisruptionBudgets a real fire would violate (a fire ignores them);
+//! - and whether a guard refuses the experiment.
+
+pub mod collect;
+
+use crate::api::{GuardSpec, MAX_LISTED, PlanSummary, TargetSpec};
+use kube::core::{Expression, Selector, SelectorExt};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// One node, as much of it as planning needs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub unschedulable: bool,
+    pub ready: bool,
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
+}
+
+/// A node-affinity requirement (`matchExpressions` of a node selector term).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Requirement {
+    pub key: String,
+    pub operator: String,
+    pub values: Vec<String>,
+}
+
+/// The owner a pod belongs to, as Kubernetes records it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerKey {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// One pod on a node of the zone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+    pub owner: Option<OwnerKey>,
+    /// A static pod's mirror: the API server cannot delete the real one.
+    pub mirror: bool,
+    pub ready: bool,
+    /// Succeeded or Failed: nothing left to kill.
+    pub finished: bool,
+    pub node_selector: BTreeMap<String, String>,
+    /// Required node affinity: any one term must match (terms are ORed, requirements ANDed).
+    pub required_terms: Vec<Vec<Requirement>>,
+    /// PVC names in the pod's namespace.
+    pub pvcs: Vec<String>,
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
+}
+
+impl PodInfo {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What a workload controller reports about itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadInfo {
+    /// Ready replicas across the whole cluster.
+    pub ready: i32,
+    /// The name people know it by: a ReplicaSet's Deployment, for example.
+    pub display: String,
+}
+
+/// A PodDisruptionBudget.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PdbInfo {
+    pub namespace: String,
+    pub name: String,
+    pub selector: Selector,
+    pub disruptions_allowed: i32,
+}
+
+/// Free allocatable capacity on the schedulable nodes outside the zone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Capacity {
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
+}
+
+/// Everything the planner looks at. `pods` holds only pods on the zone's nodes.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub nodes: Vec<NodeInfo>,
+    pub pods: Vec<PodInfo>,
+    /// Keyed by the pod's direct owner.
+    pub workloads: HashMap<OwnerKey, WorkloadInfo>,
+    /// `namespace/pvc` → the zones (values of the topology key) or hostnames
+    /// its bound PV is restricted to. Absent: not restricted.
+    pub pvc_topology: HashMap<String, VolumeTopology>,
+    pub pdbs: Vec<PdbInfo>,
+    /// Free capacity outside the zone, if it was measured.
+    pub surviving_free: Option<Capacity>,
+    /// DataCenterFailures other than this one that are active (not terminal).
+    pub active_experiments: Vec<String>,
+    /// Nodes the operator's own pods run on, when it runs in the cluster.
+    pub operator_nodes: Option<Vec<String>>,
+}
+
+/// Where a PersistentVolume can be used.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VolumeTopology {
+    pub zones: Vec<String>,
+    pub hostnames: Vec<String>,
+}
+
+/// What the experiment asks for, in the planner's terms.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub zone: String,
+    pub topology_key: String,
+    pub scope: Scope,
+    pub guards: GuardSpec,
+}
+
+/// Which pods are in scope.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub namespaces: BTreeSet<String>,
+    pub exclude_namespaces: BTreeSet<String>,
+    pub selector: Option<Selector>,
+    /// The operator's namespace: never killed.
+    pub operator_namespace: Option<String>,
+}
+
+impl Scope {
+    pub fn from_target(
+        target: &TargetSpec,
+        operator_namespace: Option<String>,
+    ) -> Result<Self, String> {
+        let selector = match &target.label_selector {
+            Some(ls) => Some(
+                Selector::try_from(ls.clone())
+                    .map_err(|e| format!("spec.target.labelSelector: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Scope {
+            namespaces: target.namespaces.iter().cloned().collect(),
+            exclude_namespaces: target.exclude_namespaces.iter().cloned().collect(),
+            selector,
+            operator_namespace,
+        })
+    }
+
+    /// Why a pod is spared, or `None` when it is in scope.
+    pub fn spares(&self, pod: &PodInfo) -> Option<&'static str> {
+        if pod.mirror {
+            return Some("static pod");
+        }
+        if self.operator_namespace.as_deref() == Some(pod.namespace.as_str()) {
+            return Some("the operator's namespace");
+        }
+        if self.exclude_namespaces.contains(&pod.namespace) {
+            return Some("excluded namespace");
+        }
+        if !self.namespaces.is_empty() && !self.namespaces.contains(&pod.namespace) {
+            return Some("namespace not targeted");
+        }
+        if let Some(sel) = &self.selector
+            && !sel.matches(&pod.labels)
+        {
+            return Some("label selector");
+        }
+        None
+    }
+
+    pub fn in_scope(&self, pod: &PodInfo) -> bool {
+        !pod.finished && self.spares(pod).is_none()
+    }
+}
+
+/// Parse a label selector as kubectl writes it: `app=web,tier!=db,env in (a,b),!legacy`.
+pub fn parse_selector(s: &str) -> Result<Selector, String> {
+    let mut parts = vec![];
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    let mut exprs = vec![];
+    for part in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
+        let set = |rest: &str| -> Result<BTreeSet<String>, String> {
+            let inner = rest
+                .trim()
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or_else(|| format!("{part:?}: expected (values)"))?;
+            Ok(inner
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect())
+        };
+        let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
+        let expr = if let Some((k, v)) = part.split_once("!=") {
+            Expression::NotEqual(k.trim().into(), v.trim().into())
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            Expression::Equal(k.trim().into(), v.trim().into())
+        } else if words.len() == 2 && words[1].trim_start().starts_with("notin") {
+            Expression::NotIn(
+                words[0].into(),
+                set(&words[1].trim_start()["notin".len()..])?,
+            )
+        } else if words.len() == 2 && words[1].trim_start().starts_with("in") {
+            Expression::In(words[0].into(), set(&words[1].trim_start()["in".len()..])?)
+        } else if let Some(k) = part.strip_prefix('!') {
+            Expression::DoesNotExist(k.trim().into())
+        } else if words.len() == 1 {
+            Expression::Exists(part.into())
+        } else {
+            return Err(format!("cannot parse label selector term {part:?}"));
+        };
+        exprs.push(expr);
+    }
+    Ok(Selector::from_iter(exprs))
+}
+
+/// Why a pod cannot run outside the zone.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Pinned {
+    pub pod: String,
+    pub reason: String,
+}
+
+/// A workload that loses every ready replica.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LostWorkload {
+    pub kind: String,
+    pub name: String,
+    pub ready_in_zone: i32,
+    pub ready_total: i32,
+}
+
+/// The planner's answer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub zone: String,
+    pub nodes: Vec<String>,
+    pub nodes_in_cluster: usize,
+    pub schedulable_nodes_in_cluster: usize,
+    /// Nodes of the zone that were already unschedulable before the experiment.
+    pub already_cordoned: Vec<String>,
+    /// `namespace/name` of every in-scope pod on the zone's nodes.
+    pub pods_in_scope: Vec<String>,
+    /// `namespace/name` → why it is spared.
+    pub pods_spared: Vec<(String, String)>,
+    pub lost_workloads: Vec<LostWorkload>,
+    pub pinned: Vec<Pinned>,
+    pub pdbs_violated: Vec<String>,
+    pub capacity_needed: Capacity,
+    pub capacity_free: Option<Capacity>,
+}
+
+impl Plan {
+    pub fn capacity_sufficient(&self) -> Option<bool> {
+        self.capacity_free.map(|free| {
+            free.cpu_millis >= self.capacity_needed.cpu_millis
+                && free.memory_bytes >= self.capacity_needed.memory_bytes
+        })
+    }
+
+    /// The bounded form stored in the experiment's status.
+    pub fn summary(&self) -> PlanSummary {
+        let first = |v: Vec<String>| v.into_iter().take(MAX_LISTED).collect::<Vec<_>>();
+        PlanSummary {
+            nodes_in_zone: self.nodes.len() as i32,
+            nodes_in_cluster: self.nodes_in_cluster as i32,
+            pods_in_scope: self.pods_in_scope.len() as i32,
+            pods_spared: self.pods_spared.len() as i32,
+            workloads_losing_all_replicas: self.lost_workloads.len() as i32,
+            workloads_losing_all_replicas_names: first(
+                self.lost_workloads
+                    .iter()
+                    .map(|w| format!("{}/{}", w.kind, w.name))
+                    .collect(),
+            ),
+            pinned_pods: self.pinned.len() as i32,
+            pinned_pod_names: first(
+                self.pinned
+                    .iter()
+                    .map(|p| format!("{} ({})", p.pod, p.reason))
+                    .collect(),
+            ),
+            pdbs_violated: self.pdbs_violated.len() as i32,
+            pdb_names: first(self.pdbs_violated.clone()),
+            capacity: self.capacity_free.map(|free| crate::api::CapacitySummary {
+                cpu_needed_millis: self.capacity_needed.cpu_millis,
+                cpu_free_millis: free.cpu_millis,
+                memory_needed_bytes: self.capacity_needed.memory_bytes,
+                memory_free_bytes: free.memory_bytes,
+                sufficient: self.capacity_sufficient().unwrap_or(true),
+            }),
+        }
+    }
+}
+
+/// Build the plan. Pure: the same snapshot always gives the same plan.
+pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
+    let zone_nodes: BTreeSet<&str> = snap
+        .nodes
+        .iter()
+        .filter(|n| n.labels.get(&req.topology_key) == Some(&req.zone))
+        .map(|n| n.name.as_str())
+        .collect();
+    let hostname_of: HashMap<&str, &str> = snap
+        .nodes
+        .iter()
+        .filter(|n| zone_nodes.contains(n.name.as_str()))
+        .map(|n| {
+            (
+                n.name.as_str(),
+                n.labels
+                    .get("kubernetes.io/hostname")
+                    .map(String::as_str)
+                    .unwrap_or(&n.name),
+            )
+        })
+        .collect();
+    let zone_hostnames: BTreeSet<&str> = hostname_of.values().copied().collect();
+    let outside: Vec<&NodeInfo> = snap
+        .nodes
+        .iter()
+        .filter(|n| !zone_nodes.contains(n.name.as_str()))
+        .collect();
+
+    let mut out = Plan {
+        zone: req.zone.clone(),
+        nodes: zone_nodes.iter().map(|s| s.to_string()).collect(),
+        nodes_in_cluster: snap.nodes.len(),
+        schedulable_nodes_in_cluster: snap.nodes.iter().filter(|n| !n.unschedulable).count(),
+        already_cordoned: snap
+            .nodes
+            .iter()
+            .filter(|n| zone_nodes.contains(n.name.as_str()) && n.unschedulable)
+            .map(|n| n.name.clone())
+            .collect(),
+        capacity_free: snap.surviving_free,
+        ..Default::default()
+    };
+
+    let mut ready_in_zone: BTreeMap<&OwnerKey, i32> = BTreeMap::new();
+    let mut displaced_by_pdb: HashMap<usize, i32> = HashMap::new();
+    for pod in snap
+        .pods
+        .iter()
+        .filter(|p| zone_nodes.contains(p.node.as_str()))
+    {
+        if let Some(why) = pod
+            .finished
+            .then_some("finished")
+            .or_else(|| req.scope.spares(pod))
+        {
+            out.pods_spared.push((pod.key(), why.to_string()));
+            continue;
+        }
+        out.pods_in_scope.push(pod.key());
+        if pod.ready
+            && let Some(owner) = &pod.owner
+        {
+            *ready_in_zone.entry(owner).or_default() += 1;
+        }
+        // DaemonSet pods are not displaced: their node is gone with the zone.
+        let daemon = pod.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet");
+        if !daemon {
+            out.capacity_needed.cpu_millis += pod.cpu_millis;
+            out.capacity_needed.memory_bytes += pod.memory_bytes;
+            if let Some(reason) =
+                pinned_reason(pod, req, &zone_hostnames, &outside, &snap.pvc_topology)
+            {
+                out.pinned.push(Pinned {
+                    pod: pod.key(),
+                    reason,
+                });
+            }
+        }
+        for (i, pdb) in snap.pdbs.iter().enumerate() {
+            if pdb.namespace == pod.namespace && pod.ready && pdb.selector.matches(&pod.labels) {
+                *displaced_by_pdb.entry(i).or_default() += 1;
+            }
+        }
+    }
+
+    for (owner, in_zone) in ready_in_zone {
+        if let Some(w) = snap.workloads.get(owner)
+            && w.ready <= in_zone
+        {
+            let kind = if owner.kind == "ReplicaSet" && w.display != owner.name {
+                "Deployment"
+            } else {
+                owner.kind.as_str()
+            };
+            out.lost_workloads.push(LostWorkload {
+                kind: kind.to_string(),
+                name: format!("{}/{}", owner.namespace, w.display),
+                ready_in_zone: in_zone,
+                ready_total: w.ready,
+            });
+        }
+    }
+    out.lost_workloads
+        .sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+
+    let mut pdbs: Vec<String> = displaced_by_pdb
+        .into_iter()
+        .filter(|(i, n)| *n > snap.pdbs[*i].disruptions_allowed)
+        .map(|(i, _)| format!("{}/{}", snap.pdbs[i].namespace, snap.pdbs[i].name))
+        .collect();
+    pdbs.sort();
+    out.pdbs_violated = pdbs;
+    out
+}
+
+/// Why `pod` cannot be scheduled anywhere outside the zone, if it cannot.
+fn pinned_reason(
+    pod: &PodInfo,
+    req: &Request,
+    zone_hostnames: &BTreeSet<&str>,
+    outside: &[&NodeInfo],
+    pvc_topology: &HashMap<String, VolumeTopology>,
+) -> Option<String> {
+    // Volumes first: a zonal disk pins a pod whatever its affinity says.
+    for pvc in &pod.pvcs {
+        if let Some(topo) = pvc_topology.get(&format!("{}/{pvc}", pod.namespace)) {
+            let zonal = !topo.zones.is_empty() && topo.zones.iter().all(|z| *z == req.zone);
+            let local = !topo.hostnames.is_empty()
+                && topo
+                    .hostnames
+                    .iter()
+                    .all(|h| zone_hostnames.contains(h.as_str()));
+            if zonal || local {
+                return Some(format!("PVC {pvc} is bound to a volume in {}", req.zone));
+            }
+        }
+    }
+    if let Some(v) = pod.node_selector.get(&req.topology_key)
+        && *v == req.zone
+    {
+        return Some(format!("nodeSelector {}={}", req.topology_key, v));
+    }
+    if let Some(h) = pod.node_selector.get("kubernetes.io/hostname")
+        && zone_hostnames.contains(h.as_str())
+    {
+        return Some(format!("nodeSelector kubernetes.io/hostname={h}"));
+    }
+    // With no nodeSelector/affinity trouble, the pod can go anywhere outside.
+    let fits = |n: &NodeInfo| {
+        pod.node_selector
+            .iter()
+            .all(|(k, v)| n.labels.get(k) == Some(v))
+            && (pod.required_terms.is_empty()
+                || pod
+                    .required_terms
+                    .iter()
+                    .any(|term| term.iter().all(|r| requirement_matches(r, &n.labels))))
+    };
+    if !pod.node_selector.is_empty() || !pod.required_terms.is_empty() {
+        if outside.iter().any(|n| fits(n)) {
+            return None;
+        }
+        let how = if pod.required_terms.is_empty() {
+            "nodeSelector"
+        } else {
+            "required node affinity"
+        };
+        return Some(format!("{how} matches no node outside {}", req.zone));
+    }
+    None
+}
+
+fn requirement_matches(r: &Requirement, labels: &BTreeMap<String, String>) -> bool {
+    let value = labels.get(&r.key);
+    let expr = match r.operator.as_str() {
+        "In" => Expression::In(r.key.clone(), r.values.iter().cloned().collect()),
+        "NotIn" => Expression::NotIn(r.key.clone(), r.values.iter().cloned().collect()),
+        "Exists" => Expression::Exists(r.key.clone()),
+        "DoesNotExist" => Expression::DoesNotExist(r.key.clone()),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                r.values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            return if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            };
+        }
+        _ => return false,
+    };
+    expr.matches(labels)
+}
+
+/// A guard's refusal: the experiment ends Failed with this reason and nothing is touched.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+/// Check every guard against the plan. The first refusal wins.
+pub fn check_guards(req: &Request, plan: &Plan, snap: &Snapshot) -> Result<(), Refusal> {
+    let g = &req.guards;
+    if plan.nodes.is_empty() {
+        return Err(Refusal(format!(
+            "no nodes with {}={}",
+            req.topology_key, req.zone
+        )));
+    }
+    let zone_schedulable = plan.nodes.len() - plan.already_cordoned.len();
+    if plan.schedulable_nodes_in_cluster > 0
+        && zone_schedulable >= plan.schedulable_nodes_in_cluster
+    {
+        return Err(Refusal(format!(
+            "zone {} holds every schedulable node of the cluster ({} of {}); nothing would survive",
+            req.zone, zone_schedulable, plan.schedulable_nodes_in_cluster
+        )));
+    }
+    if let Some(max) = g.max_nodes
+        && plan.nodes.len() as i64 > max as i64
+    {
+        return Err(Refusal(format!(
+            "zone {} has {} nodes, more than guards.maxNodes={}",
+            req.zone,
+            plan.nodes.len(),
+            max
+        )));
+    }
+    let share = plan.nodes.len() as f64 * 100.0 / plan.nodes_in_cluster.max(1) as f64;
+    if share > g.max_node_percent as f64 {
+        return Err(Refusal(format!(
+            "zone {} holds {:.0}% of the cluster's nodes ({} of {}), more than guards.maxNodePercent={}",
+            req.zone,
+            share,
+            plan.nodes.len(),
+            plan.nodes_in_cluster,
+            g.max_node_percent
+        )));
+    }
+    if !g.allow_overlap && !snap.active_experiments.is_empty() {
+        return Err(Refusal(format!(
+            "another DataCenterFailure is active ({}); set guards.allowOverlap to run both",
+            snap.active_experiments.join(", ")
+        )));
+    }
+    if g.protect_operator
+        && let Some(nodes) = &snap.operator_nodes
+        && !nodes.is_empty()
+        && nodes.iter().all(|n| plan.nodes.contains(n))
+    {
+        return Err(Refusal(format!(
+            "the operator would be left with no replica outside {} (it runs on {}); set guards.protectOperator=false to allow",
+            req.zone,
+            nodes.join(", ")
+        )));
+    }
+    if g.require_capacity && plan.capacity_sufficient() == Some(false) {
+        let free = plan.capacity_free.unwrap_or_default();
+        return Err(Refusal(format!(
+            "the surviving zones lack capacity for the displaced pods: need {}m CPU and {} MiB memory, {}m and {} MiB free",
+            plan.capacity_needed.cpu_millis,
+            plan.capacity_needed.memory_bytes >> 20,
+            free.cpu_millis,
+            free.memory_bytes >> 20
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

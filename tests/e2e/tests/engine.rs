@@ -1,0 +1,434 @@
+//! The zone failure engine on the testbed: the operator runs as a real
+//! process, the cluster is driven and inspected with real kubectl.
+
+use firedrill_e2e::*;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+fn workloads(ns: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: chat, namespace: {ns}}}
+spec:
+  replicas: 6
+  selector: {{matchLabels: {{app: chat}}}}
+  template:
+    metadata: {{labels: {{app: chat}}}}
+    spec:
+      topologySpreadConstraints:
+      - {{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {{matchLabels: {{app: chat}}}}}}
+      containers: [{{name: app, image: registry.invalid/chat:1, resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: login, namespace: {ns}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: login}}}}
+  template:
+    metadata: {{labels: {{app: login}}}}
+    spec:
+      nodeSelector: {{topology.kubernetes.io/zone: zone-a}}
+      containers: [{{name: app, image: registry.invalid/login:1, resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}}}]
+"#
+    )
+}
+
+fn drill(name: &str, ns: &str, zone: &str, duration: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n  zone: {zone}\n  duration: {duration}\n  target:\n    namespaces: [{ns}]\n{extra}"
+    )
+}
+
+/// Pods of `app` in `ns` that are not being deleted: (name, node, phase).
+fn pods(ns: &str, app: &str) -> Vec<(String, String, String)> {
+    kubectl_json(&["-n", ns, "get", "pods", "-l", &format!("app={app}")])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                p["status"]["phase"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn setup(prefix: &str) -> Namespace {
+    install_crds();
+    let ns = Namespace::create(prefix);
+    assert!(apply(&workloads(&ns.0)).ok);
+    wait_for(
+        "chat and login Running/Ready",
+        Duration::from_secs(120),
+        || {
+            (ready_pods(&ns.0, "app=chat").len() == 6 && ready_pods(&ns.0, "app=login").len() == 2)
+                .then_some(())
+        },
+    );
+    assert!(
+        firedrill_traces_on_nodes().is_empty(),
+        "a previous test left traces: {:?}",
+        firedrill_traces_on_nodes()
+    );
+    ns
+}
+
+#[test]
+fn zone_goes_dark_pods_move_pinned_pods_wait_and_everything_is_restored() {
+    let _lock = zones_lock();
+    let ns = setup("e2e-dark");
+    let zone_a = nodes_in("zone-a");
+    // An admin cordoned one zone-a node before the drill: it must stay cordoned.
+    let admin = AdminCordon::cordon(&zone_a[..1]);
+    let before_chat: Vec<_> = pods(&ns.0, "chat");
+    let doomed: BTreeSet<String> = before_chat
+        .iter()
+        .filter(|(_, n, _)| zone_a.contains(n))
+        .map(|(p, _, _)| p.clone())
+        .collect();
+    assert!(!doomed.is_empty(), "the test needs chat pods in zone-a");
+
+    let mut op = Operator::start(&[]);
+    let _exp = Experiment("dark".into());
+    assert!(apply(&drill("dark", &ns.0, "zone-a", "8s", "")).ok);
+
+    wait_phase("dark", "ZoneDown", Duration::from_secs(60));
+    let cordoned = cordoned_nodes();
+    for n in &zone_a {
+        assert!(cordoned.contains(n), "{n} is not cordoned during ZoneDown");
+    }
+    let tainted: Vec<String> = firedrill_traces_on_nodes()
+        .into_iter()
+        .filter(|(_, w)| w == "taint")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        tainted.iter().cloned().collect::<BTreeSet<_>>(),
+        zone_a.iter().cloned().collect(),
+        "every zone-a node carries the taint"
+    );
+
+    // The zone's pods are gone; replacements run only in the other zones.
+    let chat = wait_for(
+        "6 chat pods Ready outside zone-a",
+        Duration::from_secs(60),
+        || {
+            let now = ready_pods(&ns.0, "app=chat");
+            (now.len() == 6 && now.iter().all(|(p, _)| !doomed.contains(p))).then_some(now)
+        },
+    );
+    assert!(chat.iter().all(|(_, n)| !zone_a.contains(n)), "{chat:?}");
+    // The pinned pods have nowhere to go.
+    let login = wait_for("login pods Pending", Duration::from_secs(60), || {
+        let now = pods(&ns.0, "login");
+        (now.len() == 2
+            && now
+                .iter()
+                .all(|(_, node, phase)| node.is_empty() && phase == "Pending"))
+        .then_some(now)
+    });
+    assert_eq!(login.len(), 2);
+    let killed: i64 = dcf_field("dark", ".status.fault.podsKilled")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        killed as usize,
+        doomed.len() + 2,
+        "every chat pod in zone-a and both login pods were killed"
+    );
+    assert_eq!(dcf_field("dark", ".status.plan.pinnedPods"), "2");
+    assert_eq!(
+        dcf_field("dark", ".status.conditions[?(@.type==\"Injected\")].status"),
+        "True"
+    );
+
+    // After the duration the zone comes back; kubectl wait works on the condition.
+    kubectl(
+        &[
+            "wait",
+            "--for=condition=Completed",
+            "dcf/dark",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .expect_ok("kubectl wait --for=condition=Completed");
+    assert_eq!(dcf_field("dark", ".status.phase"), "Completed");
+    assert_eq!(
+        dcf_field("dark", ".status.conditions[?(@.type==\"Restored\")].status"),
+        "True"
+    );
+    let cordoned = cordoned_nodes();
+    assert!(
+        cordoned.contains(&zone_a[0]),
+        "the node the admin cordoned was uncordoned"
+    );
+    for n in &zone_a[1..] {
+        assert!(
+            !cordoned.contains(n),
+            "{n} is still cordoned after the drill"
+        );
+    }
+    assert!(
+        firedrill_traces_on_nodes().is_empty(),
+        "{:?}",
+        firedrill_traces_on_nodes()
+    );
+    // The pinned pods can run again.
+    wait_for("login pods Running again", Duration::from_secs(60), || {
+        (ready_pods(&ns.0, "app=login").len() == 2).then_some(())
+    });
+    let transitions = dcf_field("dark", ".status.transitions[*].phase");
+    assert_eq!(
+        transitions,
+        "Planning Baseline Injecting ZoneDown Restoring Completed"
+    );
+    drop(admin);
+    op.stop();
+}
+
+#[test]
+fn deleting_the_experiment_during_zone_down_restores_the_zone() {
+    let _lock = zones_lock();
+    let ns = setup("e2e-delete");
+    let _op = Operator::start(&[]);
+    let exp = Experiment("deleted".into());
+    assert!(apply(&drill("deleted", &ns.0, "zone-a", "10m", "")).ok);
+    wait_phase("deleted", "ZoneDown", Duration::from_secs(60));
+    assert!(!firedrill_traces_on_nodes().is_empty());
+    kubectl(&["delete", "dcf", "deleted", "--timeout=60s"], None).expect_ok("kubectl delete dcf");
+    assert!(
+        firedrill_traces_on_nodes().is_empty(),
+        "{:?}",
+        firedrill_traces_on_nodes()
+    );
+    assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+    drop(exp);
+}
+
+#[test]
+fn abort_annotation_restores_the_zone() {
+    let _lock = zones_lock();
+    let ns = setup("e2e-abort");
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("aborted".into());
+    assert!(apply(&drill("aborted", &ns.0, "zone-a", "10m", "")).ok);
+    wait_phase("aborted", "ZoneDown", Duration::from_secs(60));
+    kubectl(
+        &[
+            "annotate",
+            "dcf",
+            "aborted",
+            "chaos.firedrill.dev/abort=rollback requested by on-call",
+        ],
+        None,
+    )
+    .expect_ok("annotate");
+    kubectl(
+        &[
+            "wait",
+            "--for=condition=Completed",
+            "dcf/aborted",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .expect_ok("kubectl wait");
+    assert_eq!(dcf_field("aborted", ".status.phase"), "Aborted");
+    let reason = dcf_field("aborted", ".status.reason");
+    assert!(
+        reason.contains("rollback requested by on-call") && reason.contains("zone restored"),
+        "{reason}"
+    );
+    assert!(
+        firedrill_traces_on_nodes().is_empty(),
+        "{:?}",
+        firedrill_traces_on_nodes()
+    );
+    assert!(cordoned_nodes().is_empty());
+}
+
+#[test]
+fn operator_killed_during_injecting_and_zone_down_still_restores_everything() {
+    let _lock = zones_lock();
+    let ns = setup("e2e-crash");
+    let zone_a = nodes_in("zone-a");
+    let _exp = Experiment("crash".into());
+
+    // Slow injection down so the crash lands in the middle of it.
+    let mut op = Operator::start(&["--debug-inject-pause=2s"]);
+    assert!(apply(&drill("crash", &ns.0, "zone-a", "15s", "")).ok);
+    wait_phase("crash", "Injecting", Duration::from_secs(60));
+    wait_for(
+        "a first zone-a node marked",
+        Duration::from_secs(30),
+        || (!firedrill_traces_on_nodes().is_empty()).then_some(()),
+    );
+    op.crash();
+    let marked: BTreeSet<String> = firedrill_traces_on_nodes()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        !marked.is_empty() && marked.len() < zone_a.len(),
+        "crashed mid-injection: {marked:?}"
+    );
+    assert_eq!(dcf_field("crash", ".status.phase"), "Injecting");
+
+    // A new operator finishes the injection from the cluster's state alone.
+    let mut op = Operator::start(&[]);
+    wait_phase("crash", "ZoneDown", Duration::from_secs(60));
+    op.crash();
+    let held: BTreeSet<String> = firedrill_traces_on_nodes()
+        .into_iter()
+        .filter(|(_, w)| w == "taint")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        held,
+        zone_a.iter().cloned().collect(),
+        "every zone-a node held while the operator is down"
+    );
+
+    // And another one brings the zone back after the duration.
+    let _op = Operator::start(&[]);
+    kubectl(
+        &[
+            "wait",
+            "--for=condition=Completed",
+            "dcf/crash",
+            "--timeout=90s",
+        ],
+        None,
+    )
+    .expect_ok("kubectl wait");
+    assert_eq!(
+        dcf_field("crash", ".status.phase"),
+        "Completed",
+        "{}",
+        dcf_field("crash", ".status.reason")
+    );
+    assert!(
+        firedrill_traces_on_nodes().is_empty(),
+        "{:?}",
+        firedrill_traces_on_nodes()
+    );
+    assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+    let _ = ns;
+}
+
+#[test]
+fn a_zone_with_no_nodes_fails_and_nothing_is_touched() {
+    let _lock = zones_lock();
+    install_crds();
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("nowhere".into());
+    let before = kubectl_json(&["get", "nodes"]);
+    assert!(apply(&drill("nowhere", "default", "zone-x", "1m", "")).ok);
+    wait_phase("nowhere", "Failed", Duration::from_secs(60));
+    let reason = dcf_field("nowhere", ".status.reason");
+    assert!(
+        reason.contains("no nodes with topology.kubernetes.io/zone=zone-x"),
+        "{reason}"
+    );
+    assert_eq!(
+        dcf_field(
+            "nowhere",
+            ".status.conditions[?(@.type==\"Completed\")].status"
+        ),
+        "True",
+        "kubectl wait returns"
+    );
+    assert_nodes_untouched(&before);
+}
+
+#[test]
+fn a_zone_holding_every_node_fails_and_nothing_is_touched() {
+    let _lock = zones_lock();
+    install_crds();
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("everything".into());
+    let before = kubectl_json(&["get", "nodes"]);
+    // Every testbed node is in region "testbed".
+    let extra = "  topologyKey: topology.kubernetes.io/region\n  guards: {maxNodePercent: 100}\n";
+    assert!(apply(&drill("everything", "default", "testbed", "1m", extra)).ok);
+    wait_phase("everything", "Failed", Duration::from_secs(60));
+    let reason = dcf_field("everything", ".status.reason");
+    assert!(reason.contains("holds every schedulable node"), "{reason}");
+    assert_nodes_untouched(&before);
+}
+
+/// No node changed: same resourceVersion for every node spec, no traces.
+fn assert_nodes_untouched(before: &serde_json::Value) {
+    let after = kubectl_json(&["get", "nodes"]);
+    let specs = |v: &serde_json::Value| -> Vec<(String, String, String)> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["metadata"]["name"].to_string(),
+                    n["spec"].to_string(),
+                    n["metadata"]["labels"].to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(specs(before), specs(&after), "a node was changed");
+    assert!(firedrill_traces_on_nodes().is_empty());
+}
+
+#[test]
+fn plan_shows_what_would_break_and_changes_nothing() {
+    let _lock = zones_lock();
+    let ns = setup("e2e-plan");
+    let before = kubectl_json(&["get", "nodes"]);
+    let (code, out, err) = firedrill(&["plan", "--zone", "zone-a", "-n", &ns.0, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let pinned: Vec<&str> = v["plan"]["pinned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pod"].as_str().unwrap())
+        .collect();
+    assert_eq!(pinned.len(), 2, "{out}");
+    assert!(
+        pinned
+            .iter()
+            .all(|p| p.starts_with(&format!("{}/login-", ns.0)))
+    );
+    let lost: Vec<&str> = v["plan"]["lostWorkloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(lost, [format!("{}/login", ns.0)]);
+    assert!(v["refusal"].is_null());
+
+    let (code, table, _) = firedrill(&["plan", "--zone", "zone-a", "-n", &ns.0]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("PODS PINNED TO THE ZONE: cannot run anywhere else (2)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("nodeSelector topology.kubernetes.io/zone=zone-a"),
+        "{table}"
+    );
+
+    let (code, table, _) = firedrill(&["plan", "--zone", "zone-x"]);
+    assert_eq!(code, 1, "a plan the guards refuse exits 1");
+    assert!(
+        table.contains("would refuse: no nodes with topology.kubernetes.io/zone=zone-x"),
+        "{table}"
+    );
+    assert_nodes_untouched(&before);
+}
