@@ -5,6 +5,7 @@
 //! in the marks on the nodes, never only in memory: every step is idempotent,
 //! so a restarted operator picks up wherever the last one stopped.
 
+use crate::api::Verdict;
 use crate::api::{
     ABORT_ANNOTATION, DataCenterFailure, DataCenterFailureStatus, FINALIZER, FaultStatus, Phase,
     PhaseTransition, parse_duration,
@@ -12,9 +13,10 @@ use crate::api::{
 use crate::fault::{self, Experiment};
 use crate::plan::{self, Request, Scope, collect};
 use crate::{Error, Result, restore};
+use crate::{probe, verdict};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -73,6 +75,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub config: Config,
     keepers: Mutex<HashMap<String, Keeper>>,
+    runners: Mutex<HashMap<String, probe::Runner>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -87,6 +90,7 @@ impl Context {
             client,
             config,
             keepers: Mutex::default(),
+            runners: Mutex::default(),
             failures: Mutex::default(),
         })
     }
@@ -112,6 +116,33 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, "cannot publish event");
         }
+    }
+
+    /// Where probe recordings are kept.
+    fn recording_namespace(&self) -> String {
+        self.config
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into())
+    }
+
+    fn with_runner<T>(&self, uid: &str, f: impl FnOnce(&probe::Runner) -> T) -> Option<T> {
+        self.runners.lock().unwrap().get(uid).map(f)
+    }
+
+    async fn save_recording(&self, obj: &DataCenterFailure) {
+        let Some(rec) = self.with_runner(&obj.uid().unwrap_or_default(), |r| r.recording()) else {
+            return;
+        };
+        if let Err(e) = probe::save(&self.client, &self.recording_namespace(), obj, &rec).await {
+            tracing::warn!(experiment = %obj.name_any(), error = %e, "cannot save the probe recording");
+        }
+    }
+
+    /// Stop probing and save what was recorded.
+    async fn stop_runner(&self, uid: &str, obj: &DataCenterFailure) {
+        self.save_recording(obj).await;
+        self.runners.lock().unwrap().remove(uid);
     }
 
     fn stop_keeper(&self, uid: &str) {
@@ -167,7 +198,7 @@ async fn stand_down(ctx: &Context) {
                 let fs = st.fault.get_or_insert_with(FaultStatus::default);
                 fs.nodes_restored += n;
                 if n > 0 || fs.restored_at.is_none() {
-                    fs.restored_at = Some(Time(now));
+                    fs.restored_at = Some(MicroTime(now));
                 }
                 set_condition(
                     &mut st,
@@ -236,6 +267,7 @@ pub async fn reconcile(obj: Arc<DataCenterFailure>, ctx: Arc<Context>) -> Result
 async fn cleanup(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
     let uid = obj.uid().unwrap_or_default();
     ctx.stop_keeper(&uid);
+    ctx.runners.lock().unwrap().remove(&uid);
     let n = restore::restore(&ctx.client, &obj.name_any(), &uid, ctx.config.concurrency).await?;
     if n > 0 {
         ctx.event(
@@ -260,7 +292,7 @@ fn enter(
     st.reason = Some(reason.into());
     st.transitions.push(PhaseTransition {
         phase,
-        time: Time(now),
+        time: MicroTime(now),
     });
 }
 
@@ -393,6 +425,7 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
         if phase.is_terminal() {
             // A safety net: a finished experiment holds no node.
             ctx.stop_keeper(&uid);
+            ctx.runners.lock().unwrap().remove(&uid);
             let n = restore::restore(&ctx.client, &name, &uid, ctx.config.concurrency).await?;
             if n > 0 {
                 ctx.event(
@@ -530,8 +563,48 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
                 write_status(&api, &name, &st).await?;
             }
             Phase::Baseline => {
-                // SLO probes and their steady-state check arrive with the probe
-                // engine; without probes the baseline passes through.
+                if !obj.spec.slos.is_empty() {
+                    let started = phase_entered(&st, Phase::Baseline).unwrap_or(now);
+                    let baseline = parse_duration(&obj.spec.baseline).unwrap_or_default();
+                    ensure_runner(ctx, obj).await?;
+                    let (sampled, broken) = ctx
+                        .with_runner(&uid, |r| {
+                            baseline_check(r, started.as_millisecond(), now.as_millisecond())
+                        })
+                        .unwrap_or((false, None));
+                    if let Some(why) = broken {
+                        let msg = format!(
+                            "steady state not met during the baseline: {why}; nothing was changed"
+                        );
+                        st.verdict = Some(Verdict::Inconclusive);
+                        finish(
+                            &mut st,
+                            Phase::Aborted,
+                            "SteadyStateNotMet",
+                            &msg,
+                            now,
+                            generation,
+                        );
+                        ctx.stop_runner(&uid, obj).await;
+                        write_status(&api, &name, &st).await?;
+                        ctx.event(obj, EventType::Warning, "SteadyStateNotMet", msg)
+                            .await;
+                        continue;
+                    }
+                    let left = baseline.saturating_sub(elapsed(started, now));
+                    if !left.is_zero() || !sampled {
+                        return Ok(Action::requeue(
+                            left.clamp(Duration::from_millis(200), Duration::from_secs(1)),
+                        ));
+                    }
+                    ctx.event(
+                        obj,
+                        EventType::Normal,
+                        "SteadyState",
+                        format!("every SLO healthy for {}", obj.spec.baseline),
+                    )
+                    .await;
+                }
                 enter(
                     &mut st,
                     Phase::Injecting,
@@ -540,10 +613,23 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
                 );
                 st.fault
                     .get_or_insert_with(FaultStatus::default)
-                    .injected_at = Some(Time(now));
+                    .injected_at = Some(MicroTime(now));
                 write_status(&api, &name, &st).await?;
             }
             Phase::Injecting => {
+                let injected = st
+                    .fault
+                    .as_ref()
+                    .and_then(|f| f.injected_at.as_ref())
+                    .map(|t| t.0)
+                    .unwrap_or(now);
+                if !obj.spec.slos.is_empty() {
+                    ensure_runner(ctx, obj).await?;
+                    ctx.with_runner(&uid, |r| {
+                        r.armed_at
+                            .store(injected.as_millisecond(), Ordering::Relaxed)
+                    });
+                }
                 let nodes = zone_nodes(&ctx.client, obj).await?;
                 let fault = &obj.spec.fault;
                 // Mark and cordon, then kill with grace period 0, then taint:
@@ -605,7 +691,7 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
                 fs.nodes_cordoned = cordoned;
                 fs.nodes_tainted = tainted;
                 fs.pods_killed += killed as i32;
-                fs.zone_dark_at = Some(Time(now));
+                fs.zone_dark_at = Some(MicroTime(now));
                 set_condition(
                     &mut st,
                     "Injected",
@@ -626,6 +712,15 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
             Phase::ZoneDown => {
                 let fs = st.fault.clone().unwrap_or_default();
                 let dark_at = fs.zone_dark_at.as_ref().map(|t| t.0).unwrap_or(now);
+                if !obj.spec.slos.is_empty() {
+                    ensure_runner(ctx, obj).await?;
+                    let injected = fs.injected_at.as_ref().map(|t| t.0).unwrap_or(dark_at);
+                    ctx.with_runner(&uid, |r| {
+                        r.armed_at
+                            .store(injected.as_millisecond(), Ordering::Relaxed)
+                    });
+                    ctx.save_recording(obj).await;
+                }
                 if obj.spec.fault.keep_dark && obj.spec.fault.kill_pods {
                     let rekilled =
                         ensure_keeper(ctx, obj, &parsed.scope, fs.pods_rekilled as i64).await?;
@@ -676,7 +771,7 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
                 };
                 let fs = st.fault.get_or_insert_with(FaultStatus::default);
                 fs.nodes_restored += n;
-                fs.restored_at = Some(Time(now));
+                fs.restored_at = Some(MicroTime(now));
                 set_condition(
                     &mut st,
                     "Restored",
@@ -693,6 +788,29 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
                     format!("{} restored: {n} nodes", obj.spec.zone),
                 )
                 .await;
+                let verdict_reason = judge(ctx, obj, &mut st, now).await;
+                if let Some((verdict, reason)) = &verdict_reason {
+                    set_condition(
+                        &mut st,
+                        "Passed",
+                        *verdict == Verdict::Passed,
+                        &verdict.to_string(),
+                        reason,
+                        now,
+                        generation,
+                    );
+                    ctx.event(
+                        obj,
+                        if *verdict == Verdict::Passed {
+                            EventType::Normal
+                        } else {
+                            EventType::Warning
+                        },
+                        &format!("Verdict{verdict}"),
+                        reason.clone(),
+                    )
+                    .await;
+                }
                 match st.abort_reason.clone() {
                     Some(why) => finish(
                         &mut st,
@@ -713,6 +831,11 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
                         now,
                         generation,
                     ),
+                }
+                if let Some((verdict, reason)) = verdict_reason
+                    && st.phase == Some(Phase::Completed)
+                {
+                    st.reason = Some(format!("{verdict}: {reason}"));
                 }
                 write_status(&api, &name, &st).await?;
                 ctx.event(
@@ -769,4 +892,104 @@ async fn ensure_keeper(
         },
     );
     Ok(base)
+}
+
+/// When the experiment last entered `phase`.
+fn phase_entered(st: &DataCenterFailureStatus, phase: Phase) -> Option<Timestamp> {
+    st.transitions
+        .iter()
+        .rev()
+        .find(|t| t.phase == phase)
+        .map(|t| t.time.0)
+}
+
+/// Start the probes of an experiment if they are not running, continuing
+/// from the saved recording (after an operator restart).
+async fn ensure_runner(ctx: &Context, obj: &DataCenterFailure) -> Result<()> {
+    let uid = obj.uid().unwrap_or_default();
+    if ctx.runners.lock().unwrap().contains_key(&uid) {
+        return Ok(());
+    }
+    let previous = probe::load(&ctx.client, &ctx.recording_namespace(), &obj.name_any()).await?;
+    let runner = probe::Runner::start(&ctx.client, obj, previous);
+    ctx.runners.lock().unwrap().entry(uid).or_insert(runner);
+    Ok(())
+}
+
+/// During the baseline: (every SLO has a sample, the first broken SLO and why).
+fn baseline_check(r: &probe::Runner, started: i64, now: i64) -> (bool, Option<String>) {
+    let mut sampled = true;
+    for (name, tl) in &r.timelines {
+        let tl = tl.lock().unwrap();
+        let m = tl.measure(started, now + 1);
+        sampled &= m.samples() > 0;
+        if m.failed + m.errors > 0 {
+            let why = tl.last_error.clone().unwrap_or_else(|| "unhealthy".into());
+            return (
+                sampled,
+                Some(format!(
+                    "{name}: {} of {} probes failed ({why})",
+                    m.failed + m.errors,
+                    m.samples()
+                )),
+            );
+        }
+    }
+    (sampled, None)
+}
+
+/// Measure every SLO over the dark window, set `st.slos` and `st.verdict`.
+/// Returns the overall verdict and reason, or None without SLOs.
+async fn judge(
+    ctx: &Context,
+    obj: &DataCenterFailure,
+    st: &mut DataCenterFailureStatus,
+    now: Timestamp,
+) -> Option<(Verdict, String)> {
+    if obj.spec.slos.is_empty() {
+        return None;
+    }
+    let uid = obj.uid().unwrap_or_default();
+    let recording = match ctx.with_runner(&uid, |r| r.recording()) {
+        Some(r) => r,
+        None => probe::load(&ctx.client, &ctx.recording_namespace(), &obj.name_any())
+            .await
+            .unwrap_or_default(),
+    };
+    ctx.stop_runner(&uid, obj).await;
+    let start = st
+        .fault
+        .as_ref()
+        .and_then(|f| f.injected_at.as_ref())
+        .map(|t| t.0)
+        .unwrap_or(now)
+        .as_millisecond();
+    let end = phase_entered(st, Phase::Restoring)
+        .unwrap_or(now)
+        .as_millisecond();
+    let results: Vec<_> = obj
+        .spec
+        .slos
+        .iter()
+        .map(|slo| {
+            let tl = recording.slos.get(&slo.name).cloned().unwrap_or_default();
+            let rto = parse_duration(&slo.recovery_time_objective).unwrap_or_default();
+            verdict::judge(
+                slo,
+                rto,
+                &tl.measure(start, end),
+                &obj.spec.zone,
+                tl.last_error.as_deref(),
+            )
+        })
+        .collect();
+    let pinned = st
+        .plan
+        .as_ref()
+        .map(|p| p.pinned_pod_names.clone())
+        .unwrap_or_default();
+    let (v, reason) = verdict::overall(&obj.spec.slos, &results, &obj.spec.zone, &pinned);
+    st.slos = results;
+    st.verdict = Some(v);
+    Some((v, reason))
 }

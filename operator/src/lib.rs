@@ -10,7 +10,10 @@ pub mod api;
 pub mod controller;
 pub mod fault;
 pub mod plan;
+pub mod probe;
 pub mod restore;
+pub mod slo;
+pub mod verdict;
 
 /// Everything that can go wrong in the operator.
 #[derive(Debug, thiserror::Error)]

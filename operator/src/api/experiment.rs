@@ -1,6 +1,6 @@
 //! `DataCenterFailure`: one rehearsal of losing a whole zone.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -500,7 +500,7 @@ impl std::fmt::Display for Verdict {
 #[serde(rename_all = "camelCase")]
 pub struct PhaseTransition {
     pub phase: Phase,
-    pub time: Time,
+    pub time: MicroTime,
 }
 
 /// What the planner found, as counts plus the first few names.
@@ -548,11 +548,11 @@ pub struct FaultStatus {
     /// Pods killed again because they landed on the dark zone.
     pub pods_rekilled: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub injected_at: Option<Time>,
+    pub injected_at: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone_dark_at: Option<Time>,
+    pub zone_dark_at: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restored_at: Option<Time>,
+    pub restored_at: Option<MicroTime>,
     pub nodes_restored: i32,
 }
 

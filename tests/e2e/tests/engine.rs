@@ -432,3 +432,41 @@ fn plan_shows_what_would_break_and_changes_nothing() {
     );
     assert_nodes_untouched(&before);
 }
+
+#[test]
+fn pods_that_land_on_the_dark_zone_are_killed_again() {
+    let _lock = zones_lock();
+    let ns = setup("e2e-rekill");
+    let zone_a = nodes_in("zone-a");
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("rekill".into());
+    assert!(apply(&drill("rekill", &ns.0, "zone-a", "10m", "")).ok);
+    wait_phase("rekill", "ZoneDown", Duration::from_secs(60));
+
+    // Bound straight to a dark node, tolerating every taint (as DaemonSet pods
+    // often do): neither the scheduler nor taint eviction stops it; only the
+    // experiment's watch can.
+    let intruder = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: intruder, namespace: {}, labels: {{app: intruder}}}}\nspec:\n  nodeName: {}\n  tolerations: [{{operator: Exists}}]\n  containers: [{{name: app, image: registry.invalid/x:1}}]\n",
+        ns.0, zone_a[0]
+    );
+    assert!(apply(&intruder).ok);
+    wait_for("the intruder to be killed", Duration::from_secs(30), || {
+        pods(&ns.0, "intruder").is_empty().then_some(())
+    });
+    wait_for(
+        "the re-kill to be counted in status",
+        Duration::from_secs(30),
+        || (dcf_field("rekill", ".status.fault.podsRekilled") == "1").then_some(()),
+    );
+    // A pod outside the target namespaces is left alone, even on the dark zone.
+    let bystander = Namespace::create("e2e-bystander");
+    assert!(apply(&intruder.replace(&ns.0, &bystander.0)).ok);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        pods(&bystander.0, "intruder").len(),
+        1,
+        "an out-of-scope pod was killed"
+    );
+    assert_eq!(dcf_field("rekill", ".status.fault.podsRekilled"), "1");
+}

@@ -1,0 +1,677 @@
+//! Probes: http, tcp, prometheus and kubernetes, each SLO in its own task so
+//! a slow or hanging probe never delays another. Every sample carries the
+//! time the probe started. Samples go into a run-length-encoded
+//! [`Timeline`], flushed to a ConfigMap per experiment so a restarted operator
+//! continues the measurement and reports can draw it.
+//!
+//! Secret values (header values, bearer tokens) are read into memory only;
+//! they never appear in samples, errors, status, events or logs.
+
+use crate::api::{DataCenterFailure, HttpMethod, Probe, SecretKeyRef, SloSpec, parse_duration};
+use crate::slo::{Outcome, Timeline};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::AbortHandle;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_millisecond()
+}
+
+/// A probe ready to run: Secrets resolved, clients built.
+pub enum Prober {
+    Http {
+        client: reqwest::Client,
+        method: reqwest::Method,
+        url: String,
+        headers: Vec<(String, String)>,
+        expected: Vec<u16>,
+        body_contains: Option<String>,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Prometheus {
+        client: reqwest::Client,
+        url: String,
+        query: String,
+        op: Comparison,
+        threshold: f64,
+        token: Option<String>,
+    },
+    Service {
+        client: Client,
+        namespace: String,
+        name: String,
+        min_ready: usize,
+    },
+    Workload {
+        client: Client,
+        kind: crate::api::WorkloadKind,
+        namespace: String,
+        name: String,
+        min_available: i32,
+    },
+}
+
+/// `< 0.01`, `>= 3`, ...
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Comparison {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+}
+
+impl Comparison {
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Comparison::Lt => value < threshold,
+            Comparison::Le => value <= threshold,
+            Comparison::Gt => value > threshold,
+            Comparison::Ge => value >= threshold,
+            Comparison::Eq => value == threshold,
+            Comparison::Ne => value != threshold,
+        }
+    }
+}
+
+/// Parse `successWhen`, e.g. `< 0.01`.
+pub fn parse_comparison(s: &str) -> Result<(Comparison, f64), String> {
+    let s = s.trim();
+    let (op, rest) = [
+        ("<=", Comparison::Le),
+        (">=", Comparison::Ge),
+        ("==", Comparison::Eq),
+        ("!=", Comparison::Ne),
+        ("<", Comparison::Lt),
+        (">", Comparison::Gt),
+    ]
+    .into_iter()
+    .find_map(|(p, op)| s.strip_prefix(p).map(|r| (op, r)))
+    .ok_or_else(|| format!("successWhen {s:?} must start with <, <=, >, >=, == or !="))?;
+    let v: f64 = rest
+        .trim()
+        .parse()
+        .map_err(|_| format!("successWhen {s:?}: {:?} is not a number", rest.trim()))?;
+    Ok((op, v))
+}
+
+async fn secret_value(client: &Client, r: &SecretKeyRef) -> Result<String, String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), &r.namespace)
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| format!("reading secret {}/{}: {e}", r.namespace, r.name))?
+        .ok_or_else(|| format!("secret {}/{} not found", r.namespace, r.name))?;
+    let bytes = secret
+        .data
+        .and_then(|d| d.get(&r.key).cloned())
+        .ok_or_else(|| format!("secret {}/{} has no key {}", r.namespace, r.name, r.key))?;
+    String::from_utf8(bytes.0)
+        .map(|s| s.trim_end_matches('\n').to_string())
+        .map_err(|_| {
+            format!(
+                "secret {}/{} key {} is not text",
+                r.namespace, r.name, r.key
+            )
+        })
+}
+
+impl Prober {
+    /// Resolve Secrets and build clients. An error means the probe cannot run.
+    pub async fn build(
+        probe: &Probe,
+        timeout: Duration,
+        client: &Client,
+    ) -> Result<Prober, String> {
+        if let Some(h) = &probe.http {
+            let mut b = reqwest::Client::builder()
+                .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::limited(5))
+                .no_proxy();
+            if let Some(tls) = &h.tls {
+                if tls.insecure_skip_verify {
+                    b = b.danger_accept_invalid_certs(true);
+                }
+                if let Some(ca) = &tls.ca_secret_ref {
+                    let pem = secret_value(client, ca).await?;
+                    let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+                        .map_err(|e| format!("CA from secret {}/{}: {e}", ca.namespace, ca.name))?;
+                    b = b.add_root_certificate(cert);
+                }
+            }
+            let mut headers = vec![];
+            for hd in &h.headers {
+                let value = match (&hd.value, &hd.value_from) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(from)) => secret_value(client, &from.secret_key_ref).await?,
+                    (None, None) => String::new(),
+                };
+                headers.push((hd.name.clone(), value));
+            }
+            let method = match h.method {
+                HttpMethod::Get => reqwest::Method::GET,
+                HttpMethod::Head => reqwest::Method::HEAD,
+                HttpMethod::Post => reqwest::Method::POST,
+                HttpMethod::Put => reqwest::Method::PUT,
+                HttpMethod::Options => reqwest::Method::OPTIONS,
+            };
+            return Ok(Prober::Http {
+                client: b.build().map_err(|e| format!("http client: {e}"))?,
+                method,
+                url: h.url.clone(),
+                headers,
+                expected: h.expected_status.iter().map(|s| *s as u16).collect(),
+                body_contains: h.body_contains.clone(),
+            });
+        }
+        if let Some(t) = &probe.tcp {
+            return Ok(Prober::Tcp {
+                host: t.host.clone(),
+                port: t.port as u16,
+            });
+        }
+        if let Some(p) = &probe.prometheus {
+            let (op, threshold) = parse_comparison(&p.success_when)?;
+            let token = match &p.bearer_token_secret_ref {
+                Some(r) => Some(secret_value(client, r).await?),
+                None => None,
+            };
+            let http = reqwest::Client::builder()
+                .timeout(timeout)
+                .no_proxy()
+                .build()
+                .map_err(|e| format!("http client: {e}"))?;
+            return Ok(Prober::Prometheus {
+                client: http,
+                url: p.url.trim_end_matches('/').to_string(),
+                query: p.query.clone(),
+                op,
+                threshold,
+                token,
+            });
+        }
+        if let Some(k) = &probe.kubernetes {
+            if let Some(s) = &k.service {
+                return Ok(Prober::Service {
+                    client: client.clone(),
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                    min_ready: s.min_ready_endpoints.max(0) as usize,
+                });
+            }
+            if let Some(w) = &k.workload {
+                return Ok(Prober::Workload {
+                    client: client.clone(),
+                    kind: w.kind,
+                    namespace: w.namespace.clone(),
+                    name: w.name.clone(),
+                    min_available: w.min_available,
+                });
+            }
+        }
+        Err("no probe kind is set".into())
+    }
+
+    /// One probe. Fail: the service is not healthy. Error: the probe could not tell.
+    pub async fn probe(&self) -> (Outcome, Option<String>) {
+        match self {
+            Prober::Http {
+                client,
+                method,
+                url,
+                headers,
+                expected,
+                body_contains,
+            } => {
+                let mut req = client.request(method.clone(), url);
+                for (k, v) in headers {
+                    req = req.header(k, v);
+                }
+                let resp = match req.send().await {
+                    Ok(r) => r,
+                    Err(e) => return (Outcome::Fail, Some(http_error(&e))),
+                };
+                let status = resp.status().as_u16();
+                let ok_status = if expected.is_empty() {
+                    (200..400).contains(&status)
+                } else {
+                    expected.contains(&status)
+                };
+                if !ok_status {
+                    return (Outcome::Fail, Some(format!("HTTP {status}")));
+                }
+                if let Some(needle) = body_contains {
+                    match resp.text().await {
+                        Ok(body) if body.contains(needle.as_str()) => {}
+                        Ok(_) => {
+                            return (
+                                Outcome::Fail,
+                                Some(format!("HTTP {status}: body does not contain {needle:?}")),
+                            );
+                        }
+                        Err(e) => return (Outcome::Fail, Some(http_error(&e))),
+                    }
+                }
+                (Outcome::Ok, None)
+            }
+            Prober::Tcp { host, port } => {
+                match tokio::net::TcpStream::connect((host.as_str(), *port)).await {
+                    Ok(_) => (Outcome::Ok, None),
+                    Err(e) => (Outcome::Fail, Some(format!("connect {host}:{port}: {e}"))),
+                }
+            }
+            Prober::Prometheus {
+                client,
+                url,
+                query,
+                op,
+                threshold,
+                token,
+            } => {
+                let mut req = client
+                    .get(format!("{url}/api/v1/query"))
+                    .query(&[("query", query.as_str())]);
+                if let Some(t) = token {
+                    req = req.bearer_auth(t);
+                }
+                let body: serde_json::Value = match req.send().await {
+                    Ok(r) if r.status().is_success() => match r.json().await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            return (
+                                Outcome::Error,
+                                Some(format!("prometheus answer: {}", http_error(&e))),
+                            );
+                        }
+                    },
+                    Ok(r) => {
+                        return (
+                            Outcome::Error,
+                            Some(format!("prometheus: HTTP {}", r.status().as_u16())),
+                        );
+                    }
+                    Err(e) => {
+                        return (
+                            Outcome::Error,
+                            Some(format!("prometheus: {}", http_error(&e))),
+                        );
+                    }
+                };
+                match prometheus_value(&body) {
+                    Ok(v) if op.holds(v, *threshold) => (Outcome::Ok, None),
+                    Ok(v) => (
+                        Outcome::Fail,
+                        Some(format!("{v} does not satisfy {op:?} {threshold}")),
+                    ),
+                    Err(e) => (Outcome::Error, Some(e)),
+                }
+            }
+            Prober::Service {
+                client,
+                namespace,
+                name,
+                min_ready,
+            } => {
+                let lp =
+                    ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
+                match Api::<EndpointSlice>::namespaced(client.clone(), namespace)
+                    .list(&lp)
+                    .await
+                {
+                    Ok(list) => {
+                        let ready = list
+                            .items
+                            .iter()
+                            .flat_map(|s| s.endpoints.iter())
+                            .filter(|e| {
+                                e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false)
+                            })
+                            .count();
+                        if ready >= *min_ready {
+                            (Outcome::Ok, None)
+                        } else {
+                            (
+                                Outcome::Fail,
+                                Some(format!("{ready} ready endpoints, need {min_ready}")),
+                            )
+                        }
+                    }
+                    Err(e) => (
+                        Outcome::Error,
+                        Some(format!("listing EndpointSlices of {namespace}/{name}: {e}")),
+                    ),
+                }
+            }
+            Prober::Workload {
+                client,
+                kind,
+                namespace,
+                name,
+                min_available,
+            } => {
+                let available = workload_available(client, *kind, namespace, name).await;
+                match available {
+                    Ok(Some(n)) if n >= *min_available => (Outcome::Ok, None),
+                    Ok(Some(n)) => (
+                        Outcome::Fail,
+                        Some(format!("{n} available replicas, need {min_available}")),
+                    ),
+                    Ok(None) => (
+                        Outcome::Fail,
+                        Some(format!("{kind:?} {namespace}/{name} not found")),
+                    ),
+                    Err(e) => (
+                        Outcome::Error,
+                        Some(format!("reading {kind:?} {namespace}/{name}: {e}")),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// An HTTP error without anything from the request (no headers, no token).
+fn http_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "bad response body"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+async fn workload_available(
+    client: &Client,
+    kind: crate::api::WorkloadKind,
+    ns: &str,
+    name: &str,
+) -> kube::Result<Option<i32>> {
+    use crate::api::WorkloadKind::*;
+    let c = client.clone();
+    Ok(match kind {
+        Deployment => Api::<self::Deployment>::namespaced(c, ns)
+            .get_opt(name)
+            .await?
+            .map(|d| d.status.and_then(|s| s.available_replicas).unwrap_or(0)),
+        StatefulSet => Api::<self::StatefulSet>::namespaced(c, ns)
+            .get_opt(name)
+            .await?
+            .map(|d| d.status.and_then(|s| s.available_replicas).unwrap_or(0)),
+        DaemonSet => Api::<self::DaemonSet>::namespaced(c, ns)
+            .get_opt(name)
+            .await?
+            .map(|d| d.status.and_then(|s| s.number_available).unwrap_or(0)),
+        ReplicaSet => Api::<self::ReplicaSet>::namespaced(c, ns)
+            .get_opt(name)
+            .await?
+            .map(|d| d.status.and_then(|s| s.available_replicas).unwrap_or(0)),
+    })
+}
+
+/// The single number of an instant-query answer (scalar, or a one-element vector).
+pub fn prometheus_value(body: &serde_json::Value) -> Result<f64, String> {
+    if body["status"] != "success" {
+        return Err(format!(
+            "prometheus: {}",
+            body["error"].as_str().unwrap_or("query failed")
+        ));
+    }
+    let data = &body["data"];
+    let value = match data["resultType"].as_str() {
+        Some("scalar") => &data["result"][1],
+        Some("vector") => {
+            let result = data["result"].as_array().ok_or("prometheus: no result")?;
+            match result.len() {
+                0 => return Err("prometheus: the query returned no series".into()),
+                1 => &result[0]["value"][1],
+                n => {
+                    return Err(format!(
+                        "prometheus: the query returned {n} series; it must return one"
+                    ));
+                }
+            }
+        }
+        other => return Err(format!("prometheus: unsupported result type {other:?}")),
+    };
+    value
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| "prometheus: the value is not a number".into())
+}
+
+// ---------------------------------------------------------------------------
+// The runner: one task per SLO, timelines shared with the controller.
+// ---------------------------------------------------------------------------
+
+/// Stored per experiment in the ConfigMap `firedrill-<name>`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Recording {
+    pub slos: BTreeMap<String, Timeline>,
+}
+
+/// The probes of one experiment while they run.
+pub struct Runner {
+    pub timelines: BTreeMap<String, Arc<Mutex<Timeline>>>,
+    /// Guard SLOs only act once the fault is in place: Unix ms, 0 = not armed.
+    pub armed_at: Arc<AtomicI64>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Runner {
+    /// Start probing every SLO, continuing `previous` timelines.
+    pub fn start(client: &Client, obj: &DataCenterFailure, previous: Recording) -> Runner {
+        let armed_at = Arc::new(AtomicI64::new(0));
+        let mut timelines = BTreeMap::new();
+        let mut tasks = vec![];
+        for slo in &obj.spec.slos {
+            let tl = Arc::new(Mutex::new(
+                previous.slos.get(&slo.name).cloned().unwrap_or_default(),
+            ));
+            timelines.insert(slo.name.clone(), tl.clone());
+            let task = tokio::spawn(run_slo(
+                client.clone(),
+                obj.name_any(),
+                slo.clone(),
+                tl,
+                armed_at.clone(),
+            ));
+            tasks.push(task.abort_handle());
+        }
+        Runner {
+            timelines,
+            armed_at,
+            tasks,
+        }
+    }
+
+    pub fn recording(&self) -> Recording {
+        Recording {
+            slos: self
+                .timelines
+                .iter()
+                .map(|(k, v)| (k.clone(), v.lock().unwrap().clone()))
+                .collect(),
+        }
+    }
+}
+
+async fn run_slo(
+    client: Client,
+    experiment: String,
+    slo: SloSpec,
+    timeline: Arc<Mutex<Timeline>>,
+    armed_at: Arc<AtomicI64>,
+) {
+    let interval = parse_duration(&slo.interval)
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_millis(100));
+    let timeout = parse_duration(&slo.timeout).unwrap_or(Duration::from_secs(1));
+    let tolerance = slo
+        .guard
+        .as_ref()
+        .map(|g| parse_duration(&g.tolerance).unwrap_or_default().as_millis() as i64);
+    let tripped = AtomicBool::new(false);
+    let mut prober: Option<Prober> = None;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticker.tick().await;
+        let at = now_ms();
+        if prober.is_none() {
+            match Prober::build(&slo.probe, timeout, &client).await {
+                Ok(p) => prober = Some(p),
+                Err(e) => {
+                    let mut tl = timeline.lock().unwrap();
+                    tl.push(at, Outcome::Error);
+                    tl.last_error = Some(e);
+                    continue;
+                }
+            }
+        }
+        let p = prober.as_ref().unwrap();
+        let (outcome, why) = match tokio::time::timeout(timeout, p.probe()).await {
+            Ok(r) => r,
+            Err(_) => (Outcome::Fail, Some(format!("timed out after {timeout:?}"))),
+        };
+        let failing_ms = {
+            let mut tl = timeline.lock().unwrap();
+            tl.push(at, outcome);
+            if why.is_some() {
+                tl.last_error = why;
+            }
+            tl.failing_for(now_ms())
+        };
+        // A guard SLO ends the fault once breached past its tolerance.
+        let armed = armed_at.load(Ordering::Relaxed);
+        if let Some(tol) = tolerance
+            && armed > 0
+            && outcome == Outcome::Fail
+            && failing_ms > tol
+            && now_ms() - armed > tol
+            && !tripped.swap(true, Ordering::Relaxed)
+        {
+            let why = format!(
+                "guard SLO {} breached for {:.1}s (tolerance {}s)",
+                slo.name,
+                failing_ms as f64 / 1000.0,
+                tol as f64 / 1000.0
+            );
+            tracing::warn!(experiment = %experiment, "{why}; aborting");
+            let patch = serde_json::json!({"metadata": {"annotations": {crate::api::ABORT_ANNOTATION: why}}});
+            if let Err(e) = Api::<DataCenterFailure>::all(client.clone())
+                .patch(&experiment, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::error!(experiment = %experiment, error = %e, "cannot request the abort for a breached guard");
+                tripped.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Where an experiment's recording is kept.
+pub fn recording_name(experiment: &str) -> String {
+    format!("firedrill-{experiment}")
+}
+
+/// Save the recording in a ConfigMap owned by the experiment (deleted with it).
+pub async fn save(
+    client: &Client,
+    namespace: &str,
+    obj: &DataCenterFailure,
+    rec: &Recording,
+) -> kube::Result<()> {
+    let owner = obj
+        .controller_owner_ref(&())
+        .map(|r| vec![r])
+        .unwrap_or_default();
+    let cm = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": recording_name(&obj.name_any()),
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "firedrill", "chaos.firedrill.dev/experiment": obj.name_any()},
+            "ownerReferences": owner,
+        },
+        "data": {"timeline.json": serde_json::to_string(rec).unwrap()},
+    });
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(
+            &recording_name(&obj.name_any()),
+            &PatchParams::apply(crate::controller::MANAGER).force(),
+            &Patch::Apply(&cm),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Load a saved recording (empty when there is none).
+pub async fn load(client: &Client, namespace: &str, experiment: &str) -> kube::Result<Recording> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(&recording_name(experiment))
+        .await?;
+    Ok(cm
+        .and_then(|c| serde_json::from_str(c.data?.get("timeline.json")?).ok())
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparisons() {
+        assert_eq!(parse_comparison("< 0.01"), Ok((Comparison::Lt, 0.01)));
+        assert_eq!(parse_comparison(">=3"), Ok((Comparison::Ge, 3.0)));
+        assert!(parse_comparison("about 3").is_err());
+        assert!(Comparison::Lt.holds(0.001, 0.01));
+        assert!(!Comparison::Lt.holds(0.2, 0.01));
+    }
+
+    #[test]
+    fn prometheus_answers() {
+        let v = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "0.25"]}]}});
+        assert_eq!(prometheus_value(&v), Ok(0.25));
+        let s = serde_json::json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "3"]}});
+        assert_eq!(prometheus_value(&s), Ok(3.0));
+        let empty = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": []}});
+        assert!(prometheus_value(&empty).unwrap_err().contains("no series"));
+        let err = serde_json::json!({"status": "error", "error": "parse error"});
+        assert!(prometheus_value(&err).unwrap_err().contains("parse error"));
+    }
+}
