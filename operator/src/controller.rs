@@ -631,6 +631,7 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
                     });
                 }
                 let nodes = zone_nodes(&ctx.client, obj).await?;
+                let hold_start = std::time::Instant::now();
                 let fault = &obj.spec.fault;
                 // Mark and cordon, then kill with grace period 0, then taint:
                 // the pods die as in a fire, not by graceful taint eviction.
@@ -659,15 +660,19 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
                         .await?
                     }
                 }
+                let held_at = std::time::Instant::now();
+                let hold_ms = (held_at - hold_start).as_millis() as u64;
                 let killed = if fault.kill_pods {
                     fault::kill_pods_on(&ctx.client, &nodes, &parsed.scope, ctx.config.concurrency)
                         .await?
                 } else {
                     0
                 };
+                let kill_time = held_at.elapsed();
                 if fault.keep_dark {
                     fault::taint_nodes(&ctx.client, &exp, ctx.config.concurrency).await?;
                 }
+                tracing::info!(experiment = %name, nodes = nodes.len(), killed, kill_ms = kill_time.as_millis() as u64, taint_ms = (held_at.elapsed() - kill_time).as_millis() as u64, hold_ms, "zone down");
                 let (cordoned, tainted) = fault::held_counts(&ctx.client, &exp).await?;
                 ctx.event(
                     obj,
@@ -683,7 +688,10 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
                     obj,
                     EventType::Normal,
                     "PodsKilled",
-                    format!("{killed} pods killed with grace period 0"),
+                    format!(
+                        "{killed} pods killed with grace period 0 in {:.1}s",
+                        kill_time.as_secs_f64()
+                    ),
                 )
                 .await;
                 let now = Timestamp::now();

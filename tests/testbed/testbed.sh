@@ -297,11 +297,13 @@ cmd_down() {
 
 cmd_status() {
   [[ -d $STATE/pids ]] || { echo "not running"; return 1; }
-  local f rc=0
+  local f rc=0 n=0
   for f in "$STATE"/pids/*; do
     [[ -f $f ]] || continue
+    n=$((n + 1))
     if pid_alive "$f"; then echo "$(basename "$f"): running (pid $(cat "$f"))"; else echo "$(basename "$f"): dead"; rc=1; fi
   done
+  ((n > 0)) || { echo "not running"; return 1; }
   return $rc
 }
 

@@ -1,0 +1,371 @@
+//! SLO measurement on the testbed: kubernetes probes through a real zone
+//! failure, the baseline, guard SLOs, and Secrets that never leak.
+
+use firedrill_e2e::*;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn services(ns: &str) -> String {
+    let deploy = |name: &str, replicas: u32, placement: &str| {
+        format!(
+            r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+{placement}
+      containers: [{{name: app, image: registry.invalid/{name}:1, ports: [{{containerPort: 8080}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}
+"#
+        )
+    };
+    let spread = "      topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: chat}}}]";
+    let pinned = "      nodeSelector: {topology.kubernetes.io/zone: zone-a}";
+    format!(
+        "{}{}",
+        deploy("chat", 6, spread),
+        deploy("login", 2, pinned)
+    )
+}
+
+fn setup(prefix: &str) -> Namespace {
+    install_crds();
+    let ns = Namespace::create(prefix);
+    assert!(apply(&services(&ns.0)).ok);
+    wait_for(
+        "chat and login ready behind their Services",
+        Duration::from_secs(120),
+        || {
+            (ready_pods(&ns.0, "app=chat").len() == 6 && ready_pods(&ns.0, "app=login").len() == 2)
+                .then_some(())
+        },
+    );
+    ns
+}
+
+fn service_slo(name: &str, ns: &str, service: &str, min: u32, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    recoveryTimeObjective: 60s\n    interval: 200ms\n    probe:\n      kubernetes:\n        service: {{namespace: {ns}, name: {service}, minReadyEndpoints: {min}}}\n{extra}"
+    )
+}
+
+#[test]
+fn spread_service_passes_and_pinned_service_fails_naming_the_pinned_pods() {
+    let _lock = zones_lock();
+    let ns = setup("e2e-slo");
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("slo".into());
+    let yaml = format!(
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: slo}}\nspec:\n  zone: zone-a\n  duration: 12s\n  baseline: 2s\n  target: {{namespaces: [{ns}]}}\n  slos:\n{}{}",
+        service_slo(
+            "messaging",
+            &ns.0,
+            "chat",
+            6,
+            "    availabilityObjective: 10\n"
+        ),
+        service_slo("authentication", &ns.0, "login", 1, ""),
+        ns = ns.0
+    );
+    assert!(apply(&yaml).ok);
+    kubectl(
+        &[
+            "wait",
+            "--for=condition=Completed",
+            "dcf/slo",
+            "--timeout=120s",
+        ],
+        None,
+    )
+    .expect_ok("kubectl wait");
+    let status = kubectl_json(&["get", "dcf", "slo"])["status"].clone();
+    assert_eq!(status["phase"], "Completed", "{status:#}");
+    assert_eq!(status["verdict"], "Failed", "{status:#}");
+    let slo = |n: &str| {
+        status["slos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap()
+            .clone()
+    };
+
+    let messaging = slo("messaging");
+    assert_eq!(messaging["verdict"], "Passed", "{messaging:#}");
+    let ttr = messaging["timeToRecoverSeconds"].as_f64().unwrap();
+    assert!(
+        ttr > 0.0 && ttr < 12.0,
+        "the spread service dipped below 6 endpoints and came back: {messaging:#}"
+    );
+    assert!(messaging["failures"].as_i64().unwrap() > 0);
+
+    let auth = slo("authentication");
+    assert_eq!(auth["verdict"], "Failed", "{auth:#}");
+    assert!(
+        auth["timeToRecoverSeconds"].is_null(),
+        "never recovered: {auth:#}"
+    );
+    assert!(
+        auth["message"]
+            .as_str()
+            .unwrap()
+            .contains("never recovered while zone-a was dark"),
+        "{auth:#}"
+    );
+
+    let reason = status["reason"].as_str().unwrap();
+    assert!(reason.starts_with("Failed: authentication"), "{reason}");
+    assert!(
+        reason.contains(&format!("pinned to zone-a: {}/login-", ns.0)),
+        "the reason names the pinned pods: {reason}"
+    );
+    assert_eq!(
+        dcf_field("slo", ".status.conditions[?(@.type==\"Passed\")].status"),
+        "False"
+    );
+    // The verdict shows in `kubectl get`.
+    let row = kubectl(&["get", "dcf", "slo", "--no-headers"], None).stdout;
+    assert!(
+        row.contains("Completed") && row.contains("Failed") && row.contains("pinned to zone-a"),
+        "{row}"
+    );
+    assert!(firedrill_traces_on_nodes().is_empty());
+}
+
+#[test]
+fn an_unreachable_probe_during_the_baseline_aborts_and_touches_nothing() {
+    let _lock = zones_lock();
+    install_crds();
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("no-baseline".into());
+    // A loopback port nothing listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let before = kubectl_json(&["get", "nodes"]);
+    let yaml = format!(
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: no-baseline}}\nspec:\n  zone: zone-a\n  duration: 1m\n  baseline: 3s\n  slos:\n  - name: db\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe: {{tcp: {{host: 127.0.0.1, port: {port}}}}}\n"
+    );
+    assert!(apply(&yaml).ok);
+    kubectl(
+        &[
+            "wait",
+            "--for=condition=Completed",
+            "dcf/no-baseline",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .expect_ok("kubectl wait");
+    assert_eq!(dcf_field("no-baseline", ".status.phase"), "Aborted");
+    assert_eq!(
+        dcf_field(
+            "no-baseline",
+            ".status.conditions[?(@.type==\"Completed\")].reason"
+        ),
+        "SteadyStateNotMet"
+    );
+    let reason = dcf_field("no-baseline", ".status.reason");
+    assert!(
+        reason.contains("steady state not met")
+            && reason.contains("db:")
+            && reason.contains("refused"),
+        "{reason}"
+    );
+    let phases = dcf_field("no-baseline", ".status.transitions[*].phase");
+    assert!(!phases.contains("Injecting"), "{phases}");
+    let after = kubectl_json(&["get", "nodes"]);
+    let specs = |v: &serde_json::Value| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["spec"].to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(specs(&before), specs(&after), "a node was touched");
+    assert!(firedrill_traces_on_nodes().is_empty());
+}
+
+#[test]
+fn a_breached_guard_slo_aborts_the_fault_and_restores_the_zone() {
+    let _lock = zones_lock();
+    let ns = setup("e2e-guard");
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("guarded".into());
+    let yaml = format!(
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: guarded}}\nspec:\n  zone: zone-a\n  duration: 10m\n  baseline: 1s\n  target: {{namespaces: [{ns}]}}\n  slos:\n{}",
+        service_slo(
+            "authentication",
+            &ns.0,
+            "login",
+            1,
+            "    guard: {tolerance: 2s}\n"
+        ),
+        ns = ns.0
+    );
+    assert!(apply(&yaml).ok);
+    kubectl(
+        &[
+            "wait",
+            "--for=condition=Completed",
+            "dcf/guarded",
+            "--timeout=90s",
+        ],
+        None,
+    )
+    .expect_ok("kubectl wait: the guard ends a 10m fault early");
+    assert_eq!(dcf_field("guarded", ".status.phase"), "Aborted");
+    let reason = dcf_field("guarded", ".status.reason");
+    assert!(
+        reason.contains("guard SLO authentication breached") && reason.contains("zone restored"),
+        "{reason}"
+    );
+    assert!(
+        firedrill_traces_on_nodes().is_empty(),
+        "{:?}",
+        firedrill_traces_on_nodes()
+    );
+    assert!(cordoned_nodes().is_empty());
+    assert_eq!(dcf_field("guarded", ".status.slos[0].verdict"), "Failed");
+}
+
+/// An HTTP server on loopback that answers 200 only with the right bearer
+/// token, and remembers the Authorization headers it saw.
+fn token_server(token: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(vec![]));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(mut sock) = sock else { continue };
+            let mut buf = [0u8; 8192];
+            let n = sock.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let auth = req
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                .unwrap_or("")
+                .to_string();
+            let ok = auth.ends_with(token);
+            record.lock().unwrap().push(auth);
+            let resp = if ok {
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            } else {
+                "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let _ = sock.write_all(resp.as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_secret_used_in_a_probe_header_never_appears_anywhere() {
+    const TOKEN: &str = "s3cr3t-7f1c9e-do-not-print";
+    let _lock = zones_lock();
+    let ns = setup("e2e-secret");
+    let (port, seen) = token_server(TOKEN);
+    kubectl(
+        &[
+            "-n",
+            &ns.0,
+            "create",
+            "secret",
+            "generic",
+            "probe-token",
+            &format!("--from-literal=token=Bearer {TOKEN}"),
+        ],
+        None,
+    )
+    .expect_ok("create secret");
+    let op = Operator::start(&[]);
+    let _exp = Experiment("secret".into());
+    let yaml = format!(
+        r#"apiVersion: chaos.firedrill.dev/v1alpha1
+kind: DataCenterFailure
+metadata: {{name: secret}}
+spec:
+  zone: zone-a
+  duration: 4s
+  baseline: 1s
+  target: {{namespaces: [{ns}]}}
+  slos:
+  - name: api
+    recoveryTimeObjective: 30s
+    interval: 200ms
+    probe:
+      http:
+        url: http://127.0.0.1:{port}/healthz
+        headers:
+        - name: Authorization
+          valueFrom: {{secretKeyRef: {{namespace: {ns}, name: probe-token, key: token}}}}
+"#,
+        ns = ns.0
+    );
+    assert!(apply(&yaml).ok);
+    kubectl(
+        &[
+            "wait",
+            "--for=condition=Completed",
+            "dcf/secret",
+            "--timeout=90s",
+        ],
+        None,
+    )
+    .expect_ok("kubectl wait");
+    assert_eq!(
+        dcf_field("secret", ".status.verdict"),
+        "Passed",
+        "{}",
+        dcf_field("secret", ".status.reason")
+    );
+    assert!(
+        seen.lock().unwrap().iter().any(|h| h.ends_with(TOKEN)),
+        "the probe sent the Secret's value"
+    );
+
+    let everywhere = [
+        kubectl(&["get", "dcf", "secret", "-o", "yaml"], None).stdout,
+        kubectl(&["get", "events", "-A", "-o", "yaml"], None).stdout,
+        kubectl(
+            &[
+                "get",
+                "configmaps",
+                "-A",
+                "-l",
+                "app.kubernetes.io/managed-by=firedrill",
+                "-o",
+                "yaml",
+            ],
+            None,
+        )
+        .stdout,
+        op.log_text(),
+    ];
+    for (i, text) in everywhere.iter().enumerate() {
+        assert!(
+            !text.is_empty() || i == 3,
+            "nothing to search in source {i}"
+        );
+        assert!(
+            !text.contains(TOKEN),
+            "the Secret's value leaked into source {i}"
+        );
+    }
+}
