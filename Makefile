@@ -10,11 +10,12 @@ RUST_VERSION := $(shell rustc --version 2>/dev/null | cut -d' ' -f2)
 export FIREDRILL_CACHE
 export CARGO_TARGET_DIR ?= $(FIREDRILL_CACHE)/cargo/rust-$(RUST_VERSION)
 
-.PHONY: help demo test check unit e2e crds testbed-up testbed-down build
+.PHONY: help demo test deps check unit e2e crds bench testbed-up testbed-down build
 
 help:
 	@echo "make demo    start a local testbed cluster, show zones, nodes and the firedrill CRDs, stop it"
 	@echo "make test    the whole test suite: format and lint checks, unit tests, end-to-end tests on the testbed"
+	@echo "make bench   benchmarks that print numbers: probe scheduling jitter, apply-to-zone-dark time and operator memory"
 	@echo "make crds    regenerate crds/ from the Rust types"
 	@echo "make testbed-up / testbed-down    a testbed to play with (state in .testbed/)"
 
@@ -24,7 +25,11 @@ build:
 demo: build
 	@examples/demo.sh
 
-test: check unit e2e
+test: deps check unit e2e
+
+# Real tools the tests use, by package name.
+deps:
+	tests/prometheus/install.sh
 
 check:
 	cargo fmt --all --check
@@ -35,6 +40,10 @@ unit:
 
 e2e:
 	tests/run-e2e.sh
+
+bench:
+	cargo run --release -q -p firedrill --example probe_jitter
+	tests/bench/zone-dark.sh $(or $(NODES),300) $(or $(PODS),6000)
 
 crds:
 	cargo run -q -p firedrill -- crd --dir crds
