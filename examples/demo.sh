@@ -1,45 +1,70 @@
 #!/usr/bin/env bash
-# `make demo`: a local testbed cluster (real kube-apiserver, etcd,
-# controller-manager, scheduler; KWOK nodes in three zones), the firedrill
-# CRDs, and the example drill validated by the API server. Stops everything it
-# started when it ends, unless FIREDRILL_DEMO_KEEP=1.
+# `make demo`: the Pangyo drill on a local testbed.
+#
+# 1. builds firedrill and the testbed (a real control plane from upstream Go
+#    modules; KWOK nodes in zone-a, zone-b, zone-c) and starts it;
+# 2. installs the CRDs and starts the operator;
+# 3. deploys auth (pinned to zone-a), messaging (three zones) and payments
+#    (two zones), shows the plan, then runs the drill and waits;
+# 4. prints the verdict table and where the HTML report is;
+# 5. stops everything it started (FIREDRILL_DEMO_KEEP=1 leaves it running).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 TESTBED=tests/testbed/testbed.sh
 NODES=${NODES:-9}
-FIREDRILL=${CARGO_TARGET_DIR:-target}/debug/firedrill
+BIN=${CARGO_TARGET_DIR:-target}/debug
+OUT=${FIREDRILL_DEMO_DIR:-$REPO/.demo}
+mkdir -p "$OUT"
+OP_PID=
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+stop_all() {
+  if [[ -n $OP_PID ]] && kill -0 "$OP_PID" 2>/dev/null; then
+    kill -TERM "$OP_PID"; wait "$OP_PID" 2>/dev/null || true
+  fi
+  "$TESTBED" down
+}
+[[ -n ${FIREDRILL_DEMO_KEEP:-} ]] || trap stop_all EXIT
 
-if [[ -z ${FIREDRILL_DEMO_KEEP:-} ]]; then
-  trap '"$TESTBED" down' EXIT
-fi
-
-step "Starting the testbed: $NODES fake nodes over zone-a, zone-b, zone-c"
+step "Starting the testbed: $NODES nodes over zone-a, zone-b, zone-c"
 "$TESTBED" up "$NODES"
 eval "$("$TESTBED" env)"
-kubectl version
-
-step "Zones"
 kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.labels.topology\.kubernetes\.io/zone}{"\n"}{end}' | sort | uniq -c |
   awk '{printf "  %-8s %s nodes\n", $2, $1}'
 
-step "Nodes"
-kubectl get nodes -L topology.kubernetes.io/zone
+step "Installing the CRDs and starting the operator"
+"$BIN/firedrill" crd | kubectl apply --server-side -f -
+kubectl wait --for=condition=Established --timeout=60s crd/datacenterfailures.chaos.firedrill.dev >/dev/null
+"$BIN/firedrill" operator >"$OUT/operator.log" 2>&1 &
+OP_PID=$!
+echo "  operator pid $OP_PID, log $OUT/operator.log"
 
-step "Installing the firedrill CRDs (firedrill crd | kubectl apply)"
-"$FIREDRILL" crd | kubectl apply --server-side -f -
-kubectl wait --for=condition=Established --timeout=60s crd -l '!nonexistent' >/dev/null
-kubectl get crd -o custom-columns='CRD:.metadata.name,SHORT:.spec.names.shortNames[0],SCOPE:.spec.scope' | grep -E 'CRD|firedrill'
+step "Deploying auth (pinned to zone-a), messaging (3 zones), payments (2 zones)"
+kubectl apply -f examples/pangyo/workloads.yaml
+for d in auth/login messaging/chat payments/checkout; do
+  kubectl -n "${d%/*}" rollout status "deployment/${d#*/}" --timeout=120s >/dev/null
+done
+for ns in auth messaging payments; do
+  kubectl -n "$ns" get pods -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\t"}{.spec.nodeName}{"\n"}{end}'
+done | column -t
 
-step "The example drill, checked by the API server (kubectl apply --dry-run=server)"
-kubectl apply --dry-run=server -f examples/zone-a-drill.yaml
-step "A broken one is refused with the field named"
-sed 's/interval: 1s/interval: 10ms/' examples/zone-a-drill.yaml | kubectl apply --dry-run=server -f - 2>&1 | sed 's/^/  /' || true
+step "What would break if zone-a burns? (firedrill plan: nothing is changed)"
+"$BIN/firedrill" plan --zone zone-a -n auth -n messaging -n payments || true
 
+step "The drill: zone-a goes dark for 30s (firedrill run --wait)"
+set +e
+"$BIN/firedrill" run -f examples/pangyo/drill.yaml --wait \
+  --junit "$OUT/pangyo-zone-a.xml" --json "$OUT/pangyo-zone-a.json" --html "$OUT/pangyo-zone-a.html"
+code=$?
+set -e
+echo
+echo "firedrill run exited $code (0 Passed, 1 Failed, 2 Aborted/Inconclusive, 3 could not run)"
+echo "HTML report: $OUT/pangyo-zone-a.html"
 if [[ -n ${FIREDRILL_DEMO_KEEP:-} ]]; then
-  step "The testbed keeps running. Use it with: eval \"\$($TESTBED env)\"; stop it with: $TESTBED down"
+  step "Still running. Use it with: eval \"\$($TESTBED env)\"; stop the operator with: kill $OP_PID; then: $TESTBED down"
 else
-  step "Stopping the testbed"
+  step "Stopping everything the demo started"
 fi
+# The drill is expected to fail (authentication is pinned); anything but a verdict is an error.
+[[ $code -le 1 ]]

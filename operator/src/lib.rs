@@ -7,11 +7,14 @@
 //! exactly what was changed), [`controller`] (the lifecycle state machine).
 
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod fault;
 pub mod plan;
 pub mod probe;
+pub mod report;
 pub mod restore;
+pub mod run;
 pub mod slo;
 pub mod verdict;
 

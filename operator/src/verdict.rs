@@ -146,8 +146,30 @@ pub fn overall(
                 .filter(|p| nss.iter().any(|ns| p.starts_with(&format!("{ns}/"))))
                 .collect();
             if !behind.is_empty() {
-                let names: Vec<&str> = behind.iter().take(3).map(|s| s.as_str()).collect();
-                reason.push_str(&format!("; pinned to {zone}: {}", names.join(", ")));
+                // "ns/pod (why)": say the why once when every pod shares it.
+                let split = |p: &str| match p.split_once(" (") {
+                    Some((pod, why)) => (pod.to_string(), why.trim_end_matches(')').to_string()),
+                    None => (p.to_string(), String::new()),
+                };
+                let parts: Vec<(String, String)> = behind.iter().map(|p| split(p)).collect();
+                let same = parts.iter().all(|(_, w)| *w == parts[0].1) && !parts[0].1.is_empty();
+                let names: Vec<String> = parts
+                    .iter()
+                    .take(3)
+                    .map(|(pod, why)| {
+                        if same || why.is_empty() {
+                            pod.clone()
+                        } else {
+                            format!("{pod} ({why})")
+                        }
+                    })
+                    .collect();
+                let how = if same {
+                    format!(" by {}", parts[0].1)
+                } else {
+                    String::new()
+                };
+                reason.push_str(&format!("; pinned to {zone}{how}: {}", names.join(", ")));
                 if behind.len() > 3 {
                     reason.push_str(&format!(" and {} more", behind.len() - 3));
                 }
@@ -332,7 +354,7 @@ mod tests {
         assert_eq!(v, Verdict::Failed);
         assert_eq!(
             reason,
-            "authentication: never recovered while zone-a was dark (down 4s); pinned to zone-a: auth/login-1 (nodeSelector topology.kubernetes.io/zone=zone-a)"
+            "authentication: never recovered while zone-a was dark (down 4s); pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a: auth/login-1"
         );
     }
 

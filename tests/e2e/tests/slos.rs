@@ -128,7 +128,10 @@ fn spread_service_passes_and_pinned_service_fails_naming_the_pinned_pods() {
     let reason = status["reason"].as_str().unwrap();
     assert!(reason.starts_with("Failed: authentication"), "{reason}");
     assert!(
-        reason.contains(&format!("pinned to zone-a: {}/login-", ns.0)),
+        reason.contains(&format!(
+            "pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a: {}/login-",
+            ns.0
+        )),
         "the reason names the pinned pods: {reason}"
     );
     assert_eq!(

@@ -1,0 +1,420 @@
+//! The `firedrill` command line (also installed as the kubectl plugin
+//! `kubectl-firedrill`).
+
+use crate::api::{self, GuardSpec, TargetSpec};
+use crate::controller;
+use crate::plan::{self, Request, Scope, collect};
+use crate::run;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kube::ResourceExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "firedrill",
+    version,
+    about = "Rehearse the loss of a whole data center (availability zone) and measure whether services fail over within their SLOs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "FIREDRILL_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator: reconcile DataCenterFailure resources.
+    Operator(OperatorArgs),
+    /// Show what losing a zone would break. Changes nothing.
+    Plan(PlanArgs),
+    /// Apply an experiment and (with --wait) follow it to its verdict: a release-pipeline gate.
+    ///
+    /// Exit codes: 0 Passed, 1 Failed, 2 Aborted or Inconclusive, 3 usage error or cluster unreachable.
+    Run(RunArgs),
+    /// Render the report of an experiment.
+    Report(ReportArgs),
+    /// Print the CustomResourceDefinitions (pipe into `kubectl apply -f -`).
+    Crd {
+        /// Write one file per CRD into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct OperatorArgs {
+    /// The operator's own namespace; its pods are never killed.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+    /// Label selector of the operator's own pods (for the protectOperator guard).
+    #[arg(long, default_value = "app.kubernetes.io/name=firedrill")]
+    self_selector: String,
+    /// API calls in flight at once for node patches and pod deletes.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long past spec.duration an experiment may run before it is ended and restored.
+    #[arg(long, default_value = "2m", value_parser = parse_duration_arg)]
+    restore_grace: Duration,
+    /// Pause between node changes while injecting (to rehearse an operator crash mid-injection).
+    #[arg(long, hide = true, value_parser = parse_duration_arg)]
+    debug_inject_pause: Option<Duration>,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// The zone to plan the loss of.
+    #[arg(long)]
+    zone: String,
+    /// The node label that names a node's zone.
+    #[arg(long, default_value = "topology.kubernetes.io/zone")]
+    topology_key: String,
+    /// Only these namespaces (repeatable; default: all).
+    #[arg(long = "namespace", short = 'n')]
+    namespaces: Vec<String>,
+    /// Never these namespaces (repeatable; default: kube-system).
+    #[arg(long = "exclude-namespace")]
+    exclude_namespaces: Option<Vec<String>>,
+    /// Only pods matching this label selector.
+    #[arg(long, short = 'l')]
+    selector: Option<String>,
+    /// Skip the capacity check (it reads every running pod, page by page).
+    #[arg(long)]
+    no_capacity: bool,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Args)]
+struct ReportFiles {
+    /// Write a JUnit XML report (one testcase per SLO).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write the JSON report (schema firedrill.dev/report/v1).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write a self-contained HTML report with the SLO timeline.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+}
+
+impl ReportFiles {
+    fn outputs(&self) -> run::Outputs {
+        run::Outputs {
+            junit: self.junit.clone(),
+            json: self.json.clone(),
+            html: self.html.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The DataCenterFailure to apply (`-` for standard input).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    file: String,
+    /// Follow the experiment to its verdict and exit with its code.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: abort the experiment (and wait for the restore) after this long, e.g. 30m.
+    #[arg(long, value_parser = parse_duration_arg)]
+    timeout: Option<Duration>,
+    #[command(flatten)]
+    files: ReportFiles,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The experiment's name.
+    name: String,
+    #[command(flatten)]
+    files: ReportFiles,
+    /// Print the JSON report instead of the table.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: ReportOutput,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportOutput {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    api::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Run the command line; the process exits with the returned code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = match cli.command {
+        Command::Crd { dir } => crd(dir).map(|()| ExitCode::SUCCESS),
+        Command::Operator(args) => rt.block_on(operator(args)).map(|()| ExitCode::SUCCESS),
+        Command::Plan(args) => rt.block_on(plan_cmd(args)),
+        Command::Run(args) => rt.block_on(run_cmd(args)),
+        Command::Report(args) => rt.block_on(report_cmd(args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(run::EXIT_USAGE)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn client() -> anyhow::Result<kube::Client> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
+    client
+        .apiserver_version()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
+    Ok(client)
+}
+
+async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
+    let client = client().await?;
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let config = controller::Config {
+        self_selector: (in_cluster && args.namespace.is_some()).then_some(args.self_selector),
+        namespace: args.namespace,
+        concurrency: args.concurrency,
+        restore_grace: args.restore_grace,
+        inject_pause: args.debug_inject_pause,
+    };
+    tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, "firedrill operator starting");
+    controller::run(client, config).await?;
+    tracing::info!("firedrill operator stopped");
+    Ok(())
+}
+
+async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let client = client().await?;
+    let mut target = TargetSpec {
+        namespaces: args.namespaces,
+        ..TargetSpec::default()
+    };
+    if let Some(ex) = args.exclude_namespaces {
+        target.exclude_namespaces = ex;
+    }
+    let mut scope = Scope::from_target(&target, None).map_err(anyhow::Error::msg)?;
+    if let Some(sel) = &args.selector {
+        scope.selector =
+            Some(plan::parse_selector(sel).map_err(|e| anyhow::anyhow!("--selector: {e}"))?);
+    }
+    let req = Request {
+        zone: args.zone.clone(),
+        topology_key: args.topology_key.clone(),
+        scope,
+        guards: GuardSpec::default(),
+    };
+    let opts = collect::Options {
+        measure_capacity: !args.no_capacity,
+        concurrency: collect::DEFAULT_CONCURRENCY,
+        ..Default::default()
+    };
+    let snap = collect::snapshot(&client, &req.zone, &req.topology_key, &opts).await?;
+    let p = plan::plan(&req, &snap);
+    let guards = plan::check_guards(&req, &p, &snap);
+    let report =
+        serde_json::json!({ "plan": &p, "refusal": guards.as_ref().err().map(|r| r.0.clone()) });
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(&report)?),
+        Output::Table => print!("{}", plan_table(&req, &p, guards.as_ref().err())),
+    }
+    Ok(if guards.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn plan_table(req: &Request, p: &plan::Plan, refusal: Option<&plan::Refusal>) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "ZONE {} ({}={}): {} of {} nodes",
+        p.zone,
+        req.topology_key,
+        p.zone,
+        p.nodes.len(),
+        p.nodes_in_cluster
+    );
+    if !p.already_cordoned.is_empty() {
+        let _ = writeln!(
+            s,
+            "  already cordoned (left as they are): {}",
+            p.already_cordoned.join(", ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "PODS  {} would be killed, {} spared",
+        p.pods_in_scope.len(),
+        p.pods_spared.len()
+    );
+    let _ = writeln!(
+        s,
+        "\nWORKLOADS THAT LOSE EVERY READY REPLICA ({})",
+        p.lost_workloads.len()
+    );
+    for w in &p.lost_workloads {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<40} {} of {} ready replicas in the zone",
+            w.kind, w.name, w.ready_in_zone, w.ready_total
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nPODS PINNED TO THE ZONE: cannot run anywhere else ({})",
+        p.pinned.len()
+    );
+    for x in &p.pinned {
+        let _ = writeln!(s, "  {:<48} {}", x.pod, x.reason);
+    }
+    let _ = writeln!(
+        s,
+        "\nPODDISRUPTIONBUDGETS A FIRE WOULD VIOLATE ({})",
+        p.pdbs_violated.len()
+    );
+    for x in &p.pdbs_violated {
+        let _ = writeln!(s, "  {x}");
+    }
+    let need = p.capacity_needed;
+    match p.capacity_free {
+        Some(free) => {
+            let ok = if p.capacity_sufficient() == Some(true) {
+                "enough"
+            } else {
+                "NOT ENOUGH"
+            };
+            let _ = writeln!(
+                s,
+                "\nCAPACITY OUTSIDE THE ZONE  need {}m CPU, {} MiB; free {}m CPU, {} MiB: {ok}",
+                need.cpu_millis,
+                need.memory_bytes >> 20,
+                free.cpu_millis,
+                free.memory_bytes >> 20
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "\nCAPACITY OUTSIDE THE ZONE  need {}m CPU, {} MiB; not measured",
+                need.cpu_millis,
+                need.memory_bytes >> 20
+            );
+        }
+    }
+    let _ = match refusal {
+        Some(r) => writeln!(s, "\nGUARDS  would refuse: {r}"),
+        None => writeln!(s, "\nGUARDS  pass (with default guards)"),
+    };
+    s
+}
+
+async fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let exp = run::read_experiment(&args.file)?;
+    let client = client().await?;
+    let name = exp.name_any();
+    let applied = run::apply(&client, &exp).await?;
+    eprintln!(
+        "datacenterfailure.chaos.firedrill.dev/{name} applied (zone {})",
+        applied.spec.zone
+    );
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done = run::follow(&client, &name, args.timeout).await?;
+    let rec = run::recording(&client, &name).await;
+    println!(
+        "\n{}",
+        run::write_reports(&done, &rec, &args.files.outputs())?
+    );
+    Ok(ExitCode::from(run::exit_code(&done)))
+}
+
+async fn report_cmd(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let client = client().await?;
+    let api = kube::Api::<api::DataCenterFailure>::all(client.clone());
+    let exp = api
+        .get_opt(&args.name)
+        .await?
+        .ok_or_else(|| run::UsageError(format!("datacenterfailure {} not found", args.name)))?;
+    let rec = run::recording(&client, &args.name).await;
+    match args.output {
+        ReportOutput::Table => {
+            println!("{}", run::write_reports(&exp, &rec, &args.files.outputs())?)
+        }
+        ReportOutput::Json => {
+            run::write_reports(&exp, &rec, &args.files.outputs())?;
+            let input = crate::report::Input {
+                experiment: &exp,
+                recording: &rec,
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::report::json(&input))?
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn crd(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    match dir {
+        None => print!("{}", api::crds_yaml()?),
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            for (file, yaml) in api::crd_files()? {
+                std::fs::write(dir.join(file), yaml)?;
+            }
+        }
+    }
+    Ok(())
+}

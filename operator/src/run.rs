@@ -1,0 +1,314 @@
+//! `firedrill run` and `firedrill report`: the release-pipeline gate.
+//!
+//! Exit codes: 0 Passed, 1 Failed, 2 Aborted or Inconclusive, 3 usage error
+//! or cluster unreachable.
+
+use crate::api::{ABORT_ANNOTATION, DataCenterFailure, Phase, Verdict};
+use crate::probe::{self, Recording};
+use crate::report;
+use crate::slo::Outcome;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub const EXIT_PASSED: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_ABORTED: u8 = 2;
+pub const EXIT_USAGE: u8 = 3;
+
+/// Where to write reports.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    pub junit: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    pub html: Option<PathBuf>,
+}
+
+/// A failure that maps to exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for a finished experiment.
+pub fn exit_code(exp: &DataCenterFailure) -> u8 {
+    let st = exp.status.clone().unwrap_or_default();
+    match (st.phase, st.verdict) {
+        (Some(Phase::Completed), Some(Verdict::Passed) | None) => EXIT_PASSED,
+        (Some(Phase::Completed), Some(Verdict::Failed)) => EXIT_FAILED,
+        // A guard SLO breach or a failed critical SLO measured before an abort is still a failure.
+        (Some(Phase::Aborted), Some(Verdict::Failed)) => EXIT_FAILED,
+        _ => EXIT_ABORTED,
+    }
+}
+
+/// Read an experiment from a YAML file (`-` for standard input).
+pub fn read_experiment(path: &str) -> Result<DataCenterFailure, UsageError> {
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| UsageError(format!("reading standard input: {e}")))?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| UsageError(format!("reading {path}: {e}")))?
+    };
+    let exp: DataCenterFailure = serde_yaml::from_str(&text)
+        .map_err(|e| UsageError(format!("{path} is not a DataCenterFailure: {e}")))?;
+    if exp.metadata.name.as_deref().unwrap_or("").is_empty() {
+        return Err(UsageError(format!("{path}: metadata.name is required")));
+    }
+    Ok(exp)
+}
+
+/// The probe recording of an experiment, wherever the operator keeps it.
+pub async fn recording(client: &Client, name: &str) -> Recording {
+    let lp = ListParams::default().labels(&format!(
+        "chaos.firedrill.dev/experiment={name},app.kubernetes.io/managed-by=firedrill"
+    ));
+    let Ok(list) = Api::<ConfigMap>::all(client.clone()).list(&lp).await else {
+        return Recording::default();
+    };
+    list.items
+        .into_iter()
+        .find(|c| c.name_any() == probe::recording_name(name))
+        .and_then(|c| serde_json::from_str(c.data?.get("timeline.json")?).ok())
+        .unwrap_or_default()
+}
+
+/// Write the requested report files and return the terminal table.
+pub fn write_reports(
+    exp: &DataCenterFailure,
+    rec: &Recording,
+    out: &Outputs,
+) -> anyhow::Result<String> {
+    let input = report::Input {
+        experiment: exp,
+        recording: rec,
+    };
+    let mut written = vec![];
+    if let Some(p) = &out.junit {
+        std::fs::write(p, report::junit(&input))?;
+        written.push(format!("JUnit: {}", p.display()));
+    }
+    if let Some(p) = &out.json {
+        std::fs::write(
+            p,
+            serde_json::to_string_pretty(&report::json(&input))? + "\n",
+        )?;
+        written.push(format!("JSON: {}", p.display()));
+    }
+    if let Some(p) = &out.html {
+        std::fs::write(p, report::html(&input))?;
+        written.push(format!("HTML report: {}", p.display()));
+    }
+    let mut table = report::table(&input);
+    for w in written {
+        table.push_str(&format!("\n{w}"));
+    }
+    Ok(table)
+}
+
+/// Apply the experiment with server-side apply. A finished experiment of the
+/// same name is replaced; a running one is followed.
+pub async fn apply(client: &Client, exp: &DataCenterFailure) -> anyhow::Result<DataCenterFailure> {
+    let api = Api::<DataCenterFailure>::all(client.clone());
+    let name = exp.name_any();
+    if let Some(old) = api.get_opt(&name).await? {
+        let phase = old.status.as_ref().and_then(|s| s.phase);
+        if phase.is_some_and(Phase::is_terminal) {
+            eprintln!("{name}: replacing the finished run ({})", phase.unwrap());
+            api.delete(&name, &DeleteParams::default()).await?;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while api.get_opt(&name).await?.is_some() {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{name}: the finished run was not deleted within 2m (is the operator running?)"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        } else if old.status.is_some() {
+            eprintln!(
+                "{name}: already running ({}); following it",
+                phase.map(|p| p.to_string()).unwrap_or_default()
+            );
+            return Ok(old);
+        }
+    }
+    let mut body = serde_json::to_value(exp)?;
+    body["apiVersion"] = "chaos.firedrill.dev/v1alpha1".into();
+    body["kind"] = "DataCenterFailure".into();
+    if let Some(m) = body["metadata"].as_object_mut() {
+        for k in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+        ] {
+            m.remove(k);
+        }
+    }
+    body.as_object_mut().unwrap().remove("status");
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply("firedrill-cli"),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(ae) if ae.code == 422 || ae.code == 400 => {
+                anyhow::Error::new(UsageError(ae.message))
+            }
+            e => e.into(),
+        })?;
+    Ok(applied)
+}
+
+/// One line (or screen) of progress.
+fn progress(exp: &DataCenterFailure, rec: &Recording, started: Instant) -> Vec<String> {
+    let st = exp.status.clone().unwrap_or_default();
+    let phase = st
+        .phase
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "Pending".into());
+    let mut head = format!(
+        "[{:>4}s] {} {phase}",
+        started.elapsed().as_secs(),
+        exp.name_any()
+    );
+    if let Some(f) = &st.fault {
+        head.push_str(&format!(
+            ": {} nodes cordoned, {} pods killed",
+            f.nodes_cordoned, f.pods_killed
+        ));
+        if f.pods_rekilled > 0 {
+            head.push_str(&format!(" (+{} re-killed)", f.pods_rekilled));
+        }
+    }
+    let mut lines = vec![head];
+    let now = probe::now_ms();
+    for slo in &exp.spec.slos {
+        let Some(tl) = rec.slos.get(&slo.name) else {
+            lines.push(format!("    {:<16} waiting for samples", slo.name));
+            continue;
+        };
+        let total: u64 = tl.runs.iter().map(|r| r.count).sum();
+        let failed: u64 = tl
+            .runs
+            .iter()
+            .filter(|r| r.outcome == Outcome::Fail)
+            .map(|r| r.count)
+            .sum();
+        let state = match tl.runs.last() {
+            Some(r) if r.outcome == Outcome::Ok => "healthy".to_string(),
+            Some(r) if r.outcome == Outcome::Fail => {
+                format!("FAILING for {:.0}s", (now - r.first) as f64 / 1000.0)
+            }
+            Some(_) => format!(
+                "probe cannot run: {}",
+                tl.last_error.clone().unwrap_or_default()
+            ),
+            None => "waiting".into(),
+        };
+        lines.push(format!(
+            "    {:<16} {state} ({failed}/{total} samples failed)",
+            slo.name
+        ));
+    }
+    lines
+}
+
+/// Follow an experiment to its end, printing progress; on Ctrl-C or timeout,
+/// abort it and keep following until the zone is restored.
+pub async fn follow(
+    client: &Client,
+    name: &str,
+    timeout: Option<Duration>,
+) -> anyhow::Result<DataCenterFailure> {
+    let api = Api::<DataCenterFailure>::all(client.clone());
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut last: Vec<String> = vec![];
+    let mut drawn = 0usize;
+    let mut aborting = false;
+    let mut interrupts = 0;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let exp = api.get(name).await?;
+        let done = exp
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(Phase::is_terminal);
+        let rec = if exp.spec.slos.is_empty() {
+            Recording::default()
+        } else {
+            recording(client, name).await
+        };
+        let lines = progress(&exp, &rec, started);
+        if tty {
+            // Redraw the block in place.
+            let mut out = String::new();
+            if drawn > 0 {
+                out.push_str(&format!("\x1b[{drawn}A"));
+            }
+            for l in &lines {
+                out.push_str(&format!("\x1b[2K{l}\n"));
+            }
+            eprint!("{out}");
+            drawn = lines.len();
+        } else {
+            // Plain lines, only when the phase, the fault counts or an SLO's
+            // state changes (not for every new sample).
+            let key = |v: &[String]| {
+                v.iter()
+                    .map(|l| {
+                        let l = l.split_once("] ").map(|x| x.1).unwrap_or(l);
+                        let l = l.split(" (").next().unwrap_or(l);
+                        l.split(" for ").next().unwrap_or(l).to_string()
+                    })
+                    .collect::<Vec<_>>()
+            };
+            if key(&lines) != key(&last) {
+                for l in &lines {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        last = lines;
+        if done {
+            return Ok(exp);
+        }
+        let timed_out = timeout.is_some_and(|t| started.elapsed() > t);
+        if timed_out && !aborting {
+            eprintln!(
+                "{name}: timed out after {:?}; aborting and waiting for the zone to be restored",
+                timeout.unwrap()
+            );
+            request_abort(&api, name, "firedrill run --timeout expired").await?;
+            aborting = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = &mut ctrl_c => {
+                interrupts += 1;
+                if interrupts > 1 {
+                    anyhow::bail!("{name}: interrupted twice; not waiting for the restore (the operator still restores the zone)");
+                }
+                eprintln!("\n{name}: interrupted; aborting and waiting for the zone to be restored (Ctrl-C again to stop waiting)");
+                request_abort(&api, name, "interrupted (firedrill run)").await?;
+                aborting = true;
+                ctrl_c.set(tokio::signal::ctrl_c());
+            }
+        }
+    }
+}
+
+async fn request_abort(api: &Api<DataCenterFailure>, name: &str, why: &str) -> kube::Result<()> {
+    let patch = serde_json::json!({"metadata": {"annotations": {ABORT_ANNOTATION: why}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
