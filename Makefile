@@ -29,7 +29,7 @@ test: deps check unit e2e
 
 # Real tools the tests use, by package name.
 deps:
-	tests/prometheus/install.sh
+	tests/deps.sh
 
 check:
 	cargo fmt --all --check

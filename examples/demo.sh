@@ -36,7 +36,7 @@ kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.labels.topology\.kube
 step "Installing the CRDs and starting the operator"
 "$BIN/firedrill" crd | kubectl apply --server-side -f -
 kubectl wait --for=condition=Established --timeout=60s crd/datacenterfailures.chaos.firedrill.dev >/dev/null
-"$BIN/firedrill" operator >"$OUT/operator.log" 2>&1 &
+"$BIN/firedrill" operator --metrics-bind 127.0.0.1:0 >"$OUT/operator.log" 2>&1 &
 OP_PID=$!
 echo "  operator pid $OP_PID, log $OUT/operator.log"
 

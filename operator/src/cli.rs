@@ -71,6 +71,9 @@ struct OperatorArgs {
     /// How long past spec.duration an experiment may run before it is ended and restored.
     #[arg(long, default_value = "2m", value_parser = parse_duration_arg)]
     restore_grace: Duration,
+    /// Where to serve /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "FIREDRILL_METRICS_BIND")]
+    metrics_bind: String,
     /// Pause between node changes while injecting (to rehearse an operator crash mid-injection).
     #[arg(long, hide = true, value_parser = parse_duration_arg)]
     debug_inject_pause: Option<Duration>,
@@ -196,7 +199,8 @@ fn init_logging(format: LogFormat) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -224,7 +228,12 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         restore_grace: args.restore_grace,
         inject_pause: args.debug_inject_pause,
     };
-    tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, "firedrill operator starting");
+    let listener = tokio::net::TcpListener::bind(&args.metrics_bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {}: {e}", args.metrics_bind))?;
+    let metrics_addr = listener.local_addr()?;
+    tokio::spawn(crate::metrics::serve(listener));
+    tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, metrics = %metrics_addr, "firedrill operator starting");
     controller::run(client, config).await?;
     tracing::info!("firedrill operator stopped");
     Ok(())

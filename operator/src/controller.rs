@@ -11,6 +11,7 @@ use crate::api::{
     PhaseTransition, parse_duration,
 };
 use crate::fault::{self, Experiment};
+use crate::metrics::{ErrorLabel, METRICS, PhaseLabel, SloLabel, VerdictLabel};
 use crate::plan::{self, Request, Scope, collect};
 use crate::{Error, Result, restore};
 use crate::{probe, verdict};
@@ -159,8 +160,9 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         tracing::warn!(nodes = ?restored, "restored nodes held by experiments that no longer exist");
     }
     let ctx = Context::new(client.clone(), config);
+    crate::metrics::READY.store(true, std::sync::atomic::Ordering::Relaxed);
     let api = Api::<DataCenterFailure>::all(client.clone());
-    Controller::new(api, watcher::Config::default().any_semantic())
+    let experiments = Controller::new(api, watcher::Config::default().any_semantic())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|res| async move {
@@ -168,8 +170,8 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
                 Ok((obj, _)) => tracing::debug!(experiment = %obj.name, "reconciled"),
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
-        })
-        .await;
+        });
+    tokio::join!(experiments, crate::schedule::run(client.clone()));
     stand_down(&ctx).await;
     Ok(())
 }
@@ -245,6 +247,12 @@ fn error_policy(obj: Arc<DataCenterFailure>, err: &Error, ctx: Arc<Context>) -> 
     };
     let delay = Duration::from_millis(500) * 2u32.saturating_pow(n.min(9));
     let delay = delay.min(Duration::from_secs(300));
+    METRICS
+        .reconcile_errors
+        .get_or_create(&ErrorLabel {
+            error: err.metric_label().into(),
+        })
+        .inc();
     tracing::warn!(experiment = %obj.name_any(), error = %err, attempt = n, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -290,6 +298,12 @@ fn enter(
 ) {
     st.phase = Some(phase);
     st.reason = Some(reason.into());
+    METRICS
+        .phase_transitions
+        .get_or_create(&PhaseLabel {
+            phase: phase.to_string(),
+        })
+        .inc();
     st.transitions.push(PhaseTransition {
         phase,
         time: MicroTime(now),
@@ -337,6 +351,14 @@ fn finish(
 ) {
     enter(st, phase, now, message);
     set_condition(st, "Completed", true, reason, message, now, generation);
+    let outcome = st
+        .verdict
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| phase.to_string());
+    METRICS
+        .experiments
+        .get_or_create(&VerdictLabel { verdict: outcome })
+        .inc();
 }
 
 async fn write_status(
@@ -696,6 +718,10 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
                 .await;
                 let now = Timestamp::now();
                 let fs = st.fault.get_or_insert_with(FaultStatus::default);
+                METRICS
+                    .nodes_cordoned
+                    .inc_by((cordoned - fs.nodes_cordoned).max(0) as u64);
+                METRICS.pods_killed.inc_by(killed as u64);
                 fs.nodes_cordoned = cordoned;
                 fs.nodes_tainted = tainted;
                 fs.pods_killed += killed as i32;
@@ -997,6 +1023,16 @@ async fn judge(
         .map(|p| p.pinned_pod_names.clone())
         .unwrap_or_default();
     let (v, reason) = verdict::overall(&obj.spec.slos, &results, &obj.spec.zone, &pinned);
+    for r in &results {
+        if let Some(t) = r.time_to_recover_seconds {
+            METRICS
+                .time_to_recover
+                .get_or_create(&SloLabel {
+                    slo: r.name.clone(),
+                })
+                .observe(t);
+        }
+    }
     st.slos = results;
     st.verdict = Some(v);
     Some((v, reason))

@@ -369,6 +369,7 @@ pub async fn keep_dark(
         match kill_pods_on(&client, &node_list, &scope, concurrency).await {
             Ok(n) if n > 0 => {
                 rekilled.fetch_add(n, Ordering::Relaxed);
+                crate::metrics::METRICS.pods_rekilled.inc_by(n as u64);
                 tracing::info!(
                     pods = n,
                     "keep-dark: killed pods that landed on the dark zone"
@@ -415,6 +416,7 @@ pub async fn keep_dark(
             match kill(&client, &info, pod.metadata.uid.clone()).await {
                 Ok(true) => {
                     rekilled.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::METRICS.pods_rekilled.inc();
                     tracing::info!(pod = %info.key(), node = %info.node, "keep-dark: killed a pod that landed on the dark zone");
                 }
                 Ok(false) => {}

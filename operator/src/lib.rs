@@ -10,11 +10,13 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod fault;
+pub mod metrics;
 pub mod plan;
 pub mod probe;
 pub mod report;
 pub mod restore;
 pub mod run;
+pub mod schedule;
 pub mod slo;
 pub mod verdict;
 

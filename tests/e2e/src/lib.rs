@@ -307,6 +307,7 @@ impl Operator {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(firedrill_bin())
             .arg("operator")
+            .arg("--metrics-bind=127.0.0.1:0")
             .args(extra)
             .env("KUBECONFIG", kubeconfig())
             .env("RUST_LOG", "info,firedrill=debug,kube=warn")

@@ -108,7 +108,7 @@ impl Prometheus {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
             .spawn()
-            .expect("prometheus is installed (make test runs tests/prometheus/install.sh)");
+            .expect("prometheus is installed (make test runs tests/deps.sh)");
         let p = Prometheus { child, port, dir };
         wait_for("Prometheus to be ready", Duration::from_secs(60), || {
             http_get(p.port, "/-/ready").map(|_| ())

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Real tools the tests use, installed by package name:
+#   prometheus (Debian)      the prometheus probe tests
+#   chromium (Debian)        the HTML report is rendered and screenshotted
+#   junitparser, pillow      the JUnit report is parsed the way CI servers
+#   (PyPI)                   read it; the screenshot is checked not blank
+# Debian packages are installed without letting them start system services.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SUDO=
+[[ $(id -u) -eq 0 ]] || SUDO=sudo
+
+need=()
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if ((${#need[@]})); then
+  echo "[deps] installing from Debian's packages: ${need[*]}"
+  created_policy=
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  trap '[[ -n $created_policy ]] && $SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! python3 -c 'import junitparser, PIL' 2>/dev/null; then
+  echo "[deps] installing from PyPI: $(tr '\n' ' ' <"$HERE/requirements.txt")"
+  python3 -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt"
+fi

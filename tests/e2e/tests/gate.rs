@@ -1,0 +1,321 @@
+//! The release-pipeline gate: `firedrill run --wait` exit codes, reports that
+//! CI servers and browsers read, Ctrl-C restoring before exit, and the
+//! operator's metrics endpoint.
+
+use firedrill_e2e::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn workloads(ns: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: chat, namespace: {ns}}}
+spec:
+  replicas: 6
+  selector: {{matchLabels: {{app: chat}}}}
+  template:
+    metadata: {{labels: {{app: chat}}}}
+    spec:
+      topologySpreadConstraints: [{{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {{matchLabels: {{app: chat}}}}}}]
+      containers: [{{name: app, image: registry.invalid/chat:1}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: chat, namespace: {ns}}}
+spec: {{selector: {{app: chat}}, ports: [{{port: 80}}]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: login, namespace: {ns}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: login}}}}
+  template:
+    metadata: {{labels: {{app: login}}}}
+    spec:
+      nodeSelector: {{topology.kubernetes.io/zone: zone-a}}
+      containers: [{{name: app, image: registry.invalid/login:1}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: login, namespace: {ns}}}
+spec: {{selector: {{app: login}}, ports: [{{port: 80}}]}}
+"#
+    )
+}
+
+fn drill(name: &str, ns: &str, service: &str, duration: &str) -> String {
+    format!(
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: {name}}}\nspec:\n  zone: zone-a\n  duration: {duration}\n  baseline: 1s\n  target: {{namespaces: [{ns}]}}\n  slos:\n  - name: {service}\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe:\n      kubernetes:\n        service: {{namespace: {ns}, name: {service}, minReadyEndpoints: 1}}\n"
+    )
+}
+
+fn setup(prefix: &str) -> Namespace {
+    install_crds();
+    let ns = Namespace::create(prefix);
+    assert!(apply(&workloads(&ns.0)).ok);
+    wait_for("workloads ready", Duration::from_secs(120), || {
+        (ready_pods(&ns.0, "app=chat").len() == 6 && ready_pods(&ns.0, "app=login").len() == 2)
+            .then_some(())
+    });
+    ns
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("firedrill-gate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn python(script: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn run_wait_exits_0_when_slos_pass_and_1_when_they_fail_with_reports() {
+    let _lock = zones_lock();
+    let ns = setup("e2e-gate");
+    let _op = Operator::start(&[]);
+
+    // Passing: the spread service keeps an endpoint.
+    let pass = tmp("pass.yaml");
+    std::fs::write(&pass, drill("gate-pass", &ns.0, "chat", "5s")).unwrap();
+    let _e1 = Experiment("gate-pass".into());
+    let (code, out, err) = firedrill(&["run", "-f", pass.to_str().unwrap(), "--wait"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("verdict Passed"), "{out}");
+    assert!(err.contains("ZoneDown"), "progress shows the phases: {err}");
+
+    // Failing: the pinned service never recovers. Reports are written.
+    let fail = tmp("fail.yaml");
+    std::fs::write(&fail, drill("gate-fail", &ns.0, "login", "5s")).unwrap();
+    let _e2 = Experiment("gate-fail".into());
+    let (junit, json, html) = (tmp("r.xml"), tmp("r.json"), tmp("r.html"));
+    let (code, out, err) = firedrill(&[
+        "run",
+        "-f",
+        fail.to_str().unwrap(),
+        "--wait",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("login") && out.contains("never"), "{out}");
+
+    // JUnit as CI servers read it (junitparser).
+    let (ok, text) = python(
+        "import sys, junitparser\nxml = junitparser.JUnitXml.fromfile(sys.argv[1])\nfor suite in xml:\n  for case in suite:\n    print(suite.name, case.name, [type(r).__name__ + ':' + (r.message or '') for r in case.result])\n  print('tests', suite.tests, 'failures', suite.failures)",
+        &[junit.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "firedrill.gate-fail login ['Failure:login: never recovered while zone-a was dark"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("tests 1 failures 1"), "{text}");
+
+    // JSON with the documented schema.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["schema"], "firedrill.dev/report/v1");
+    assert_eq!(v["verdict"], "Failed");
+    assert!(v["timeline"]["login"].as_array().unwrap().len() >= 2);
+
+    // The HTML renders in headless Chromium: not blank, with the SVG lanes in the DOM.
+    let png = tmp("r.png");
+    let profile = tmp("chromium-profile");
+    let chromium = |extra: &[&str]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(format!("file://{}", html.display()))
+            .output()
+            .expect("chromium is installed (make test runs tests/deps.sh)")
+    };
+    let shot = chromium(&[
+        "--window-size=1040,900",
+        &format!("--screenshot={}", png.display()),
+    ]);
+    assert!(
+        png.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let (ok, text) = python(
+        "import sys\nfrom PIL import Image\nim = Image.open(sys.argv[1]).convert('RGB')\ncolors = im.getcolors(1 << 24)\nprint(len(colors), im.size)\nred = sum(n for n, c in colors if c[0] > 180 and c[1] < 80 and c[2] < 80)\ngreen = sum(n for n, c in colors if c[1] > 130 and c[0] < 80 and c[2] < 110)\nprint('red', red, 'green', green)",
+        &[png.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    let distinct: usize = text.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(distinct > 50, "the screenshot looks blank: {text}");
+    let red: usize = text
+        .split("red ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(red > 2000, "the failing lane is drawn in red: {text}");
+    let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"]).stdout).to_string();
+    assert!(
+        dom.contains("<svg id=\"timeline\""),
+        "no timeline in the DOM"
+    );
+    assert_eq!(dom.matches("class=\"lane\"").count(), 1, "one lane per SLO");
+    assert!(dom.contains("class=\"dark-window\"") && dom.contains("class=\"rto\""));
+
+    // `firedrill report` renders the same experiment afterwards.
+    let (code, out, _) = firedrill(&["report", "gate-fail"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("verdict Failed"), "{out}");
+}
+
+#[test]
+fn ctrl_c_during_zone_down_restores_the_zone_before_run_exits() {
+    let _lock = zones_lock();
+    let ns = setup("e2e-sigint");
+    let _op = Operator::start(&[]);
+    let file = tmp("long.yaml");
+    std::fs::write(&file, drill("gate-sigint", &ns.0, "chat", "10m")).unwrap();
+    let _exp = Experiment("gate-sigint".into());
+    let mut run = Command::new(firedrill_bin())
+        .args(["run", "-f", file.to_str().unwrap(), "--wait"])
+        .env(
+            "KUBECONFIG",
+            std::env::var("FIREDRILL_TESTBED_KUBECONFIG").unwrap(),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_phase("gate-sigint", "ZoneDown", Duration::from_secs(60));
+    assert!(!firedrill_traces_on_nodes().is_empty());
+    Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "firedrill run did not exit after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // By the time the process has exited, the zone is back.
+    let traces = firedrill_traces_on_nodes();
+    let out = run.wait_with_output().unwrap();
+    assert!(traces.is_empty(), "exited before the restore: {traces:?}");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "aborted: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dcf_field("gate-sigint", ".status.phase"), "Aborted");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("interrupted; aborting and waiting for the zone to be restored")
+    );
+}
+
+#[test]
+fn usage_errors_exit_3() {
+    let (code, _, err) = firedrill(&["run", "-f", "/nonexistent/drill.yaml", "--wait"]);
+    assert_eq!(code, 3, "{err}");
+    let bad = tmp("bad.yaml");
+    std::fs::write(&bad, "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {name: bad}\nspec: {zone: zone-a, duration: 48h}\n").unwrap();
+    install_crds();
+    let (code, _, err) = firedrill(&["run", "-f", bad.to_str().unwrap(), "--wait"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("duration must be between 1s and 24h"),
+        "the API server's message is shown: {err}"
+    );
+}
+
+#[test]
+fn metrics_health_and_readiness_are_served() {
+    let _lock = zones_lock();
+    install_crds();
+    let op = Operator::start(&[]);
+    let addr = wait_for(
+        "the operator to report its metrics address",
+        Duration::from_secs(30),
+        || {
+            let log = op.log_text();
+            log.split("metrics=").nth(1).map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_matches('"')
+                    .to_string()
+            })
+        },
+    );
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    wait_for("readiness", Duration::from_secs(30), || {
+        get("/readyz").starts_with("HTTP/1.1 200").then_some(())
+    });
+    let _exp = Experiment("metered".into());
+    assert!(apply("apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {name: metered}\nspec: {zone: zone-x, duration: 5s}\n").ok);
+    wait_phase("metered", "Failed", Duration::from_secs(60));
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("firedrill_phase_transitions_total{phase=\"Planning\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("firedrill_experiments_total{verdict=\"Failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("firedrill_pods_killed_total 0")
+            && metrics.contains("firedrill_nodes_cordoned_total 0"),
+        "{metrics}"
+    );
+}
