@@ -47,6 +47,7 @@ bench:
 
 crds:
 	cargo run -q -p firedrill -- crd --dir crds
+	cargo run -q -p firedrill -- crd --dir charts/firedrill/crds
 
 testbed-up:
 	tests/testbed/testbed.sh up $(or $(NODES),6)

@@ -59,6 +59,7 @@ async fn main() {
         topology_key: "topology.kubernetes.io/zone".into(),
         duration: "1m".into(),
         baseline: "0s".into(),
+        observe: None,
         fault: Default::default(),
         target: Default::default(),
         guards: Default::default(),

@@ -782,46 +782,74 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
             }
             Phase::Restoring => {
                 ctx.stop_keeper(&uid);
-                let n = match restore::restore(&ctx.client, &name, &uid, ctx.config.concurrency)
-                    .await
-                {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let msg = format!("restore failed, retrying with backoff: {e}");
-                        set_condition(
-                            &mut st,
-                            "Restored",
-                            false,
-                            "RestoreFailed",
-                            &msg,
-                            now,
-                            generation,
-                        );
-                        write_status(&api, &name, &st).await.ok();
-                        ctx.event(obj, EventType::Warning, "RestoreFailed", msg)
-                            .await;
-                        return Err(e);
+                let already = st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Restored" && c.status == "True");
+                if !already {
+                    let n = match restore::restore(&ctx.client, &name, &uid, ctx.config.concurrency)
+                        .await
+                    {
+                        Ok(n) => n,
+                        Err(e) => {
+                            let msg = format!("restore failed, retrying with backoff: {e}");
+                            set_condition(
+                                &mut st,
+                                "Restored",
+                                false,
+                                "RestoreFailed",
+                                &msg,
+                                now,
+                                generation,
+                            );
+                            write_status(&api, &name, &st).await.ok();
+                            ctx.event(obj, EventType::Warning, "RestoreFailed", msg)
+                                .await;
+                            return Err(e);
+                        }
+                    };
+                    let fs = st.fault.get_or_insert_with(FaultStatus::default);
+                    fs.nodes_restored += n;
+                    fs.restored_at = Some(MicroTime(now));
+                    set_condition(
+                        &mut st,
+                        "Restored",
+                        true,
+                        "Restored",
+                        &format!("{n} nodes restored"),
+                        now,
+                        generation,
+                    );
+                    ctx.event(
+                        obj,
+                        EventType::Normal,
+                        "Restored",
+                        format!("{} restored: {n} nodes", obj.spec.zone),
+                    )
+                    .await;
+                    write_status(&api, &name, &st).await?;
+                }
+                // The optional observation window: probes keep running after the restore.
+                let observe = obj
+                    .spec
+                    .observe
+                    .as_deref()
+                    .and_then(|o| parse_duration(o).ok())
+                    .unwrap_or_default();
+                let restored_at = st
+                    .fault
+                    .as_ref()
+                    .and_then(|f| f.restored_at.as_ref())
+                    .map(|t| t.0)
+                    .unwrap_or(now);
+                if !obj.spec.slos.is_empty() && !observe.is_zero() {
+                    ensure_runner(ctx, obj).await?;
+                    let left = observe.saturating_sub(elapsed(restored_at, now));
+                    if !left.is_zero() {
+                        ctx.save_recording(obj).await;
+                        return Ok(Action::requeue(left.min(Duration::from_secs(5))));
                     }
-                };
-                let fs = st.fault.get_or_insert_with(FaultStatus::default);
-                fs.nodes_restored += n;
-                fs.restored_at = Some(MicroTime(now));
-                set_condition(
-                    &mut st,
-                    "Restored",
-                    true,
-                    "Restored",
-                    &format!("{n} nodes restored"),
-                    now,
-                    generation,
-                );
-                ctx.event(
-                    obj,
-                    EventType::Normal,
-                    "Restored",
-                    format!("{} restored: {n} nodes", obj.spec.zone),
-                )
-                .await;
+                }
                 let verdict_reason = judge(ctx, obj, &mut st, now).await;
                 if let Some((verdict, reason)) = &verdict_reason {
                     set_condition(
@@ -1008,13 +1036,28 @@ async fn judge(
         .map(|slo| {
             let tl = recording.slos.get(&slo.name).cloned().unwrap_or_default();
             let rto = parse_duration(&slo.recovery_time_objective).unwrap_or_default();
-            verdict::judge(
+            let mut r = verdict::judge(
                 slo,
                 rto,
                 &tl.measure(start, end),
                 &obj.spec.zone,
                 tl.last_error.as_deref(),
-            )
+            );
+            // With an observation window: when did a service that never
+            // recovered while dark come back after the restore?
+            if r.time_to_recover_seconds.is_none()
+                && r.verdict == Some(Verdict::Failed)
+                && obj.spec.observe.is_some()
+            {
+                let after = tl.measure(end, now.as_millisecond() + 1);
+                if let (Some(ms), Some(msg)) = (after.time_to_recover_ms, r.message.as_mut()) {
+                    msg.push_str(&format!(
+                        "; healthy again {:.1}s after the restore",
+                        ms as f64 / 1000.0
+                    ));
+                }
+            }
+            r
         })
         .collect();
     let pinned = st

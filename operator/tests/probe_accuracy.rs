@@ -137,6 +137,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
         topology_key: "topology.kubernetes.io/zone".into(),
         duration: "10s".into(),
         baseline: "0s".into(),
+        observe: None,
         fault: Default::default(),
         target: Default::default(),
         guards: Default::default(),

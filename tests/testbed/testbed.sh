@@ -9,6 +9,7 @@
 #   testbed.sh down             stop every process `up` started, by PID
 #   testbed.sh status           what is running
 #   testbed.sh env              print shell exports (KUBECONFIG, PATH) for the running testbed
+#   testbed.sh helm             build (or reuse) helm from helm.sh/helm/v3, print its path
 #
 # Everything the control plane is built from comes from the Go module proxy:
 # k8s.io/kubernetes (with its staging modules), go.etcd.io/etcd/server/v3 and
@@ -28,6 +29,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 K8S_VERSION=v1.35.4
 ETCD_VERSION=v3.6.5
 KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.22.0
 ZONES=(zone-a zone-b zone-c)
 
 CACHE=${FIREDRILL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/firedrill}
@@ -73,6 +75,19 @@ cmd_build() {
   rm -rf "$bin"; mkdir -p "$(dirname "$bin")"; mv "$tmp" "$bin"
   log "built in $((SECONDS - start))s into $bin"
   echo "$bin"
+}
+
+# helm, in a cache of its own so that its version does not invalidate the control plane's.
+cmd_helm() {
+  local dir="$CACHE/tools/helm-$HELM_VERSION-$(go env GOVERSION)"
+  if [[ ! -x $dir/helm ]]; then
+    log "building helm $HELM_VERSION from helm.sh/helm/v3"
+    mkdir -p "$dir.tmp.$$"
+    (cd "$HERE/kwok" && CGO_ENABLED=0 GOBIN="$dir.tmp.$$" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") ||
+      die "building helm.sh/helm/v3@$HELM_VERSION failed (see the Go errors above)"
+    rm -rf "$dir"; mv "$dir.tmp.$$" "$dir"
+  fi
+  echo "$dir/helm"
 }
 
 free_port() {
@@ -320,5 +335,6 @@ case ${1:-} in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  helm) cmd_helm ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -50,6 +50,14 @@ pub struct DataCenterFailureSpec {
     #[x_kube(validation = super::duration_rule(None, "1h", "baseline"))]
     pub baseline: String,
 
+    /// Keep probing this long after the zone is restored (e.g. `2m`), to see
+    /// when services that never recovered while it was dark come back. The
+    /// verdict is judged on the dark window only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = super::duration_rule(None, "1h", "observe"))]
+    pub observe: Option<String>,
+
     /// What the fault does to the zone.
     #[serde(default)]
     pub fault: FaultSpec,

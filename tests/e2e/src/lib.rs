@@ -13,9 +13,13 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The repository root.
+/// The repository root. Read at run time (cargo sets CARGO_MANIFEST_DIR for
+/// test processes): a build cache shared between clones must not point a
+/// test at another clone's files.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    PathBuf::from(dir).join("../..")
 }
 
 fn kubeconfig() -> &'static str {

@@ -67,7 +67,7 @@ fn spread_service_passes_and_pinned_service_fails_naming_the_pinned_pods() {
     let _op = Operator::start(&[]);
     let _exp = Experiment("slo".into());
     let yaml = format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: slo}}\nspec:\n  zone: zone-a\n  duration: 12s\n  baseline: 2s\n  target: {{namespaces: [{ns}]}}\n  slos:\n{}{}",
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: slo}}\nspec:\n  zone: zone-a\n  duration: 12s\n  baseline: 2s\n  observe: 4s\n  target: {{namespaces: [{ns}]}}\n  slos:\n{}{}",
         service_slo(
             "messaging",
             &ns.0,
@@ -122,6 +122,14 @@ fn spread_service_passes_and_pinned_service_fails_naming_the_pinned_pods() {
             .as_str()
             .unwrap()
             .contains("never recovered while zone-a was dark"),
+        "{auth:#}"
+    );
+    // The observation window saw it come back once the zone was restored.
+    assert!(
+        auth["message"]
+            .as_str()
+            .unwrap()
+            .contains("s after the restore"),
         "{auth:#}"
     );
 
