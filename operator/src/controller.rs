@@ -97,26 +97,7 @@ impl Context {
     }
 
     async fn event(&self, obj: &DataCenterFailure, type_: EventType, reason: &str, note: String) {
-        // Notes over 1 kB are rejected by the API server.
-        let mut note = note;
-        if note.len() > 1000 {
-            let mut cut = 997;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-            note.push_str("...");
-        }
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, "cannot publish event");
-        }
+        publish(&self.recorder, &obj.object_ref(&()), type_, reason, note).await;
     }
 
     /// Where probe recordings are kept.
@@ -151,6 +132,58 @@ impl Context {
             k.handle.abort();
         }
     }
+}
+
+/// Publish an Event through the one shared recorder. Notes over 1 kB are
+/// rejected by the API server, so longer ones are cut.
+pub(crate) async fn publish(
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    mut note: String,
+) {
+    if note.len() > 1000 {
+        let mut cut = 997;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, reference).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
+}
+
+/// Record a finished restore of `n` nodes in the status.
+fn record_restored(
+    st: &mut DataCenterFailureStatus,
+    n: i32,
+    now: Timestamp,
+    generation: Option<i64>,
+) {
+    let fs = st.fault.get_or_insert_with(FaultStatus::default);
+    fs.nodes_restored += n;
+    if n > 0 || fs.restored_at.is_none() {
+        fs.restored_at = Some(MicroTime(now));
+    }
+    set_condition(
+        st,
+        "Restored",
+        true,
+        "Restored",
+        &format!("{n} nodes restored"),
+        now,
+        generation,
+    );
 }
 
 /// Run the controller until a shutdown signal.
@@ -197,20 +230,7 @@ async fn stand_down(ctx: &Context) {
         match restore::restore(&ctx.client, &obj.name_any(), &uid, ctx.config.concurrency).await {
             Ok(n) => {
                 let now = Timestamp::now();
-                let fs = st.fault.get_or_insert_with(FaultStatus::default);
-                fs.nodes_restored += n;
-                if n > 0 || fs.restored_at.is_none() {
-                    fs.restored_at = Some(MicroTime(now));
-                }
-                set_condition(
-                    &mut st,
-                    "Restored",
-                    true,
-                    "Restored",
-                    &format!("{n} nodes restored"),
-                    now,
-                    obj.metadata.generation,
-                );
+                record_restored(&mut st, n, now, obj.metadata.generation);
                 finish(
                     &mut st,
                     Phase::Aborted,
@@ -808,18 +828,7 @@ async fn apply(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
                             return Err(e);
                         }
                     };
-                    let fs = st.fault.get_or_insert_with(FaultStatus::default);
-                    fs.nodes_restored += n;
-                    fs.restored_at = Some(MicroTime(now));
-                    set_condition(
-                        &mut st,
-                        "Restored",
-                        true,
-                        "Restored",
-                        &format!("{n} nodes restored"),
-                        now,
-                        generation,
-                    );
+                    record_restored(&mut st, n, now, generation);
                     ctx.event(
                         obj,
                         EventType::Normal,

@@ -58,6 +58,15 @@ impl Input<'_> {
     }
 }
 
+/// The measured status of one SLO (empty before it is judged).
+fn slo_status(st: &crate::api::DataCenterFailureStatus, name: &str) -> crate::api::SloStatus {
+    st.slos
+        .iter()
+        .find(|s| s.name == name)
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn secs(d: &str) -> Option<f64> {
     parse_duration(d).ok().map(|d| d.as_secs_f64())
 }
@@ -77,12 +86,7 @@ pub fn json(input: &Input) -> Value {
         .slos
         .iter()
         .map(|spec| {
-            let r = st
-                .slos
-                .iter()
-                .find(|s| s.name == spec.name)
-                .cloned()
-                .unwrap_or_default();
+            let r = slo_status(&st, &spec.name);
             json!({
                 "name": spec.name,
                 "critical": spec.critical,
@@ -159,12 +163,7 @@ pub fn junit(input: &Input) -> String {
     let (mut failures, mut errors) = (0, 0);
     let mut total_time = 0.0;
     for spec in &exp.spec.slos {
-        let r = st
-            .slos
-            .iter()
-            .find(|s| s.name == spec.name)
-            .cloned()
-            .unwrap_or_default();
+        let r = slo_status(&st, &spec.name);
         let time = r.time_to_recover_seconds.unwrap_or(0.0);
         total_time += time;
         let _ = writeln!(
@@ -271,12 +270,7 @@ pub fn table(input: &Input) -> String {
             "SLO", "VERDICT", "RECOVERED IN", "AVAILABILITY", "SAMPLES"
         );
         for spec in &exp.spec.slos {
-            let r = st
-                .slos
-                .iter()
-                .find(|x| x.name == spec.name)
-                .cloned()
-                .unwrap_or_default();
+            let r = slo_status(&st, &spec.name);
             let ttr = match r.time_to_recover_seconds {
                 Some(t) => format!("{t}s/{}", spec.recovery_time_objective),
                 None if r.verdict.is_some() => "never".into(),
@@ -397,12 +391,7 @@ pub fn html(input: &Input) -> String {
     }
     for (i, spec) in exp.spec.slos.iter().enumerate() {
         let y = 30.0 + i as f64 * (lane_h + gap);
-        let r = st
-            .slos
-            .iter()
-            .find(|s| s.name == spec.name)
-            .cloned()
-            .unwrap_or_default();
+        let r = slo_status(&st, &spec.name);
         let _ = write!(
             svg,
             "<g class=\"lane\" data-slo=\"{n}\"><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"13\" text-anchor=\"end\" fill=\"{}\">{n}</text>",
@@ -470,12 +459,7 @@ pub fn html(input: &Input) -> String {
 
     let mut rows = String::new();
     for spec in &exp.spec.slos {
-        let r = st
-            .slos
-            .iter()
-            .find(|s| s.name == spec.name)
-            .cloned()
-            .unwrap_or_default();
+        let r = slo_status(&st, &spec.name);
         let _ = write!(
             rows,
             "<tr><td>{}</td><td><span class=\"pill\" style=\"background:{}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

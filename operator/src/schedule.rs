@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use std::sync::Arc;
@@ -264,16 +264,7 @@ async fn event(
     reason: &str,
     note: String,
 ) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &sched.object_ref(&())).await {
-        tracing::warn!(error = %e, "cannot publish event");
-    }
+    crate::controller::publish(&ctx.recorder, &sched.object_ref(&()), type_, reason, note).await;
 }
 
 async fn reconcile(sched: Arc<DataCenterFailureSchedule>, ctx: Arc<Ctx>) -> Result<Action> {

@@ -501,3 +501,61 @@ impl Drop for AdminCordon {
         }
     }
 }
+
+/// Two services in `ns`: `chat` (6 replicas spread over the zones) and
+/// `login` (2 replicas pinned to zone-a by nodeSelector), each behind a
+/// Service of the same name.
+pub fn chat_and_login(ns: &str) -> String {
+    let deploy = |name: &str, replicas: u32, placement: &str| {
+        format!(
+            r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+{placement}
+      containers: [{{name: app, image: registry.invalid/{name}:1, ports: [{{containerPort: 8080}}], resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}
+"#
+        )
+    };
+    let spread = "      topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: chat}}}]";
+    let pinned = "      nodeSelector: {topology.kubernetes.io/zone: zone-a}";
+    format!(
+        "{}{}",
+        deploy("chat", 6, spread),
+        deploy("login", 2, pinned)
+    )
+}
+
+/// A namespace with [`chat_and_login`] running and Ready, on nodes that carry
+/// no trace of an earlier experiment.
+pub fn setup_chat_and_login(prefix: &str) -> Namespace {
+    install_crds();
+    let ns = Namespace::create(prefix);
+    let out = apply(&chat_and_login(&ns.0));
+    assert!(out.ok, "{}", out.stderr);
+    wait_for(
+        "chat and login Running/Ready",
+        Duration::from_secs(120),
+        || {
+            (ready_pods(&ns.0, "app=chat").len() == 6 && ready_pods(&ns.0, "app=login").len() == 2)
+                .then_some(())
+        },
+    );
+    assert!(
+        firedrill_traces_on_nodes().is_empty(),
+        "a previous test left traces: {:?}",
+        firedrill_traces_on_nodes()
+    );
+    ns
+}

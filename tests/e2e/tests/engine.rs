@@ -5,36 +5,6 @@ use firedrill_e2e::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-fn workloads(ns: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: chat, namespace: {ns}}}
-spec:
-  replicas: 6
-  selector: {{matchLabels: {{app: chat}}}}
-  template:
-    metadata: {{labels: {{app: chat}}}}
-    spec:
-      topologySpreadConstraints:
-      - {{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {{matchLabels: {{app: chat}}}}}}
-      containers: [{{name: app, image: registry.invalid/chat:1, resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: login, namespace: {ns}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: login}}}}
-  template:
-    metadata: {{labels: {{app: login}}}}
-    spec:
-      nodeSelector: {{topology.kubernetes.io/zone: zone-a}}
-      containers: [{{name: app, image: registry.invalid/login:1, resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}}}]
-"#
-    )
-}
-
 fn drill(name: &str, ns: &str, zone: &str, duration: &str, extra: &str) -> String {
     format!(
         "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n  zone: {zone}\n  duration: {duration}\n  target:\n    namespaces: [{ns}]\n{extra}"
@@ -58,30 +28,10 @@ fn pods(ns: &str, app: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn setup(prefix: &str) -> Namespace {
-    install_crds();
-    let ns = Namespace::create(prefix);
-    assert!(apply(&workloads(&ns.0)).ok);
-    wait_for(
-        "chat and login Running/Ready",
-        Duration::from_secs(120),
-        || {
-            (ready_pods(&ns.0, "app=chat").len() == 6 && ready_pods(&ns.0, "app=login").len() == 2)
-                .then_some(())
-        },
-    );
-    assert!(
-        firedrill_traces_on_nodes().is_empty(),
-        "a previous test left traces: {:?}",
-        firedrill_traces_on_nodes()
-    );
-    ns
-}
-
 #[test]
 fn zone_goes_dark_pods_move_pinned_pods_wait_and_everything_is_restored() {
     let _lock = zones_lock();
-    let ns = setup("e2e-dark");
+    let ns = setup_chat_and_login("e2e-dark");
     let zone_a = nodes_in("zone-a");
     // An admin cordoned one zone-a node before the drill: it must stay cordoned.
     let admin = AdminCordon::cordon(&zone_a[..1]);
@@ -195,7 +145,7 @@ fn zone_goes_dark_pods_move_pinned_pods_wait_and_everything_is_restored() {
 #[test]
 fn deleting_the_experiment_during_zone_down_restores_the_zone() {
     let _lock = zones_lock();
-    let ns = setup("e2e-delete");
+    let ns = setup_chat_and_login("e2e-delete");
     let _op = Operator::start(&[]);
     let exp = Experiment("deleted".into());
     assert!(apply(&drill("deleted", &ns.0, "zone-a", "10m", "")).ok);
@@ -214,7 +164,7 @@ fn deleting_the_experiment_during_zone_down_restores_the_zone() {
 #[test]
 fn abort_annotation_restores_the_zone() {
     let _lock = zones_lock();
-    let ns = setup("e2e-abort");
+    let ns = setup_chat_and_login("e2e-abort");
     let _op = Operator::start(&[]);
     let _exp = Experiment("aborted".into());
     assert!(apply(&drill("aborted", &ns.0, "zone-a", "10m", "")).ok);
@@ -256,7 +206,7 @@ fn abort_annotation_restores_the_zone() {
 #[test]
 fn operator_killed_during_injecting_and_zone_down_still_restores_everything() {
     let _lock = zones_lock();
-    let ns = setup("e2e-crash");
+    let ns = setup_chat_and_login("e2e-crash");
     let zone_a = nodes_in("zone-a");
     let _exp = Experiment("crash".into());
 
@@ -387,7 +337,7 @@ fn assert_nodes_untouched(before: &serde_json::Value) {
 #[test]
 fn plan_shows_what_would_break_and_changes_nothing() {
     let _lock = zones_lock();
-    let ns = setup("e2e-plan");
+    let ns = setup_chat_and_login("e2e-plan");
     let before = kubectl_json(&["get", "nodes"]);
     let (code, out, err) = firedrill(&["plan", "--zone", "zone-a", "-n", &ns.0, "-o", "json"]);
     assert_eq!(code, 0, "{err}");
@@ -436,7 +386,7 @@ fn plan_shows_what_would_break_and_changes_nothing() {
 #[test]
 fn pods_that_land_on_the_dark_zone_are_killed_again() {
     let _lock = zones_lock();
-    let ns = setup("e2e-rekill");
+    let ns = setup_chat_and_login("e2e-rekill");
     let zone_a = nodes_in("zone-a");
     let _op = Operator::start(&[]);
     let _exp = Experiment("rekill".into());

@@ -6,60 +6,10 @@ use firedrill_e2e::*;
 use std::process::Command;
 use std::time::Duration;
 
-fn workloads(ns: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: chat, namespace: {ns}}}
-spec:
-  replicas: 6
-  selector: {{matchLabels: {{app: chat}}}}
-  template:
-    metadata: {{labels: {{app: chat}}}}
-    spec:
-      topologySpreadConstraints: [{{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {{matchLabels: {{app: chat}}}}}}]
-      containers: [{{name: app, image: registry.invalid/chat:1}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: chat, namespace: {ns}}}
-spec: {{selector: {{app: chat}}, ports: [{{port: 80}}]}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: login, namespace: {ns}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: login}}}}
-  template:
-    metadata: {{labels: {{app: login}}}}
-    spec:
-      nodeSelector: {{topology.kubernetes.io/zone: zone-a}}
-      containers: [{{name: app, image: registry.invalid/login:1}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: login, namespace: {ns}}}
-spec: {{selector: {{app: login}}, ports: [{{port: 80}}]}}
-"#
-    )
-}
-
 fn drill(name: &str, ns: &str, service: &str, duration: &str) -> String {
     format!(
         "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: {name}}}\nspec:\n  zone: zone-a\n  duration: {duration}\n  baseline: 1s\n  target: {{namespaces: [{ns}]}}\n  slos:\n  - name: {service}\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe:\n      kubernetes:\n        service: {{namespace: {ns}, name: {service}, minReadyEndpoints: 1}}\n"
     )
-}
-
-fn setup(prefix: &str) -> Namespace {
-    install_crds();
-    let ns = Namespace::create(prefix);
-    assert!(apply(&workloads(&ns.0)).ok);
-    wait_for("workloads ready", Duration::from_secs(120), || {
-        (ready_pods(&ns.0, "app=chat").len() == 6 && ready_pods(&ns.0, "app=login").len() == 2)
-            .then_some(())
-    });
-    ns
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -88,7 +38,7 @@ fn python(script: &str, args: &[&str]) -> (bool, String) {
 #[test]
 fn run_wait_exits_0_when_slos_pass_and_1_when_they_fail_with_reports() {
     let _lock = zones_lock();
-    let ns = setup("e2e-gate");
+    let ns = setup_chat_and_login("e2e-gate");
     let _op = Operator::start(&[]);
 
     // Passing: the spread service keeps an endpoint.
@@ -205,7 +155,7 @@ fn run_wait_exits_0_when_slos_pass_and_1_when_they_fail_with_reports() {
 #[test]
 fn ctrl_c_during_zone_down_restores_the_zone_before_run_exits() {
     let _lock = zones_lock();
-    let ns = setup("e2e-sigint");
+    let ns = setup_chat_and_login("e2e-sigint");
     let _op = Operator::start(&[]);
     let file = tmp("long.yaml");
     std::fs::write(&file, drill("gate-sigint", &ns.0, "chat", "10m")).unwrap();

@@ -5,54 +5,6 @@ use firedrill_e2e::*;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-fn services(ns: &str) -> String {
-    let deploy = |name: &str, replicas: u32, placement: &str| {
-        format!(
-            r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-{placement}
-      containers: [{{name: app, image: registry.invalid/{name}:1, ports: [{{containerPort: 8080}}]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {ns}}}
-spec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}
-"#
-        )
-    };
-    let spread = "      topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: chat}}}]";
-    let pinned = "      nodeSelector: {topology.kubernetes.io/zone: zone-a}";
-    format!(
-        "{}{}",
-        deploy("chat", 6, spread),
-        deploy("login", 2, pinned)
-    )
-}
-
-fn setup(prefix: &str) -> Namespace {
-    install_crds();
-    let ns = Namespace::create(prefix);
-    assert!(apply(&services(&ns.0)).ok);
-    wait_for(
-        "chat and login ready behind their Services",
-        Duration::from_secs(120),
-        || {
-            (ready_pods(&ns.0, "app=chat").len() == 6 && ready_pods(&ns.0, "app=login").len() == 2)
-                .then_some(())
-        },
-    );
-    ns
-}
 
 fn service_slo(name: &str, ns: &str, service: &str, min: u32, extra: &str) -> String {
     format!(
@@ -63,7 +15,7 @@ fn service_slo(name: &str, ns: &str, service: &str, min: u32, extra: &str) -> St
 #[test]
 fn spread_service_passes_and_pinned_service_fails_naming_the_pinned_pods() {
     let _lock = zones_lock();
-    let ns = setup("e2e-slo");
+    let ns = setup_chat_and_login("e2e-slo");
     let _op = Operator::start(&[]);
     let _exp = Experiment("slo".into());
     let yaml = format!(
@@ -215,7 +167,7 @@ fn an_unreachable_probe_during_the_baseline_aborts_and_touches_nothing() {
 #[test]
 fn a_breached_guard_slo_aborts_the_fault_and_restores_the_zone() {
     let _lock = zones_lock();
-    let ns = setup("e2e-guard");
+    let ns = setup_chat_and_login("e2e-guard");
     let _op = Operator::start(&[]);
     let _exp = Experiment("guarded".into());
     let yaml = format!(
@@ -290,7 +242,7 @@ fn token_server(token: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
 fn a_secret_used_in_a_probe_header_never_appears_anywhere() {
     const TOKEN: &str = "s3cr3t-7f1c9e-do-not-print";
     let _lock = zones_lock();
-    let ns = setup("e2e-secret");
+    let ns = setup_chat_and_login("e2e-secret");
     let (port, seen) = token_server(TOKEN);
     kubectl(
         &[
