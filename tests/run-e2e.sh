@@ -17,4 +17,4 @@ trap 'exit 130' INT TERM
 eval "$("$HERE/testbed/testbed.sh" env)"
 export FIREDRILL_TESTBED_KUBECONFIG=$KUBECONFIG
 cargo build -p firedrill
-cargo test -p firedrill-e2e "$@"
+cargo test --no-fail-fast -p firedrill-e2e "$@"

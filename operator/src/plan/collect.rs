@@ -108,10 +108,17 @@ pub async fn snapshot(
         None
     };
 
-    let active_experiments = Api::<DataCenterFailure>::all(client.clone())
+    // Before the CRDs are installed there are no experiments (404), and
+    // `firedrill plan` still works.
+    let experiments = match Api::<DataCenterFailure>::all(client.clone())
         .list(&ListParams::default())
-        .await?
-        .items
+        .await
+    {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(e)) if e.code == 404 => vec![],
+        Err(e) => return Err(e),
+    };
+    let active_experiments = experiments
         .into_iter()
         .filter(|e| Some(e.name_any()) != opts.experiment)
         .filter(|e| {

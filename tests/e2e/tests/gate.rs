@@ -241,7 +241,8 @@ fn metrics_health_and_readiness_are_served() {
     let get = |path: &str| {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -268,4 +269,75 @@ fn metrics_health_and_readiness_are_served() {
             && metrics.contains("firedrill_nodes_cordoned_total 0"),
         "{metrics}"
     );
+}
+
+#[test]
+fn on_a_terminal_progress_is_redrawn_in_place() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-tty");
+    let _op = Operator::start(&[]);
+    let file = tmp("tty.yaml");
+    std::fs::write(&file, drill("gate-tty", &ns.0, "chat", "3s")).unwrap();
+    let _exp = Experiment("gate-tty".into());
+    // `script` gives the command a real pseudo-terminal.
+    let cmd = format!(
+        "{} run -f {} --wait",
+        firedrill_bin().display(),
+        file.display()
+    );
+    let out = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env(
+            "KUBECONFIG",
+            std::env::var("FIREDRILL_TESTBED_KUBECONFIG").unwrap(),
+        )
+        .output()
+        .expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("\x1b[2K") && text.contains("A\x1b[2K"),
+        "the block is redrawn with cursor movements: {text:?}"
+    );
+    assert!(text.contains("verdict Passed"), "{text}");
+}
+
+#[test]
+fn kubectl_finds_firedrill_as_a_plugin() {
+    let bin_dir = firedrill_bin().parent().unwrap().to_path_buf();
+    assert!(
+        bin_dir.join("kubectl-firedrill").exists(),
+        "cargo build -p firedrill builds kubectl-firedrill"
+    );
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("kubectl")
+        .args(["firedrill", "plan", "--zone", "zone-x"])
+        .env("PATH", &path)
+        .env(
+            "KUBECONFIG",
+            std::env::var("FIREDRILL_TESTBED_KUBECONFIG").unwrap(),
+        )
+        .output()
+        .expect("kubectl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "plan exits 1 when the guards refuse: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("would refuse: no nodes with topology.kubernetes.io/zone=zone-x"),
+        "{text}"
+    );
+    let list = Command::new("kubectl")
+        .args(["plugin", "list"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("kubectl-firedrill"));
 }
