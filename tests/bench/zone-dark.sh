@@ -70,3 +70,7 @@ echo "RESULT apply_to_zone_dark_ms=$(( t_dark - t_apply ))"
 echo "RESULT restore_ms=$(( t_done - t_restoring ))"
 echo "RESULT operator_peak_rss_mib=$(( $(peak) / 1024 ))"
 kubectl get dcf bench -o jsonpath='{range .status.transitions[*]}{.phase} {.time}{"\n"}{end}'
+grep '"zone down"' "$FIREDRILL_TESTBED_DIR/operator.log" | python3 -c 'import json,sys
+for l in sys.stdin:
+    f = json.loads(l)["fields"]
+    print("RESULT injecting: hold_ms=%s kill_ms=%s taint_ms=%s killed=%s" % (f["hold_ms"], f["kill_ms"], f["taint_ms"], f["killed"]))'
