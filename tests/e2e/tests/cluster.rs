@@ -3,9 +3,7 @@
 //! after a zone is cordoned and its pods killed, ReplicaSets recreate the pods
 //! in the surviving zones only.
 
-use firedrill_e2e::{
-    Namespace, apply, kubectl, kubectl_json, node_zones, ready_pods, wait_for, zones_lock,
-};
+use firedrill_e2e::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -90,17 +88,6 @@ fn spread_deployment_runs_in_all_three_zones_with_ready_endpoints() {
     );
 }
 
-/// Uncordons, when the test ends, the nodes this test cordoned (and only those).
-struct Cordoned(Vec<String>);
-
-impl Drop for Cordoned {
-    fn drop(&mut self) {
-        for node in &self.0 {
-            kubectl(&["uncordon", node], None);
-        }
-    }
-}
-
 #[test]
 fn killed_zone_pods_come_back_in_the_other_zones_only() {
     let _zones = zones_lock();
@@ -117,28 +104,16 @@ fn killed_zone_pods_come_back_in_the_other_zones_only() {
     );
 
     // Cordon every node of zone-a, then kill its pods with grace period 0.
-    let zone_a: Vec<String> = node_zones()
-        .into_iter()
-        .filter(|(_, z)| z == "zone-a")
-        .map(|(n, _)| n)
-        .collect();
-    let already: BTreeSet<String> = kubectl_json(&["get", "nodes"])["items"]
-        .as_array()
-        .unwrap()
+    let zone_a = nodes_in("zone-a");
+    // Cordon (and, when the test ends, uncordon) only the nodes that were
+    // schedulable before.
+    let already = cordoned_nodes();
+    let mine: Vec<String> = zone_a
         .iter()
-        .filter(|n| n["spec"]["unschedulable"] == true)
-        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+        .filter(|n| !already.contains(*n))
+        .cloned()
         .collect();
-    let _restore = Cordoned(
-        zone_a
-            .iter()
-            .filter(|n| !already.contains(*n))
-            .cloned()
-            .collect(),
-    );
-    for node in &zone_a {
-        kubectl(&["cordon", node], None).expect_ok("kubectl cordon");
-    }
+    let _restore = AdminCordon::cordon(&mine);
     let killed: Vec<String> = before
         .iter()
         .filter(|(_, node)| zone_a.contains(node))

@@ -19,6 +19,20 @@ fn runs() -> Vec<String> {
         .collect()
 }
 
+fn last_schedule_time() -> String {
+    kubectl(
+        &[
+            "get",
+            "dcfs",
+            "every-minute",
+            "-o",
+            "jsonpath={.status.lastScheduleTime}",
+        ],
+        None,
+    )
+    .stdout
+}
+
 #[test]
 fn every_minute_schedule_fires_and_forbid_holds_while_a_run_is_active() {
     let _lock = zones_lock();
@@ -51,34 +65,14 @@ fn every_minute_schedule_fires_and_forbid_holds_while_a_run_is_active() {
         "scheduled"
     );
     wait_phase(&first, "ZoneDown", Duration::from_secs(60));
-    let tick = kubectl(
-        &[
-            "get",
-            "dcfs",
-            "every-minute",
-            "-o",
-            "jsonpath={.status.lastScheduleTime}",
-        ],
-        None,
-    )
-    .stdout;
+    let tick = last_schedule_time();
 
     // The next tick comes while the first run is still dark: it is skipped.
     wait_for(
         "the next tick to be skipped",
         Duration::from_secs(75),
         || {
-            let now = kubectl(
-                &[
-                    "get",
-                    "dcfs",
-                    "every-minute",
-                    "-o",
-                    "jsonpath={.status.lastScheduleTime}",
-                ],
-                None,
-            )
-            .stdout;
+            let now = last_schedule_time();
             (now != tick).then_some(())
         },
     );
