@@ -45,6 +45,16 @@ kubectl apply -f examples/pangyo/workloads.yaml
 for d in auth/login messaging/chat payments/checkout; do
   kubectl -n "${d%/*}" rollout status "deployment/${d#*/}" --timeout=120s >/dev/null
 done
+# The baseline probes read EndpointSlices, which follow the pods a moment later.
+for s in auth/login:3 messaging/chat:6; do
+  svc=${s%:*} want=${s#*:}
+  for _ in $(seq 120); do
+    got=$(kubectl -n "${svc%/*}" get endpointslices -l "kubernetes.io/service-name=${svc#*/}" \
+      -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}')
+    [[ ${#got} -ge $want ]] && break
+    sleep 0.5
+  done
+done
 for ns in auth messaging payments; do
   kubectl -n "$ns" get pods -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\t"}{.spec.nodeName}{"\n"}{end}'
 done | column -t

@@ -135,7 +135,20 @@ kwok_stages() {
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
     pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
     echo "---"
-    cat "$dir/kustomize/stage/$f"
+    if [ "$f" = pod/fast/pod-ready.yaml ]; then
+      # A real container takes a moment to start. A pod may ask for that with
+      # the annotation KWOK's general stages use; without it, Ready is at once.
+      awk '/^  next:$/ && !done {
+             print "  delay:"
+             print "    durationMilliseconds: 0"
+             print "    durationFrom:"
+             print "      expressionFrom: '\''.metadata.annotations[\"pod-ready.stage.kwok.x-k8s.io/delay\"]'\''"
+             done = 1
+           }
+           { print }' "$dir/kustomize/stage/$f"
+    else
+      cat "$dir/kustomize/stage/$f"
+    fi
   done
 }
 

@@ -267,6 +267,24 @@ pub fn ready_pods(namespace: &str, selector: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Ready endpoints in the EndpointSlices of a Service.
+pub fn ready_endpoints(ns: &str, service: &str) -> usize {
+    kubectl_json(&[
+        "-n",
+        ns,
+        "get",
+        "endpointslices",
+        "-l",
+        &format!("kubernetes.io/service-name={service}"),
+    ])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["conditions"]["ready"] == true)
+        .count()
+}
+
 /// The `firedrill` binary built next to the tests (`cargo build -p firedrill`).
 pub fn firedrill_bin() -> PathBuf {
     if let Ok(p) = std::env::var("FIREDRILL_BIN") {
@@ -506,7 +524,7 @@ impl Drop for AdminCordon {
 /// `login` (2 replicas pinned to zone-a by nodeSelector), each behind a
 /// Service of the same name.
 pub fn chat_and_login(ns: &str) -> String {
-    let deploy = |name: &str, replicas: u32, placement: &str| {
+    let deploy = |name: &str, replicas: u32, placement: &str, meta: &str| {
         format!(
             r#"---
 apiVersion: apps/v1
@@ -516,7 +534,7 @@ spec:
   replicas: {replicas}
   selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {{labels: {{app: {name}}}}}
+    metadata: {{labels: {{app: {name}}}{meta}}}
     spec:
 {placement}
       containers: [{{name: app, image: registry.invalid/{name}:1, ports: [{{containerPort: 8080}}], resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}}}]
@@ -532,8 +550,15 @@ spec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}
     let pinned = "      nodeSelector: {topology.kubernetes.io/zone: zone-a}";
     format!(
         "{}{}",
-        deploy("chat", 6, spread),
-        deploy("login", 2, pinned)
+        // A replacement chat pod takes 2 s to turn Ready, as a real container
+        // would, so losing a zone is a dip an SLO probe can see.
+        deploy(
+            "chat",
+            6,
+            spread,
+            ", annotations: {pod-ready.stage.kwok.x-k8s.io/delay: 2s}"
+        ),
+        deploy("login", 2, pinned, "")
     )
 }
 
@@ -549,6 +574,15 @@ pub fn setup_chat_and_login(prefix: &str) -> Namespace {
         Duration::from_secs(120),
         || {
             (ready_pods(&ns.0, "app=chat").len() == 6 && ready_pods(&ns.0, "app=login").len() == 2)
+                .then_some(())
+        },
+    );
+    // The probes read EndpointSlices, which follow the pods a moment later.
+    wait_for(
+        "chat and login endpoints ready",
+        Duration::from_secs(60),
+        || {
+            (ready_endpoints(&ns.0, "chat") == 6 && ready_endpoints(&ns.0, "login") == 2)
                 .then_some(())
         },
     );

@@ -45,23 +45,6 @@ fn zones_of(pods: &[(String, String)]) -> BTreeSet<String> {
     pods.iter().map(|(_, node)| zones[node].clone()).collect()
 }
 
-fn ready_endpoints(ns: &str, service: &str) -> usize {
-    kubectl_json(&[
-        "-n",
-        ns,
-        "get",
-        "endpointslices",
-        "-l",
-        &format!("kubernetes.io/service-name={service}"),
-    ])["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
-        .filter(|e| e["conditions"]["ready"] == true)
-        .count()
-}
-
 #[test]
 fn spread_deployment_runs_in_all_three_zones_with_ready_endpoints() {
     let _zones = zones_lock();
