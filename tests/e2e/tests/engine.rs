@@ -208,7 +208,7 @@ fn operator_killed_during_injecting_and_zone_down_still_restores_everything() {
     let _lock = zones_lock();
     let ns = setup_chat_and_login("e2e-crash");
     let zone_a = nodes_in("zone-a");
-    let _exp = Experiment("crash".into());
+    let exp = Experiment("crash".into());
 
     // Slow injection down so the crash lands in the middle of it.
     let mut op = Operator::start(&["--debug-inject-pause=2s"]);
@@ -269,7 +269,54 @@ fn operator_killed_during_injecting_and_zone_down_still_restores_everything() {
         firedrill_traces_on_nodes()
     );
     assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+    // Deleted while an operator runs to take its finalizer off.
+    drop(exp);
     let _ = ns;
+}
+
+#[test]
+fn a_zone_down_past_duration_plus_grace_is_ended_as_timed_out() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-timeout");
+    let exp = Experiment("late".into());
+    let mut op = Operator::start(&[]);
+    assert!(apply(&drill("late", &ns.0, "zone-a", "4s", "")).ok);
+    wait_phase("late", "ZoneDown", Duration::from_secs(60));
+    op.crash();
+    // Away for longer than duration (4s) + grace (1s); the zone stays held.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(dcf_field("late", ".status.phase"), "ZoneDown");
+    assert!(!firedrill_traces_on_nodes().is_empty());
+
+    let _op = Operator::start(&["--restore-grace=1s"]);
+    wait_phase("late", "Aborted", Duration::from_secs(60));
+    let reason = dcf_field("late", ".status.reason");
+    assert!(
+        reason.contains("timed out: the zone was down longer than duration + 1s grace")
+            && reason.contains("zone restored"),
+        "{reason}"
+    );
+    let events = kubectl(
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "involvedObject.name=late,reason=TimedOut",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert!(!events.stdout.trim().is_empty(), "a TimedOut event");
+    assert!(
+        firedrill_traces_on_nodes().is_empty(),
+        "{:?}",
+        firedrill_traces_on_nodes()
+    );
+    assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+    // Deleted while an operator runs to take its finalizer off.
+    drop(exp);
 }
 
 #[test]

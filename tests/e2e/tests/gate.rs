@@ -205,6 +205,54 @@ fn ctrl_c_during_zone_down_restores_the_zone_before_run_exits() {
 }
 
 #[test]
+fn run_timeout_aborts_the_drill_and_waits_for_the_restore() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-timeout");
+    let _op = Operator::start(&[]);
+    let file = tmp("timeout.yaml");
+    std::fs::write(&file, drill("gate-timeout", &ns.0, "chat", "10m")).unwrap();
+    let _exp = Experiment("gate-timeout".into());
+    let started = std::time::Instant::now();
+    let (code, _, err) = firedrill(&[
+        "run",
+        "-f",
+        file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "8s",
+    ]);
+    let took = started.elapsed();
+    // By the time the process has exited, the zone is back.
+    assert!(
+        firedrill_traces_on_nodes().is_empty(),
+        "exited before the restore: {:?}",
+        firedrill_traces_on_nodes()
+    );
+    assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+    assert_eq!(code, 2, "aborted: {err}");
+    assert!(
+        err.contains(
+            "gate-timeout: timed out after 8s; aborting and waiting for the zone to be restored"
+        ),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_secs(8) && took < Duration::from_secs(120),
+        "{took:?}"
+    );
+    assert_eq!(dcf_field("gate-timeout", ".status.phase"), "Aborted");
+    let reason = dcf_field("gate-timeout", ".status.reason");
+    assert!(
+        reason.contains("firedrill run --timeout expired"),
+        "{reason}"
+    );
+    assert!(
+        dcf_field("gate-timeout", ".status.transitions[*].phase").contains("ZoneDown"),
+        "the zone went dark before the timeout"
+    );
+}
+
+#[test]
 fn usage_errors_exit_3() {
     let (code, _, err) = firedrill(&["run", "-f", "/nonexistent/drill.yaml", "--wait"]);
     assert_eq!(code, 3, "{err}");
