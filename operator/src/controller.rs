@@ -265,8 +265,7 @@ fn error_policy(obj: Arc<DataCenterFailure>, err: &Error, ctx: Arc<Context>) -> 
         *n += 1;
         *n
     };
-    let delay = Duration::from_millis(500) * 2u32.saturating_pow(n.min(9));
-    let delay = delay.min(Duration::from_secs(300));
+    let delay = retry_delay(n);
     METRICS
         .reconcile_errors
         .get_or_create(&ErrorLabel {
@@ -277,8 +276,17 @@ fn error_policy(obj: Arc<DataCenterFailure>, err: &Error, ctx: Arc<Context>) -> 
     Action::requeue(delay)
 }
 
+/// Wait before retry `n` (1-based) of a failed reconcile: 1 s doubling, capped
+/// low because a failed restore is retried with it, and every minute of it is
+/// a minute the zone stays dark for nothing.
+fn retry_delay(n: u32) -> Duration {
+    let delay = Duration::from_millis(500) * 2u32.saturating_pow(n.min(6));
+    delay.min(Duration::from_secs(30))
+}
+
 pub async fn reconcile(obj: Arc<DataCenterFailure>, ctx: Arc<Context>) -> Result<Action> {
     let api = Api::<DataCenterFailure>::all(ctx.client.clone());
+    let uid = obj.uid().unwrap_or_default();
     let action = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(&obj, &ctx).await,
@@ -287,6 +295,8 @@ pub async fn reconcile(obj: Arc<DataCenterFailure>, ctx: Arc<Context>) -> Result
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    // A success starts the next failure's backoff from the beginning.
+    ctx.failures.lock().unwrap().remove(&uid);
     Ok(action)
 }
 
@@ -1088,4 +1098,17 @@ async fn judge(
     st.slos = results;
     st.verdict = Some(v);
     Some((v, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn retries_back_off_from_one_second_to_at_most_thirty() {
+        let secs: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(30));
+    }
 }

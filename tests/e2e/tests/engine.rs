@@ -319,6 +319,107 @@ fn a_zone_down_past_duration_plus_grace_is_ended_as_timed_out() {
     drop(exp);
 }
 
+/// An admission policy that refuses to take firedrill's taint off a node: a
+/// real API-server refusal for the restore to run into.
+const BLOCK_RESTORE: &str = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: e2e-block-restore}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [UPDATE], resources: [nodes]}
+  validations:
+  - expression: >-
+      !(has(oldObject.spec.taints) && oldObject.spec.taints.exists(t, t.key == 'chaos.firedrill.dev/zone-down')
+        && !(has(object.spec.taints) && object.spec.taints.exists(t, t.key == 'chaos.firedrill.dev/zone-down')))
+    message: e2e blocks the restore
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: e2e-block-restore}
+spec:
+  policyName: e2e-block-restore
+  validationActions: [Deny]
+"#;
+
+#[test]
+fn a_refused_restore_is_reported_and_retried_until_it_succeeds() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-retry");
+    let zone_a = nodes_in("zone-a");
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("retry".into());
+    // Dropped before the experiment, so a failing test still restores.
+    let block = Cleanup(vec![
+        "validatingadmissionpolicybinding/e2e-block-restore".into(),
+        "validatingadmissionpolicy/e2e-block-restore".into(),
+    ]);
+    assert!(apply(BLOCK_RESTORE).ok);
+    assert!(apply(&drill("retry", &ns.0, "zone-a", "3s", "")).ok);
+    wait_phase("retry", "Restoring", Duration::from_secs(60));
+    let failed = wait_for("the restore to be refused", Duration::from_secs(60), || {
+        let c = dcf_field(
+            "retry",
+            ".status.conditions[?(@.type==\"Restored\")].message",
+        );
+        c.contains("restore failed").then_some(c)
+    });
+    assert!(
+        failed.contains("retrying with backoff") && failed.contains("e2e blocks the restore"),
+        "{failed}"
+    );
+    // Still held, and still Restoring: the zone is not declared restored.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(dcf_field("retry", ".status.phase"), "Restoring");
+    let held: BTreeSet<String> = firedrill_traces_on_nodes()
+        .into_iter()
+        .filter(|(_, w)| w == "taint")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(held, zone_a.iter().cloned().collect());
+    let events = kubectl(
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "involvedObject.name=retry,reason=RestoreFailed",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert!(!events.stdout.trim().is_empty(), "a RestoreFailed event");
+
+    // The refusal goes away; a retry restores the zone.
+    drop(block);
+    kubectl(
+        &[
+            "wait",
+            "--for=condition=Completed",
+            "dcf/retry",
+            "--timeout=90s",
+        ],
+        None,
+    )
+    .expect_ok("kubectl wait");
+    assert_eq!(dcf_field("retry", ".status.phase"), "Completed");
+    assert_eq!(
+        dcf_field(
+            "retry",
+            ".status.conditions[?(@.type==\"Restored\")].status"
+        ),
+        "True"
+    );
+    assert!(
+        firedrill_traces_on_nodes().is_empty(),
+        "{:?}",
+        firedrill_traces_on_nodes()
+    );
+    assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+}
+
 #[test]
 fn a_zone_with_no_nodes_fails_and_nothing_is_touched() {
     let _lock = zones_lock();
