@@ -74,6 +74,15 @@ struct OperatorArgs {
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", env = "FIREDRILL_METRICS_BIND")]
     metrics_bind: String,
+    /// Elect a leader on a Lease, so only one operator acts at a time (--leader-elect=false to turn off).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: --namespace, else "default").
+    #[arg(long)]
+    leader_elect_namespace: Option<String>,
+    /// How long a leader's Lease lasts without renewal before a standby takes over.
+    #[arg(long, default_value = "15s", value_parser = parse_duration_arg)]
+    leader_elect_lease_duration: Duration,
     /// Pause between node changes while injecting (to rehearse an operator crash mid-injection).
     #[arg(long, hide = true, value_parser = parse_duration_arg)]
     debug_inject_pause: Option<Duration>,
@@ -221,6 +230,11 @@ async fn client() -> anyhow::Result<kube::Client> {
 async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     let client = client().await?;
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let lease_namespace = args
+        .leader_elect_namespace
+        .clone()
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".into());
     let config = controller::Config {
         self_selector: (in_cluster && args.namespace.is_some()).then_some(args.self_selector),
         namespace: args.namespace,
@@ -234,9 +248,50 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     let metrics_addr = listener.local_addr()?;
     tokio::spawn(crate::metrics::serve(listener));
     tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, metrics = %metrics_addr, "firedrill operator starting");
-    controller::run(client, config).await?;
-    tracing::info!("firedrill operator stopped");
-    Ok(())
+    if !args.leader_elect {
+        controller::run(client, config).await?;
+        tracing::info!("firedrill operator stopped");
+        return Ok(());
+    }
+    let elector = crate::leader::Elector::new(
+        &client,
+        &lease_namespace,
+        LEASE_NAME,
+        &crate::leader::identity(),
+        args.leader_elect_lease_duration,
+    );
+    tokio::select! {
+        _ = elector.acquire() => {}
+        _ = shutdown_signal() => {
+            tracing::info!("firedrill operator stopped before it became the leader");
+            return Ok(());
+        }
+    }
+    tokio::select! {
+        done = controller::run(client, config) => {
+            done?;
+            elector.release().await;
+            tracing::info!("firedrill operator stopped");
+            Ok(())
+        }
+        why = elector.hold() => {
+            // Stop acting at once: another operator may lead now, and it
+            // continues every experiment from the cluster's state.
+            anyhow::bail!("lost leadership ({why}); exiting so that only one operator acts")
+        }
+    }
+}
+
+/// The Lease the operators of one cluster elect their leader on.
+pub const LEASE_NAME: &str = "firedrill-operator";
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {

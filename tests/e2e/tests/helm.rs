@@ -204,6 +204,20 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
         ],
         None,
     );
+    // Leader election with the chart's Role: the Lease in its namespace.
+    let holder = kubectl(
+        &[
+            "-n",
+            "firedrill-system",
+            "get",
+            "lease",
+            "firedrill-operator",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    )
+    .stdout;
     // Deleting needs the operator (its finalizer), with the same RBAC.
     let deleted = kubectl(&["delete", "dcf", "helm-rbac", "--timeout=60s"], None);
     Command::new("kill")
@@ -218,6 +232,10 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
         "the experiment did not complete with the chart's RBAC:\n{log}"
     );
     assert_eq!(phase, "Completed", "{reason}\n{log}");
+    assert!(
+        holder.ends_with(&format!("_{}", op.id())),
+        "the operator holds the Lease: {holder:?}\n{log}"
+    );
     assert_eq!(verdict, "Passed", "{reason}");
     assert!(
         recording.ok,

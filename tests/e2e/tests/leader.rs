@@ -1,0 +1,121 @@
+//! Leader election: with two operators running, one acts and the other stands
+//! by; when the leader dies mid-drill the standby takes over and finishes the
+//! drill; a graceful stop hands the Lease over at once.
+
+use firedrill_e2e::*;
+use std::time::{Duration, Instant};
+
+fn lease(path: &str) -> String {
+    kubectl(
+        &[
+            "-n",
+            "default",
+            "get",
+            "lease",
+            "firedrill-operator",
+            "-o",
+            &format!("jsonpath={{{path}}}"),
+        ],
+        None,
+    )
+    .stdout
+}
+
+fn wait_log(op: &Operator, what: &str, timeout: Duration) {
+    wait_for(what, timeout, || op.log_text().contains(what).then_some(()));
+}
+
+#[test]
+fn one_operator_leads_a_standby_takes_over_mid_drill_and_a_graceful_stop_hands_over_at_once() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-leader");
+    let short = ["--leader-elect-lease-duration=4s"];
+    let mut a = Operator::start(&short);
+    wait_log(&a, "became the leader", Duration::from_secs(30));
+    let mut b = Operator::start(&short);
+    wait_log(
+        &b,
+        "standing by: another operator is the leader",
+        Duration::from_secs(30),
+    );
+    assert!(lease(".spec.holderIdentity").ends_with(&format!("_{}", a.pid())));
+    let transitions: i64 = lease(".spec.leaseTransitions").parse().unwrap_or(0);
+
+    let exp = Experiment("leader".into());
+    let yaml = format!(
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: leader}}\nspec:\n  zone: zone-a\n  duration: 10s\n  target: {{namespaces: [{}]}}\n",
+        ns.0
+    );
+    assert!(apply(&yaml).ok);
+    wait_phase("leader", "ZoneDown", Duration::from_secs(60));
+    assert!(
+        !b.log_text().contains("reconciled"),
+        "the standby acted while another operator led:\n{}",
+        b.log_text()
+    );
+
+    // The leader keeps renewing.
+    let renewed = lease(".spec.renewTime");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(
+        lease(".spec.renewTime"),
+        renewed,
+        "the leader renews its Lease"
+    );
+    assert!(lease(".spec.holderIdentity").ends_with(&format!("_{}", a.pid())));
+    assert!(
+        !a.log_text().contains("lost leadership"),
+        "{}",
+        a.log_text()
+    );
+
+    // The leader dies; the standby takes over once the Lease runs out.
+    a.crash();
+    let crashed = Instant::now();
+    wait_log(&b, "became the leader", Duration::from_secs(30));
+    let took_over = crashed.elapsed();
+    eprintln!("the standby took over {took_over:?} after the leader was killed (4s lease)");
+    assert!(
+        took_over <= Duration::from_secs(4 + 6),
+        "took over after {took_over:?}; the lease lasts 4s"
+    );
+    assert!(lease(".spec.holderIdentity").ends_with(&format!("_{}", b.pid())));
+    assert!(lease(".spec.leaseTransitions").parse::<i64>().unwrap() > transitions);
+    kubectl(
+        &[
+            "wait",
+            "--for=condition=Completed",
+            "dcf/leader",
+            "--timeout=90s",
+        ],
+        None,
+    )
+    .expect_ok("kubectl wait");
+    assert_eq!(
+        dcf_field("leader", ".status.phase"),
+        "Completed",
+        "{}",
+        dcf_field("leader", ".status.reason")
+    );
+    assert!(
+        firedrill_traces_on_nodes().is_empty(),
+        "{:?}",
+        firedrill_traces_on_nodes()
+    );
+    assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+    drop(exp);
+
+    // A graceful stop releases the Lease: the next operator leads at once,
+    // without waiting out the (default 15s) lease duration.
+    assert!(b.stop().is_some_and(|s| s.success()));
+    assert_eq!(lease(".spec.holderIdentity"), "");
+    let started = Instant::now();
+    let c = Operator::start(&[]);
+    wait_log(&c, "became the leader", Duration::from_secs(30));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(lease(".spec.holderIdentity").ends_with(&format!("_{}", c.pid())));
+}
