@@ -419,6 +419,51 @@ impl Drop for Experiment {
     }
 }
 
+/// `kubectl wait --for=condition=Completed` on a DataCenterFailure, as a
+/// pipeline would; panics if it does not end in time.
+pub fn wait_completed(name: &str, timeout_secs: u64) {
+    kubectl(
+        &[
+            "wait",
+            "--for=condition=Completed",
+            &format!("dcf/{name}"),
+            &format!("--timeout={timeout_secs}s"),
+        ],
+        None,
+    )
+    .expect_ok(&format!("kubectl wait: {name} Completed"));
+}
+
+/// No node carries a firedrill mark or taint, and none is cordoned.
+pub fn assert_zone_restored() {
+    let traces = firedrill_traces_on_nodes();
+    assert!(traces.is_empty(), "firedrill traces left: {traces:?}");
+    let cordoned = cordoned_nodes();
+    assert!(cordoned.is_empty(), "nodes left cordoned: {cordoned:?}");
+}
+
+/// No node changed since `before` (`kubectl get nodes` as JSON): the same
+/// spec and labels on every node, and no firedrill traces.
+pub fn assert_nodes_untouched(before: &Value) {
+    let after = kubectl_json(&["get", "nodes"]);
+    let specs = |v: &Value| -> Vec<(String, String, String)> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["metadata"]["name"].to_string(),
+                    n["spec"].to_string(),
+                    n["metadata"]["labels"].to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(specs(before), specs(&after), "a node was changed");
+    assert!(firedrill_traces_on_nodes().is_empty());
+}
+
 /// A field of a DataCenterFailure, by JSONPath.
 pub fn dcf_field(name: &str, path: &str) -> String {
     kubectl(

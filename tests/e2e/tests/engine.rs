@@ -98,16 +98,7 @@ fn zone_goes_dark_pods_move_pinned_pods_wait_and_everything_is_restored() {
     );
 
     // After the duration the zone comes back; kubectl wait works on the condition.
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/dark",
-            "--timeout=60s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait --for=condition=Completed");
+    wait_completed("dark", 60);
     assert_eq!(dcf_field("dark", ".status.phase"), "Completed");
     assert_eq!(
         dcf_field("dark", ".status.conditions[?(@.type==\"Restored\")].status"),
@@ -152,12 +143,7 @@ fn deleting_the_experiment_during_zone_down_restores_the_zone() {
     wait_phase("deleted", "ZoneDown", Duration::from_secs(60));
     assert!(!firedrill_traces_on_nodes().is_empty());
     kubectl(&["delete", "dcf", "deleted", "--timeout=60s"], None).expect_ok("kubectl delete dcf");
-    assert!(
-        firedrill_traces_on_nodes().is_empty(),
-        "{:?}",
-        firedrill_traces_on_nodes()
-    );
-    assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+    assert_zone_restored();
     drop(exp);
 }
 
@@ -179,16 +165,7 @@ fn abort_annotation_restores_the_zone() {
         None,
     )
     .expect_ok("annotate");
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/aborted",
-            "--timeout=60s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait");
+    wait_completed("aborted", 60);
     assert_eq!(dcf_field("aborted", ".status.phase"), "Aborted");
     let reason = dcf_field("aborted", ".status.reason");
     assert!(
@@ -247,28 +224,14 @@ fn operator_killed_during_injecting_and_zone_down_still_restores_everything() {
 
     // And another one brings the zone back after the duration.
     let _op = Operator::start(&[]);
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/crash",
-            "--timeout=90s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait");
+    wait_completed("crash", 90);
     assert_eq!(
         dcf_field("crash", ".status.phase"),
         "Completed",
         "{}",
         dcf_field("crash", ".status.reason")
     );
-    assert!(
-        firedrill_traces_on_nodes().is_empty(),
-        "{:?}",
-        firedrill_traces_on_nodes()
-    );
-    assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+    assert_zone_restored();
     // Deleted while an operator runs to take its finalizer off.
     drop(exp);
     let _ = ns;
@@ -309,12 +272,7 @@ fn a_zone_down_past_duration_plus_grace_is_ended_as_timed_out() {
         None,
     );
     assert!(!events.stdout.trim().is_empty(), "a TimedOut event");
-    assert!(
-        firedrill_traces_on_nodes().is_empty(),
-        "{:?}",
-        firedrill_traces_on_nodes()
-    );
-    assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+    assert_zone_restored();
     // Deleted while an operator runs to take its finalizer off.
     drop(exp);
 }
@@ -394,16 +352,7 @@ fn a_refused_restore_is_reported_and_retried_until_it_succeeds() {
 
     // The refusal goes away; a retry restores the zone.
     drop(block);
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/retry",
-            "--timeout=90s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait");
+    wait_completed("retry", 90);
     assert_eq!(dcf_field("retry", ".status.phase"), "Completed");
     assert_eq!(
         dcf_field(
@@ -412,12 +361,7 @@ fn a_refused_restore_is_reported_and_retried_until_it_succeeds() {
         ),
         "True"
     );
-    assert!(
-        firedrill_traces_on_nodes().is_empty(),
-        "{:?}",
-        firedrill_traces_on_nodes()
-    );
-    assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+    assert_zone_restored();
 }
 
 #[test]
@@ -459,27 +403,6 @@ fn a_zone_holding_every_node_fails_and_nothing_is_touched() {
     let reason = dcf_field("everything", ".status.reason");
     assert!(reason.contains("holds every schedulable node"), "{reason}");
     assert_nodes_untouched(&before);
-}
-
-/// No node changed: same resourceVersion for every node spec, no traces.
-fn assert_nodes_untouched(before: &serde_json::Value) {
-    let after = kubectl_json(&["get", "nodes"]);
-    let specs = |v: &serde_json::Value| -> Vec<(String, String, String)> {
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                (
-                    n["metadata"]["name"].to_string(),
-                    n["spec"].to_string(),
-                    n["metadata"]["labels"].to_string(),
-                )
-            })
-            .collect()
-    };
-    assert_eq!(specs(before), specs(&after), "a node was changed");
-    assert!(firedrill_traces_on_nodes().is_empty());
 }
 
 #[test]

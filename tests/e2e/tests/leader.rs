@@ -81,28 +81,14 @@ fn one_operator_leads_a_standby_takes_over_mid_drill_and_a_graceful_stop_hands_o
     );
     assert!(lease(".spec.holderIdentity").ends_with(&format!("_{}", b.pid())));
     assert!(lease(".spec.leaseTransitions").parse::<i64>().unwrap() > transitions);
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/leader",
-            "--timeout=90s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait");
+    wait_completed("leader", 90);
     assert_eq!(
         dcf_field("leader", ".status.phase"),
         "Completed",
         "{}",
         dcf_field("leader", ".status.reason")
     );
-    assert!(
-        firedrill_traces_on_nodes().is_empty(),
-        "{:?}",
-        firedrill_traces_on_nodes()
-    );
-    assert!(cordoned_nodes().is_empty(), "{:?}", cordoned_nodes());
+    assert_zone_restored();
     drop(exp);
 
     // A graceful stop releases the Lease: the next operator leads at once,

@@ -169,16 +169,7 @@ spec:
     *error_ratio.lock().unwrap() = 0.0;
     let recovered = now_ms();
 
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/prom",
-            "--timeout=60s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait");
+    wait_completed("prom", 60);
     let status = kubectl_json(&["get", "dcf", "prom"])["status"].clone();
     let slo = &status["slos"][0];
     assert_eq!(slo["verdict"], "Passed", "{status:#}");

@@ -31,16 +31,7 @@ fn spread_service_passes_and_pinned_service_fails_naming_the_pinned_pods() {
         ns = ns.0
     );
     assert!(apply(&yaml).ok);
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/slo",
-            "--timeout=120s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait");
+    wait_completed("slo", 120);
     let status = kubectl_json(&["get", "dcf", "slo"])["status"].clone();
     assert_eq!(status["phase"], "Completed", "{status:#}");
     assert_eq!(status["verdict"], "Failed", "{status:#}");
@@ -124,16 +115,7 @@ fn an_unreachable_probe_during_the_baseline_aborts_and_touches_nothing() {
         "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: no-baseline}}\nspec:\n  zone: zone-a\n  duration: 1m\n  baseline: 3s\n  slos:\n  - name: db\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe: {{tcp: {{host: 127.0.0.1, port: {port}}}}}\n"
     );
     assert!(apply(&yaml).ok);
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/no-baseline",
-            "--timeout=60s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait");
+    wait_completed("no-baseline", 60);
     assert_eq!(dcf_field("no-baseline", ".status.phase"), "Aborted");
     assert_eq!(
         dcf_field(
@@ -151,17 +133,7 @@ fn an_unreachable_probe_during_the_baseline_aborts_and_touches_nothing() {
     );
     let phases = dcf_field("no-baseline", ".status.transitions[*].phase");
     assert!(!phases.contains("Injecting"), "{phases}");
-    let after = kubectl_json(&["get", "nodes"]);
-    let specs = |v: &serde_json::Value| {
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["spec"].to_string())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(specs(&before), specs(&after), "a node was touched");
-    assert!(firedrill_traces_on_nodes().is_empty());
+    assert_nodes_untouched(&before);
 }
 
 #[test]
@@ -182,16 +154,7 @@ fn a_breached_guard_slo_aborts_the_fault_and_restores_the_zone() {
         ns = ns.0
     );
     assert!(apply(&yaml).ok);
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/guarded",
-            "--timeout=90s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait: the guard ends a 10m fault early");
+    wait_completed("guarded", 90);
     assert_eq!(dcf_field("guarded", ".status.phase"), "Aborted");
     let reason = dcf_field("guarded", ".status.reason");
     assert!(
@@ -282,16 +245,7 @@ spec:
         ns = ns.0
     );
     assert!(apply(&yaml).ok);
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/secret",
-            "--timeout=90s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait");
+    wait_completed("secret", 90);
     assert_eq!(
         dcf_field("secret", ".status.verdict"),
         "Passed",

@@ -178,16 +178,7 @@ fn https_probes_verify_with_a_ca_from_a_secret_or_skip_verification_when_told() 
         ))
         .ok
     );
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/tls-unknown",
-            "--timeout=60s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait");
+    wait_completed("tls-unknown", 60);
     assert_eq!(dcf_field("tls-unknown", ".status.phase"), "Aborted");
     let reason = dcf_field("tls-unknown", ".status.reason");
     assert!(
@@ -198,19 +189,7 @@ fn https_probes_verify_with_a_ca_from_a_secret_or_skip_verification_when_told() 
     );
     let phases = dcf_field("tls-unknown", ".status.transitions[*].phase");
     assert!(!phases.contains("Injecting"), "{phases}");
-    let specs = |v: &serde_json::Value| {
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["spec"].to_string())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        specs(&before),
-        specs(&kubectl_json(&["get", "nodes"])),
-        "a node was touched"
-    );
+    assert_nodes_untouched(&before);
 
     // With the CA from the Secret, and with verification skipped, both pass.
     let _verified = Experiment("tls".into());
@@ -228,16 +207,7 @@ fn https_probes_verify_with_a_ca_from_a_secret_or_skip_verification_when_told() 
         ],
     );
     assert!(apply(&yaml).ok);
-    kubectl(
-        &[
-            "wait",
-            "--for=condition=Completed",
-            "dcf/tls",
-            "--timeout=90s",
-        ],
-        None,
-    )
-    .expect_ok("kubectl wait");
+    wait_completed("tls", 90);
     let status = kubectl_json(&["get", "dcf", "tls"])["status"].clone();
     assert_eq!(status["phase"], "Completed", "{status:#}");
     assert_eq!(status["verdict"], "Passed", "{status:#}");
