@@ -249,6 +249,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     tokio::spawn(crate::metrics::serve(listener));
     tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, metrics = %metrics_addr, "firedrill operator starting");
     if !args.leader_elect {
+        crate::metrics::METRICS.leader.set(1);
         controller::run(client, config).await?;
         tracing::info!("firedrill operator stopped");
         return Ok(());
@@ -267,9 +268,11 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+    crate::metrics::METRICS.leader.set(1);
     tokio::select! {
         done = controller::run(client, config) => {
             done?;
+            crate::metrics::METRICS.leader.set(0);
             elector.release().await;
             tracing::info!("firedrill operator stopped");
             Ok(())

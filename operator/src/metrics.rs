@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::LazyLock;
@@ -39,6 +40,7 @@ pub struct Metrics {
     pub nodes_cordoned: Counter,
     pub time_to_recover: Family<SloLabel, Histogram>,
     pub reconcile_errors: Family<ErrorLabel, Counter>,
+    pub leader: Gauge,
     registry: Registry,
 }
 
@@ -59,6 +61,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         nodes_cordoned: Counter::default(),
         time_to_recover: Family::new_with_constructor(ttr_histogram as fn() -> Histogram),
         reconcile_errors: Family::default(),
+        leader: Gauge::default(),
         registry: Registry::default(),
     };
     registry.register(
@@ -95,6 +98,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "reconcile_errors",
         "Reconcile errors by kind",
         m.reconcile_errors.clone(),
+    );
+    registry.register(
+        "leader",
+        "1 while this operator holds the leader Lease (or runs without leader election)",
+        m.leader.clone(),
     );
     Metrics { registry, ..m }
 });

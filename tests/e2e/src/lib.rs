@@ -377,6 +377,24 @@ impl Operator {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Where it serves /metrics, /healthz and /readyz (from its start-up log).
+    pub fn metrics_addr(&self) -> String {
+        wait_for(
+            "the operator to report its metrics address",
+            Duration::from_secs(30),
+            || {
+                let log = self.log_text();
+                log.split("metrics=").nth(1).map(|rest| {
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap()
+                        .trim_matches('"')
+                        .to_string()
+                })
+            },
+        )
+    }
 }
 
 impl Drop for Operator {
@@ -417,6 +435,17 @@ impl Drop for Experiment {
             None,
         );
     }
+}
+
+/// A plain HTTP/1.1 GET; the whole response, head and body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 /// `kubectl wait --for=condition=Completed` on a DataCenterFailure, as a

@@ -272,29 +272,8 @@ fn metrics_health_and_readiness_are_served() {
     let _lock = zones_lock();
     install_crds();
     let op = Operator::start(&[]);
-    let addr = wait_for(
-        "the operator to report its metrics address",
-        Duration::from_secs(30),
-        || {
-            let log = op.log_text();
-            log.split("metrics=").nth(1).map(|rest| {
-                rest.split_whitespace()
-                    .next()
-                    .unwrap()
-                    .trim_matches('"')
-                    .to_string()
-            })
-        },
-    );
-    let get = |path: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let addr = op.metrics_addr();
+    let get = |path: &str| http_get(&addr, path);
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
     wait_for("readiness", Duration::from_secs(30), || {

@@ -21,6 +21,15 @@ fn lease(path: &str) -> String {
     .stdout
 }
 
+/// `firedrill_leader` from an operator's /metrics.
+fn leader_gauge(op: &Operator) -> String {
+    http_get(&op.metrics_addr(), "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("firedrill_leader "))
+        .unwrap_or("missing")
+        .to_string()
+}
+
 fn wait_log(op: &Operator, what: &str, timeout: Duration) {
     wait_for(what, timeout, || op.log_text().contains(what).then_some(()));
 }
@@ -39,6 +48,8 @@ fn one_operator_leads_a_standby_takes_over_mid_drill_and_a_graceful_stop_hands_o
         Duration::from_secs(30),
     );
     assert!(lease(".spec.holderIdentity").ends_with(&format!("_{}", a.pid())));
+    assert_eq!(leader_gauge(&a), "1");
+    assert_eq!(leader_gauge(&b), "0");
     let transitions: i64 = lease(".spec.leaseTransitions").parse().unwrap_or(0);
 
     let exp = Experiment("leader".into());
@@ -80,6 +91,7 @@ fn one_operator_leads_a_standby_takes_over_mid_drill_and_a_graceful_stop_hands_o
         "took over after {took_over:?}; the lease lasts 4s"
     );
     assert!(lease(".spec.holderIdentity").ends_with(&format!("_{}", b.pid())));
+    assert_eq!(leader_gauge(&b), "1");
     assert!(lease(".spec.leaseTransitions").parse::<i64>().unwrap() > transitions);
     wait_completed("leader", 90);
     assert_eq!(
