@@ -172,12 +172,7 @@ fn abort_annotation_restores_the_zone() {
         reason.contains("rollback requested by on-call") && reason.contains("zone restored"),
         "{reason}"
     );
-    assert!(
-        firedrill_traces_on_nodes().is_empty(),
-        "{:?}",
-        firedrill_traces_on_nodes()
-    );
-    assert!(cordoned_nodes().is_empty());
+    assert_zone_restored();
 }
 
 #[test]

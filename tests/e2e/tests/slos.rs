@@ -161,12 +161,7 @@ fn a_breached_guard_slo_aborts_the_fault_and_restores_the_zone() {
         reason.contains("guard SLO authentication breached") && reason.contains("zone restored"),
         "{reason}"
     );
-    assert!(
-        firedrill_traces_on_nodes().is_empty(),
-        "{:?}",
-        firedrill_traces_on_nodes()
-    );
-    assert!(cordoned_nodes().is_empty());
+    assert_zone_restored();
     assert_eq!(dcf_field("guarded", ".status.slos[0].verdict"), "Failed");
 }
 
