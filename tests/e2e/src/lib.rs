@@ -597,10 +597,19 @@ impl Drop for AdminCordon {
 /// Two services in `ns`: `chat` (6 replicas spread over the zones) and
 /// `login` (2 replicas pinned to zone-a by nodeSelector), each behind a
 /// Service of the same name.
-pub fn chat_and_login(ns: &str) -> String {
-    let deploy = |name: &str, replicas: u32, placement: &str, meta: &str| {
-        format!(
-            r#"---
+/// A Deployment of `replicas` placeholder pods labelled `app: NAME` and a
+/// Service in front of them. `pod_meta` is added to the pod template's
+/// metadata flow map (e.g. `, annotations: {...}`), `placement` to its spec
+/// (lines indented six spaces).
+pub fn service_and_deployment(
+    ns: &str,
+    name: &str,
+    replicas: u32,
+    pod_meta: &str,
+    placement: &str,
+) -> String {
+    format!(
+        r#"---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: {name}, namespace: {ns}}}
@@ -608,7 +617,7 @@ spec:
   replicas: {replicas}
   selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {{labels: {{app: {name}}}{meta}}}
+    metadata: {{labels: {{app: {name}}}{pod_meta}}}
     spec:
 {placement}
       containers: [{{name: app, image: registry.invalid/{name}:1, ports: [{{containerPort: 8080}}], resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}}}]
@@ -618,21 +627,30 @@ kind: Service
 metadata: {{name: {name}, namespace: {ns}}}
 spec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}
 "#
-        )
-    };
-    let spread = "      topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: chat}}}]";
+    )
+}
+
+/// Spread over the zones by a topology spread constraint on `app: NAME`.
+pub fn spread_over_zones(name: &str, when_unsatisfiable: &str) -> String {
+    format!(
+        "      topologySpreadConstraints: [{{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: {when_unsatisfiable}, labelSelector: {{matchLabels: {{app: {name}}}}}}}]"
+    )
+}
+
+pub fn chat_and_login(ns: &str) -> String {
     let pinned = "      nodeSelector: {topology.kubernetes.io/zone: zone-a}";
     format!(
         "{}{}",
         // A replacement chat pod takes 2 s to turn Ready, as a real container
         // would, so losing a zone is a dip an SLO probe can see.
-        deploy(
+        service_and_deployment(
+            ns,
             "chat",
             6,
-            spread,
-            ", annotations: {pod-ready.stage.kwok.x-k8s.io/delay: 2s}"
+            ", annotations: {pod-ready.stage.kwok.x-k8s.io/delay: 2s}",
+            &spread_over_zones("chat", "ScheduleAnyway"),
         ),
-        deploy("login", 2, pinned, "")
+        service_and_deployment(ns, "login", 2, "", pinned)
     )
 }
 

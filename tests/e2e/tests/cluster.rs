@@ -8,36 +8,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 fn deployment(ns: &str, name: &str, replicas: u32, when_unsatisfiable: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      terminationGracePeriodSeconds: 30
-      topologySpreadConstraints:
-      - maxSkew: 1
-        topologyKey: topology.kubernetes.io/zone
-        whenUnsatisfiable: {when_unsatisfiable}
-        labelSelector: {{matchLabels: {{app: {name}}}}}
-      containers:
-      - name: app
-        image: registry.invalid/{name}:1
-        ports: [{{containerPort: 8080}}]
-        resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{port: 80, targetPort: 8080}}]
-"#
-    )
+    let placement = format!(
+        "      terminationGracePeriodSeconds: 30\n{}",
+        spread_over_zones(name, when_unsatisfiable)
+    );
+    service_and_deployment(ns, name, replicas, "", &placement)
 }
 
 fn zones_of(pods: &[(String, String)]) -> BTreeSet<String> {
