@@ -10,12 +10,13 @@ RUST_VERSION := $(shell rustc --version 2>/dev/null | cut -d' ' -f2)
 export FIREDRILL_CACHE
 export CARGO_TARGET_DIR ?= $(FIREDRILL_CACHE)/cargo/rust-$(RUST_VERSION)
 
-.PHONY: help demo test deps check unit e2e crds bench testbed-up testbed-down build
+.PHONY: help demo test deps check unit e2e crds bench soak testbed-up testbed-down build
 
 help:
 	@echo "make demo    start a local testbed cluster, show zones, nodes and the firedrill CRDs, stop it"
 	@echo "make test    the whole test suite: format and lint checks, unit tests, end-to-end tests on the testbed"
 	@echo "make bench   benchmarks that print numbers: probe scheduling jitter, apply-to-zone-dark time and operator memory"
+	@echo "make soak    SIGKILL the operator at 20 seeded random moments across a series of drills (SEED=n) and print what was left behind"
 	@echo "make crds    regenerate crds/ from the Rust types"
 	@echo "make testbed-up / testbed-down    a testbed to play with (state in .testbed/)"
 
@@ -44,6 +45,10 @@ e2e:
 bench:
 	cargo run --release -q -p firedrill --example probe_jitter
 	tests/bench/zone-dark.sh $(or $(NODES),300) $(or $(PODS),6000)
+
+# The crash soak at full length (a 5-kill version runs in `make test`).
+soak: build
+	FIREDRILL_SOAK_KILLS=$(or $(KILLS),20) FIREDRILL_SOAK_SEED=$(or $(SEED),1) tests/run-e2e.sh --test soak -- --nocapture
 
 crds:
 	cargo run -q -p firedrill -- crd --dir crds

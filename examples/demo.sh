@@ -5,9 +5,12 @@
 #    modules; KWOK nodes in zone-a, zone-b, zone-c) and starts it;
 # 2. installs the CRDs and starts the operator;
 # 3. deploys auth (pinned to zone-a), messaging (three zones) and payments
-#    (two zones), shows the plan, then runs the drill and waits;
-# 4. prints the verdict table and where the HTML report is;
-# 5. stops everything it started (FIREDRILL_DEMO_KEEP=1 leaves it running).
+#    (two zones), which serve HTTP on the testbed's data plane; messaging and
+#    payments sign their users in through auth;
+# 4. shows the plan, runs the drill: all three fail, the cascade is named;
+# 5. applies the fix (login in every zone), runs the same drill: all pass;
+# 6. prints the verdicts and where the HTML reports are, and stops everything
+#    it started (FIREDRILL_DEMO_KEEP=1 leaves it running).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -36,45 +39,74 @@ kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.labels.topology\.kube
 step "Installing the CRDs and starting the operator"
 "$BIN/firedrill" crd | kubectl apply --server-side -f -
 kubectl wait --for=condition=Established --timeout=60s crd/datacenterfailures.chaos.firedrill.dev >/dev/null
+# The probes reach the Services by name through the data plane's hosts file
+# (FIREDRILL_PROBE_HOSTS, from the testbed's env).
 "$BIN/firedrill" operator --metrics-bind 127.0.0.1:0 >"$OUT/operator.log" 2>&1 &
 OP_PID=$!
 echo "  operator pid $OP_PID, log $OUT/operator.log"
 
-step "Deploying auth (pinned to zone-a), messaging (3 zones), payments (2 zones)"
+# Wait until a Service has this many ready endpoints.
+wait_endpoints() { # namespace/service count
+  local svc=$1 want=$2 got
+  for _ in $(seq 240); do
+    got=$(kubectl -n "${svc%/*}" get endpointslices -l "kubernetes.io/service-name=${svc#*/}" \
+      -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}')
+    [[ ${#got} -ge $want ]] && return 0
+    sleep 0.5
+  done
+  echo "timed out waiting for $want ready endpoints of $svc" >&2
+  return 1
+}
+
+# Run the drill and keep its reports under a name; prints the verdict table
+# and returns firedrill run's exit code.
+drill() { # run-name
+  local name=$1 code=0
+  "$BIN/firedrill" run -f examples/pangyo/drill.yaml --wait \
+    --junit "$OUT/$name.xml" --json "$OUT/$name.json" --html "$OUT/$name.html" || code=$?
+  echo
+  echo "firedrill run exited $code (0 Passed, 1 Failed, 2 Aborted/Inconclusive, 3 could not run)"
+  echo "HTML report: $OUT/$name.html"
+  return $code
+}
+
+step "Deploying auth (pinned to zone-a), messaging (3 zones), payments (2 zones); messaging and payments sign users in through auth"
 kubectl apply -f examples/pangyo/workloads.yaml
 for d in auth/login messaging/chat payments/checkout; do
   kubectl -n "${d%/*}" rollout status "deployment/${d#*/}" --timeout=120s >/dev/null
 done
-# The baseline probes read EndpointSlices, which follow the pods a moment later.
-for s in auth/login:3 messaging/chat:6; do
-  svc=${s%:*} want=${s#*:}
-  for _ in $(seq 120); do
-    got=$(kubectl -n "${svc%/*}" get endpointslices -l "kubernetes.io/service-name=${svc#*/}" \
-      -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}')
-    [[ ${#got} -ge $want ]] && break
-    sleep 0.5
-  done
-done
+wait_endpoints auth/login 3
+wait_endpoints messaging/chat 6
+wait_endpoints payments/checkout 4
 for ns in auth messaging payments; do
-  kubectl -n "$ns" get pods -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\t"}{.spec.nodeName}{"\n"}{end}'
+  kubectl -n "$ns" get pods -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\t"}{.spec.nodeName}{"\t"}{.status.podIP}{"\n"}{end}'
 done | column -t
 
-step "What would break if zone-a burns? (firedrill plan: nothing is changed)"
-"$BIN/firedrill" plan --zone zone-a -n auth -n messaging -n payments || true
+step "What would break if zone-a burns? (firedrill plan -f drill.yaml: nothing is changed)"
+"$BIN/firedrill" plan -f examples/pangyo/drill.yaml || true
 
-step "The drill: zone-a goes dark for 30s (firedrill run --wait)"
-set +e
-"$BIN/firedrill" run -f examples/pangyo/drill.yaml --wait \
-  --junit "$OUT/pangyo-zone-a.xml" --json "$OUT/pangyo-zone-a.json" --html "$OUT/pangyo-zone-a.html"
-code=$?
-set -e
+step "Run 1: zone-a goes dark for 30s"
+first=0
+drill pangyo-before-fix || first=$?
+
+step "The fix: login in every zone (examples/pangyo/login-fix.yaml)"
+kubectl -n auth delete deployment login --wait=true >/dev/null
+kubectl apply -f examples/pangyo/login-fix.yaml
+kubectl -n auth rollout status deployment/login --timeout=120s >/dev/null
+wait_endpoints auth/login 3
+kubectl -n auth get pods -o jsonpath='{range .items[*]}{.metadata.name}{"\t"}{.spec.nodeName}{"\n"}{end}' | column -t
+"$BIN/firedrill" plan -f examples/pangyo/drill.yaml || true
+
+step "Run 2: the same drill after the fix"
+second=0
+drill pangyo-after-fix || second=$?
+
 echo
-echo "firedrill run exited $code (0 Passed, 1 Failed, 2 Aborted/Inconclusive, 3 could not run)"
-echo "HTML report: $OUT/pangyo-zone-a.html"
+echo "before the fix: firedrill run exited $first; after the fix: $second"
 if [[ -n ${FIREDRILL_DEMO_KEEP:-} ]]; then
   step "Still running. Use it with: eval \"\$($TESTBED env)\"; stop the operator with: kill $OP_PID; then: $TESTBED down"
 else
   step "Stopping everything the demo started"
 fi
-# The drill is expected to fail (authentication is pinned); anything but a verdict is an error.
-[[ $code -le 1 ]]
+# The story: the first drill fails (the cascade), the second passes (the fix).
+[[ $first -eq 1 && $second -eq 0 ]]

@@ -2,6 +2,7 @@
 # Real tools the tests use, installed by package name:
 #   prometheus (Debian)      the prometheus probe tests
 #   chromium (Debian)        the HTML report is rendered and screenshotted
+#   nftables (Debian)        the node agent's partition, tested in a network namespace
 #   junitparser, pillow      the JUnit report is parsed the way CI servers
 #   (PyPI)                   read it; the screenshot is checked not blank
 # Debian packages are installed without letting them start system services.
@@ -13,6 +14,7 @@ SUDO=
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 if ((${#need[@]})); then
   echo "[deps] installing from Debian's packages: ${need[*]}"
   created_policy=

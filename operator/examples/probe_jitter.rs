@@ -52,6 +52,8 @@ async fn main() {
             recovery_time_objective: "1m".into(),
             availability_objective: None,
             guard: None,
+            max_error_percent: 10.0,
+            depends_on: vec![],
         });
     }
     let spec = DataCenterFailureSpec {

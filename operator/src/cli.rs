@@ -1,7 +1,7 @@
 //! The `firedrill` command line (also installed as the kubectl plugin
 //! `kubectl-firedrill`).
 
-use crate::api::{self, GuardSpec, TargetSpec};
+use crate::api::{self, GuardSpec};
 use crate::controller;
 use crate::plan::{self, Request, Scope, collect};
 use crate::run;
@@ -49,6 +49,10 @@ enum Command {
     Run(RunArgs),
     /// Render the report of an experiment.
     Report(ReportArgs),
+    /// The node agent (a DaemonSet): cuts its node off the network while a
+    /// PowerLoss drill holds the node's zone, until the drill's deadline at
+    /// the latest. `cut` and `lift` act on this machine directly.
+    Agent(AgentArgs),
     /// Print the CustomResourceDefinitions (pipe into `kubectl apply -f -`).
     Crd {
         /// Write one file per CRD into this directory instead of printing.
@@ -83,23 +87,67 @@ struct OperatorArgs {
     /// How long a leader's Lease lasts without renewal before a standby takes over.
     #[arg(long, default_value = "15s", value_parser = parse_duration_arg)]
     leader_elect_lease_duration: Duration,
+    /// How long taking a zone down (marking, killing, tainting) may take before the experiment is aborted and restored.
+    #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
+    injection_timeout: Duration,
+    /// Look the probes' host names up in this hosts file (`ADDRESS NAME...`
+    /// lines) before DNS, like `curl --resolve`: for an operator running
+    /// outside the cluster that probes in-cluster names.
+    #[arg(long, value_name = "FILE", env = "FIREDRILL_PROBE_HOSTS")]
+    probe_hosts: Option<PathBuf>,
     /// Pause between node changes while injecting (to rehearse an operator crash mid-injection).
     #[arg(long, hide = true, value_parser = parse_duration_arg)]
     debug_inject_pause: Option<Duration>,
 }
 
 #[derive(Args)]
+struct AgentArgs {
+    #[command(subcommand)]
+    action: Option<AgentAction>,
+    /// The node this agent runs on.
+    #[arg(long, env = "NODE_NAME")]
+    node: Option<String>,
+    /// Addresses whose traffic the partition keeps (the agent's own, so it
+    /// hears the restore), repeatable.
+    #[arg(long = "spare", env = "POD_IP", value_delimiter = ',')]
+    spare: Vec<std::net::IpAddr>,
+    /// Put the rules into this network namespace (the host's:
+    /// /proc/1/ns/net, with hostPID) instead of the agent's own.
+    #[arg(long, value_name = "PATH")]
+    host_netns: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum AgentAction {
+    /// Cut this machine off now, until a Unix second at the latest.
+    Cut {
+        #[arg(long)]
+        until: i64,
+        /// Drop loopback traffic too (only for testing the rules in a
+        /// network namespace of their own).
+        #[arg(long)]
+        no_spare_loopback: bool,
+    },
+    /// Lift the partition now (the escape hatch).
+    Lift,
+}
+
+#[derive(Args)]
 struct PlanArgs {
-    /// The zone to plan the loss of.
+    /// Plan this DataCenterFailure (zone, target, guards and SLOs from its
+    /// spec; `-` for standard input). The flags below override it.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    file: Option<String>,
+    /// The zone to plan the loss of (required without --file).
+    #[arg(long, required_unless_present = "file")]
+    zone: Option<String>,
+    /// The node label that names a node's zone (default: topology.kubernetes.io/zone).
     #[arg(long)]
-    zone: String,
-    /// The node label that names a node's zone.
-    #[arg(long, default_value = "topology.kubernetes.io/zone")]
-    topology_key: String,
+    topology_key: Option<String>,
     /// Only these namespaces (repeatable; default: all).
     #[arg(long = "namespace", short = 'n')]
     namespaces: Vec<String>,
-    /// Never these namespaces (repeatable; default: kube-system).
+    /// Never these namespaces (repeatable), besides the system namespaces.
     #[arg(long = "exclude-namespace")]
     exclude_namespaces: Option<Vec<String>>,
     /// Only pods matching this label selector.
@@ -188,6 +236,7 @@ pub fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = match cli.command {
         Command::Crd { dir } => crd(dir).map(|()| ExitCode::SUCCESS),
+        Command::Agent(args) => rt.block_on(agent_cmd(args)).map(|()| ExitCode::SUCCESS),
         Command::Operator(args) => rt.block_on(operator(args)).map(|()| ExitCode::SUCCESS),
         Command::Plan(args) => rt.block_on(plan_cmd(args)),
         Command::Run(args) => rt.block_on(run_cmd(args)),
@@ -216,19 +265,27 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn client() -> anyhow::Result<kube::Client> {
-    let client = kube::Client::try_default()
+async fn clients() -> anyhow::Result<controller::Clients> {
+    let clients = controller::Clients::infer()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
-    client
+    clients
+        .calls
         .apiserver_version()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
-    Ok(client)
+    Ok(clients)
+}
+
+async fn client() -> anyhow::Result<kube::Client> {
+    Ok(clients().await?.calls)
 }
 
 async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
-    let client = client().await?;
+    let clients = clients().await?;
+    if let Some(hosts) = &args.probe_hosts {
+        crate::probe::use_hosts_file(hosts.clone());
+    }
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let lease_namespace = args
         .leader_elect_namespace
@@ -240,6 +297,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         concurrency: args.concurrency,
         restore_grace: args.restore_grace,
+        injection_timeout: args.injection_timeout,
         inject_pause: args.debug_inject_pause,
     };
     let listener = tokio::net::TcpListener::bind(&args.metrics_bind)
@@ -248,31 +306,55 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     let metrics_addr = listener.local_addr()?;
     tokio::spawn(crate::metrics::serve(listener));
     tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, metrics = %metrics_addr, "firedrill operator starting");
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stop requested");
+        let _ = stop_tx.send(true);
+    });
     if !args.leader_elect {
         crate::metrics::METRICS.leader.set(1);
-        controller::run(client, config).await?;
+        let ctx = controller::run(clients, config, stop).await?;
+        controller::stand_down(&ctx).await;
         tracing::info!("firedrill operator stopped");
         return Ok(());
     }
     let elector = crate::leader::Elector::new(
-        &client,
+        &clients.calls,
         &lease_namespace,
         LEASE_NAME,
         &crate::leader::identity(),
         args.leader_elect_lease_duration,
     );
+    let mut stopping = stop.clone();
     tokio::select! {
         _ = elector.acquire() => {}
-        _ = shutdown_signal() => {
+        _ = stopping.wait_for(|s| *s) => {
+            elector.retire_standby().await;
             tracing::info!("firedrill operator stopped before it became the leader");
             return Ok(());
         }
     }
+    elector.retire_standby().await;
     crate::metrics::METRICS.leader.set(1);
     tokio::select! {
-        done = controller::run(client, config) => {
-            done?;
+        done = controller::run(clients, config, stop) => {
+            let ctx = done?;
             crate::metrics::METRICS.leader.set(0);
+            // A rolling update: another operator stands by and continues
+            // every experiment from the cluster's state. Only the last
+            // operator standing restores what it holds.
+            match elector.standbys().await {
+                Ok(others) if !others.is_empty() => {
+                    ctx.save_all().await;
+                    tracing::info!(standbys = ?others, "handing the experiments over to a standby operator");
+                }
+                Ok(_) => controller::stand_down(&ctx).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell whether another operator stands by; restoring every zone held");
+                    controller::stand_down(&ctx).await;
+                }
+            }
             elector.release().await;
             tracing::info!("firedrill operator stopped");
             Ok(())
@@ -297,12 +379,42 @@ async fn shutdown_signal() {
     }
 }
 
+async fn agent_cmd(args: AgentArgs) -> anyhow::Result<()> {
+    if let Some(ns) = args.host_netns {
+        crate::agent::use_netns(ns);
+    }
+    match args.action {
+        Some(AgentAction::Cut {
+            until,
+            no_spare_loopback,
+        }) => {
+            crate::agent::cut(&crate::agent::Partition {
+                until,
+                spare_loopback: !no_spare_loopback,
+                spare: args.spare,
+            })
+            .await
+        }
+        Some(AgentAction::Lift) => crate::agent::lift().await,
+        None => {
+            let node = args
+                .node
+                .ok_or_else(|| anyhow::anyhow!("--node (or NODE_NAME) is required"))?;
+            crate::agent::run(client().await?, node, args.spare).await
+        }
+    }
+}
+
 async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let client = client().await?;
-    let mut target = TargetSpec {
-        namespaces: args.namespaces,
-        ..TargetSpec::default()
+    let from = match &args.file {
+        Some(path) => Some(run::read_experiment(path)?.spec),
+        None => None,
     };
+    let client = client().await?;
+    let mut target = from.as_ref().map(|s| s.target.clone()).unwrap_or_default();
+    if !args.namespaces.is_empty() {
+        target.namespaces = args.namespaces;
+    }
     if let Some(ex) = args.exclude_namespaces {
         target.exclude_namespaces = ex;
     }
@@ -311,15 +423,30 @@ async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
         scope.selector =
             Some(plan::parse_selector(sel).map_err(|e| anyhow::anyhow!("--selector: {e}"))?);
     }
+    let zone = args
+        .zone
+        .or_else(|| from.as_ref().map(|s| s.zone.clone()))
+        .unwrap_or_default();
+    let topology_key = args
+        .topology_key
+        .or_else(|| from.as_ref().map(|s| s.topology_key.clone()))
+        .unwrap_or_else(api::default_topology_key);
     let req = Request {
-        zone: args.zone.clone(),
-        topology_key: args.topology_key.clone(),
+        zone,
+        topology_key,
         scope,
-        guards: GuardSpec::default(),
+        guards: from
+            .as_ref()
+            .map(|s| s.guards.clone())
+            .unwrap_or_else(GuardSpec::default),
+        power_loss: from
+            .as_ref()
+            .is_some_and(|s| s.fault.mode == api::FaultMode::PowerLoss),
     };
     let opts = collect::Options {
         measure_capacity: !args.no_capacity,
         concurrency: collect::DEFAULT_CONCURRENCY,
+        slos: from.as_ref().map(|s| s.slos.clone()).unwrap_or_default(),
         ..Default::default()
     };
     let snap = collect::snapshot(&client, &req.zone, &req.topology_key, &opts).await?;
@@ -330,7 +457,10 @@ async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(&report)?),
-        Output::Table => print!("{}", plan_table(&req, &p, guards.as_ref().err())),
+        Output::Table => print!(
+            "{}",
+            plan_table(&req, &p, guards.as_ref().err(), from.is_some())
+        ),
     }
     Ok(if guards.is_ok() {
         ExitCode::SUCCESS
@@ -339,7 +469,12 @@ async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn plan_table(req: &Request, p: &plan::Plan, refusal: Option<&plan::Refusal>) -> String {
+fn plan_table(
+    req: &Request,
+    p: &plan::Plan,
+    refusal: Option<&plan::Refusal>,
+    own_guards: bool,
+) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(
@@ -386,6 +521,18 @@ fn plan_table(req: &Request, p: &plan::Plan, refusal: Option<&plan::Refusal>) ->
     }
     let _ = writeln!(
         s,
+        "\nWORKLOADS WHOSE REPLACEMENTS CANNOT BE SCHEDULED ({})",
+        p.unplaceable.len()
+    );
+    for u in &p.unplaceable {
+        let _ = writeln!(
+            s,
+            "  {:<40} {} of {} replacements: {}",
+            u.workload, u.unplaceable, u.lost, u.rule
+        );
+    }
+    let _ = writeln!(
+        s,
         "\nPODDISRUPTIONBUDGETS A FIRE WOULD VIOLATE ({})",
         p.pdbs_violated.len()
     );
@@ -418,9 +565,30 @@ fn plan_table(req: &Request, p: &plan::Plan, refusal: Option<&plan::Refusal>) ->
             );
         }
     }
+    if !p.slo_predictions.is_empty() {
+        let _ = writeln!(s, "\nSLO PREDICTIONS ({})", p.slo_predictions.len());
+        for x in &p.slo_predictions {
+            let v = x
+                .verdict
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            let _ = writeln!(s, "  {:<18} {:<13} {}", x.slo, v, x.why);
+        }
+    }
+    if !p.warnings.is_empty() {
+        let _ = writeln!(s, "\nWARNINGS ({})", p.warnings.len());
+        for w in &p.warnings {
+            let _ = writeln!(s, "  {w}");
+        }
+    }
+    let which = if own_guards {
+        "the experiment's guards"
+    } else {
+        "default guards"
+    };
     let _ = match refusal {
         Some(r) => writeln!(s, "\nGUARDS  would refuse: {r}"),
-        None => writeln!(s, "\nGUARDS  pass (with default guards)"),
+        None => writeln!(s, "\nGUARDS  pass (with {which})"),
     };
     s
 }
@@ -438,7 +606,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let done = run::follow(&client, &name, args.timeout).await?;
-    let rec = run::recording(&client, &name).await;
+    let rec = run::recording(&done, &client).await;
     println!(
         "\n{}",
         run::write_reports(&done, &rec, &args.files.outputs())?
@@ -453,7 +621,7 @@ async fn report_cmd(args: ReportArgs) -> anyhow::Result<ExitCode> {
         .get_opt(&args.name)
         .await?
         .ok_or_else(|| run::UsageError(format!("datacenterfailure {} not found", args.name)))?;
-    let rec = run::recording(&client, &args.name).await;
+    let rec = run::recording(&exp, &client).await;
     match args.output {
         ReportOutput::Table => {
             println!("{}", run::write_reports(&exp, &rec, &args.files.outputs())?)

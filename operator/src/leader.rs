@@ -6,13 +6,21 @@
 //! candidates never both win. Expiry is judged from the Lease's `renewTime`
 //! against this process's clock: clocks must agree to well within the lease
 //! duration. A leader that cannot renew for two thirds of the duration stops
-//! acting (the process exits) before anyone else may take over.
+//! acting (the process exits) before anyone else may take over. Every
+//! attempt to renew has a timeout shorter than that deadline, so a hung call
+//! cannot outlive it.
+//!
+//! Standbys say they are there: each keeps a small Lease of its own
+//! (`firedrill-operator-standby-…`, renewed as it waits). A leader that is
+//! asked to stop checks for a live standby: if there is one (a rolling
+//! update), it hands its experiments over untouched; only when no other
+//! operator is left does it restore every zone it holds.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use std::time::Duration;
 
 /// What a candidate may do with a Lease, decided from its spec alone.
@@ -170,12 +178,26 @@ impl Elector {
         }
     }
 
-    /// Wait until this candidate holds the lease.
+    /// One attempt, bounded by `limit`.
+    async fn attempt(&self, limit: Duration) -> Result<Decision, String> {
+        match tokio::time::timeout(limit, self.try_once()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {limit:?}")),
+        }
+    }
+
+    /// How long one attempt may take: well inside the renew deadline.
+    fn attempt_limit(&self) -> Duration {
+        (self.duration / 4).max(Duration::from_millis(250))
+    }
+
+    /// Wait until this candidate holds the lease, saying meanwhile that a
+    /// standby is there.
     pub async fn acquire(&self) {
         let retry = (self.duration / 5).max(Duration::from_millis(500));
         let mut last_holder = String::new();
         loop {
-            match self.try_once().await {
+            match self.attempt(self.attempt_limit()).await {
                 Ok(Decision::Ours) => {
                     tracing::info!(lease = %format!("{}/{}", self.namespace, self.name), identity = %self.identity, "became the leader");
                     return;
@@ -183,6 +205,11 @@ impl Elector {
                 Ok(Decision::Held { holder, expires_in }) => {
                     // A standby that reaches the API server is ready to lead.
                     crate::metrics::READY.store(true, std::sync::atomic::Ordering::Relaxed);
+                    match tokio::time::timeout(self.attempt_limit(), self.heartbeat()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the standby lease"),
+                        Err(_) => tracing::warn!("renewing the standby lease timed out"),
+                    }
                     if holder != last_holder {
                         tracing::info!(lease = %format!("{}/{}", self.namespace, self.name), %holder, expires_in = ?expires_in, "standing by: another operator is the leader");
                         last_holder = holder;
@@ -208,7 +235,7 @@ impl Elector {
         loop {
             tokio::time::sleep(wait).await;
             wait = retry;
-            match self.try_once().await {
+            match self.attempt(self.attempt_limit()).await {
                 Ok(Decision::Ours) => {
                     renewed = tokio::time::Instant::now();
                     wait = every;
@@ -223,6 +250,94 @@ impl Elector {
                 return format!("the lease could not be renewed for {:?}", renewed.elapsed());
             }
         }
+    }
+
+    fn standby_name(&self) -> String {
+        // FNV-1a: a short, stable name per identity.
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in self.identity.bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+        format!("{}-standby-{h:016x}", self.name)
+    }
+
+    /// Renew this standby's own Lease.
+    async fn heartbeat(&self) -> Result<(), kube::Error> {
+        let name = self.standby_name();
+        let spec = LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.duration.as_secs().max(1) as i32),
+            renew_time: Some(MicroTime(Timestamp::now())),
+            ..Default::default()
+        };
+        match self.api.get_opt(&name).await? {
+            Some(mut lease) => {
+                lease.spec = Some(spec);
+                self.api
+                    .replace(&name, &PostParams::default(), &lease)
+                    .await?;
+            }
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(name),
+                        namespace: Some(self.namespace.clone()),
+                        labels: Some(
+                            [
+                                (
+                                    "app.kubernetes.io/name".to_string(),
+                                    "firedrill".to_string(),
+                                ),
+                                (STANDBY_LABEL.to_string(), self.name.clone()),
+                            ]
+                            .into(),
+                        ),
+                        ..Default::default()
+                    },
+                    spec: Some(spec),
+                };
+                self.api.create(&PostParams::default(), &lease).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop saying this candidate stands by (it leads now, or it stops).
+    pub async fn retire_standby(&self) {
+        let _ = self
+            .api
+            .delete(&self.standby_name(), &DeleteParams::default())
+            .await;
+    }
+
+    /// Other operators standing by now (their standby Lease is fresh).
+    /// Expired standby Leases of crashed operators are cleaned up on the way.
+    pub async fn standbys(&self) -> Result<Vec<String>, kube::Error> {
+        let now = Timestamp::now();
+        let lp = ListParams::default().labels(&format!("{STANDBY_LABEL}={}", self.name));
+        let mut alive = vec![];
+        for lease in self.api.list(&lp).await?.items {
+            let Some(spec) = lease.spec.as_ref() else {
+                continue;
+            };
+            let holder = spec.holder_identity.clone().unwrap_or_default();
+            if holder == self.identity {
+                continue;
+            }
+            match decide(Some(spec), &self.identity, now) {
+                Decision::Held { .. } => alive.push(holder),
+                _ => {
+                    let stale = spec
+                        .renew_time
+                        .as_ref()
+                        .is_some_and(|t| now.duration_since(t.0) > SignedDuration::from_secs(3600));
+                    if stale && let Some(name) = &lease.metadata.name {
+                        let _ = self.api.delete(name, &DeleteParams::default()).await;
+                    }
+                }
+            }
+        }
+        Ok(alive)
     }
 
     /// Give the lease up so a standby takes over at once (only if still ours).
@@ -251,6 +366,9 @@ impl Elector {
         }
     }
 }
+
+/// Label on standby Leases; its value is the leader Lease's name.
+pub const STANDBY_LABEL: &str = "chaos.firedrill.dev/standby-for";
 
 /// This process's identity: the pod name in a cluster, else host and pid.
 pub fn identity() -> String {

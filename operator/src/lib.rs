@@ -6,14 +6,17 @@
 //! [`fault`] (taking the zone down and keeping it dark), [`restore`] (undoing
 //! exactly what was changed), [`controller`] (the lifecycle state machine).
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod exclusion;
 pub mod fault;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod probe;
+pub mod record;
 pub mod report;
 pub mod restore;
 pub mod run;
@@ -35,6 +38,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// The object changed since it was read (a conditional write lost).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(e)) => e.code == 409,
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.is_conflict(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// A short, bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {

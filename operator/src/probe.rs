@@ -10,16 +10,88 @@
 use crate::api::{DataCenterFailure, HttpMethod, Probe, SecretKeyRef, SloSpec, parse_duration};
 use crate::slo::{Outcome, Timeline};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::AbortHandle;
+
+/// A hosts file (`ADDRESS NAME...` lines) the probes look names up in first,
+/// like `curl --resolve`: how an operator running outside the cluster
+/// reaches in-cluster names. Set once, at start-up.
+static HOSTS_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Look probe host names up in `path` first (re-read when it changes).
+pub fn use_hosts_file(path: std::path::PathBuf) {
+    let _ = HOSTS_FILE.set(path);
+}
+
+/// The address the hosts file gives `name`, if any.
+pub fn hosts_lookup(name: &str) -> Option<std::net::IpAddr> {
+    type Cache = (
+        Option<std::time::SystemTime>,
+        std::collections::BTreeMap<String, std::net::IpAddr>,
+    );
+    static CACHE: Mutex<Cache> = Mutex::new((None, BTreeMap::new()));
+    let path = HOSTS_FILE.get()?;
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut cache = CACHE.lock().unwrap();
+    if cache.0 != modified || modified.is_none() {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        cache.1 = parse_hosts(&text);
+        cache.0 = modified;
+    }
+    cache.1.get(name.trim_end_matches('.')).copied()
+}
+
+/// `ADDRESS NAME...` lines; `#` starts a comment.
+pub fn parse_hosts(text: &str) -> BTreeMap<String, std::net::IpAddr> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let Some(ip) = words.next().and_then(|a| a.parse().ok()) else {
+            continue;
+        };
+        for name in words {
+            out.insert(name.to_string(), ip);
+        }
+    }
+    out
+}
+
+/// Resolves through the hosts file first, then the system resolver.
+struct HostsResolver;
+
+impl reqwest::dns::Resolve for HostsResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            if let Some(ip) = hosts_lookup(&host) {
+                let addrs: reqwest::dns::Addrs =
+                    Box::new(std::iter::once(std::net::SocketAddr::new(ip, 0)));
+                return Ok(addrs);
+            }
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+fn with_hosts(b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    if HOSTS_FILE.get().is_some() {
+        b.dns_resolver(Arc::new(HostsResolver))
+    } else {
+        b
+    }
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -47,6 +119,7 @@ pub enum Prober {
         op: Comparison,
         threshold: f64,
         token: Option<String>,
+        empty: crate::api::EmptyResult,
     },
     Service {
         client: Client,
@@ -136,7 +209,7 @@ impl Prober {
         client: &Client,
     ) -> Result<Prober, String> {
         if let Some(h) = &probe.http {
-            let mut b = reqwest::Client::builder()
+            let mut b = with_hosts(reqwest::Client::builder())
                 .timeout(timeout)
                 .redirect(reqwest::redirect::Policy::limited(5))
                 .no_proxy();
@@ -188,7 +261,7 @@ impl Prober {
                 Some(r) => Some(secret_value(client, r).await?),
                 None => None,
             };
-            let http = reqwest::Client::builder()
+            let http = with_hosts(reqwest::Client::builder())
                 .timeout(timeout)
                 .no_proxy()
                 .build()
@@ -200,6 +273,7 @@ impl Prober {
                 op,
                 threshold,
                 token,
+                empty: p.empty_result,
             });
         }
         if let Some(k) = &probe.kubernetes {
@@ -267,7 +341,11 @@ impl Prober {
                 (Outcome::Ok, None)
             }
             Prober::Tcp { host, port } => {
-                match tokio::net::TcpStream::connect((host.as_str(), *port)).await {
+                let connected = match hosts_lookup(host) {
+                    Some(ip) => tokio::net::TcpStream::connect((ip, *port)).await,
+                    None => tokio::net::TcpStream::connect((host.as_str(), *port)).await,
+                };
+                match connected {
                     Ok(_) => (Outcome::Ok, None),
                     Err(e) => (Outcome::Fail, Some(format!("connect {host}:{port}: {e}"))),
                 }
@@ -279,6 +357,7 @@ impl Prober {
                 op,
                 threshold,
                 token,
+                empty,
             } => {
                 let mut req = client
                     .get(format!("{url}/api/v1/query"))
@@ -310,11 +389,19 @@ impl Prober {
                     }
                 };
                 match prometheus_value(&body) {
-                    Ok(v) if op.holds(v, *threshold) => (Outcome::Ok, None),
-                    Ok(v) => (
+                    Ok(Some(v)) if op.holds(v, *threshold) => (Outcome::Ok, None),
+                    Ok(Some(v)) => (
                         Outcome::Fail,
                         Some(format!("{v} does not satisfy {op:?} {threshold}")),
                     ),
+                    Ok(None) => {
+                        let why = Some("prometheus: the query returned no series".to_string());
+                        match empty {
+                            crate::api::EmptyResult::Fail => (Outcome::Fail, why),
+                            crate::api::EmptyResult::Ok => (Outcome::Ok, None),
+                            crate::api::EmptyResult::Error => (Outcome::Error, why),
+                        }
+                    }
                     Err(e) => (Outcome::Error, Some(e)),
                 }
             }
@@ -434,8 +521,9 @@ async fn workload_available(
     })
 }
 
-/// The single number of an instant-query answer (scalar, or a one-element vector).
-pub fn prometheus_value(body: &serde_json::Value) -> Result<f64, String> {
+/// The single number of an instant-query answer (scalar, or a one-element
+/// vector); `None` when the vector is empty.
+pub fn prometheus_value(body: &serde_json::Value) -> Result<Option<f64>, String> {
     if body["status"] != "success" {
         return Err(format!(
             "prometheus: {}",
@@ -448,7 +536,7 @@ pub fn prometheus_value(body: &serde_json::Value) -> Result<f64, String> {
         Some("vector") => {
             let result = data["result"].as_array().ok_or("prometheus: no result")?;
             match result.len() {
-                0 => return Err("prometheus: the query returned no series".into()),
+                0 => return Ok(None),
                 1 => &result[0]["value"][1],
                 n => {
                     return Err(format!(
@@ -462,6 +550,7 @@ pub fn prometheus_value(body: &serde_json::Value) -> Result<f64, String> {
     value
         .as_str()
         .and_then(|s| s.parse().ok())
+        .map(Some)
         .ok_or_else(|| "prometheus: the value is not a number".into())
 }
 
@@ -498,9 +587,9 @@ impl Runner {
         let mut timelines = BTreeMap::new();
         let mut tasks = vec![];
         for slo in &obj.spec.slos {
-            let tl = Arc::new(Mutex::new(
-                previous.slos.get(&slo.name).cloned().unwrap_or_default(),
-            ));
+            let mut kept = previous.slos.get(&slo.name).cloned().unwrap_or_default();
+            kept.cap_ms = sample_cap(slo).as_millis() as i64;
+            let tl = Arc::new(Mutex::new(kept));
             timelines.insert(slo.name.clone(), tl.clone());
             let task = tokio::spawn(run_slo(
                 client.clone(),
@@ -518,6 +607,13 @@ impl Runner {
         }
     }
 
+    /// A window edge at `t` (injection, start of the restore) on every SLO.
+    pub fn mark(&self, t: i64) {
+        for tl in self.timelines.values() {
+            tl.lock().unwrap().mark(t);
+        }
+    }
+
     pub fn recording(&self) -> Recording {
         Recording {
             slos: self
@@ -527,6 +623,14 @@ impl Runner {
                 .collect(),
         }
     }
+}
+
+/// The longest time one sample stands for: the longer of the interval and
+/// the timeout (a probe that hangs delays the next one), plus one interval.
+pub fn sample_cap(slo: &SloSpec) -> Duration {
+    let interval = parse_duration(&slo.interval).unwrap_or(Duration::from_secs(1));
+    let timeout = parse_duration(&slo.timeout).unwrap_or(Duration::from_secs(1));
+    interval.max(timeout) + interval
 }
 
 async fn run_slo(
@@ -557,7 +661,7 @@ async fn run_slo(
                 Err(e) => {
                     let mut tl = timeline.lock().unwrap();
                     tl.push(at, Outcome::Error);
-                    tl.last_error = Some(e);
+                    tl.set_error(e);
                     continue;
                 }
             }
@@ -570,8 +674,8 @@ async fn run_slo(
         let failing_ms = {
             let mut tl = timeline.lock().unwrap();
             tl.push(at, outcome);
-            if why.is_some() {
-                tl.last_error = why;
+            if let Some(why) = why {
+                tl.set_error(why);
             }
             tl.failing_for(now_ms())
         };
@@ -579,7 +683,7 @@ async fn run_slo(
         let armed = armed_at.load(Ordering::Relaxed);
         if let Some(tol) = tolerance
             && armed > 0
-            && outcome == Outcome::Fail
+            && outcome != Outcome::Ok
             && failing_ms > tol
             && now_ms() - armed > tol
             && !tripped.swap(true, Ordering::Relaxed)
@@ -603,53 +707,6 @@ async fn run_slo(
     }
 }
 
-/// Where an experiment's recording is kept.
-pub fn recording_name(experiment: &str) -> String {
-    format!("firedrill-{experiment}")
-}
-
-/// Save the recording in a ConfigMap owned by the experiment (deleted with it).
-pub async fn save(
-    client: &Client,
-    namespace: &str,
-    obj: &DataCenterFailure,
-    rec: &Recording,
-) -> kube::Result<()> {
-    let owner = obj
-        .controller_owner_ref(&())
-        .map(|r| vec![r])
-        .unwrap_or_default();
-    let cm = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": recording_name(&obj.name_any()),
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "firedrill", "chaos.firedrill.dev/experiment": obj.name_any()},
-            "ownerReferences": owner,
-        },
-        "data": {"timeline.json": serde_json::to_string(rec).unwrap()},
-    });
-    Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .patch(
-            &recording_name(&obj.name_any()),
-            &PatchParams::apply(crate::controller::MANAGER).force(),
-            &Patch::Apply(&cm),
-        )
-        .await?;
-    Ok(())
-}
-
-/// Load a saved recording (empty when there is none).
-pub async fn load(client: &Client, namespace: &str, experiment: &str) -> kube::Result<Recording> {
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .get_opt(&recording_name(experiment))
-        .await?;
-    Ok(cm
-        .and_then(|c| serde_json::from_str(c.data?.get("timeline.json")?).ok())
-        .unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,11 +723,11 @@ mod tests {
     #[test]
     fn prometheus_answers() {
         let v = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "0.25"]}]}});
-        assert_eq!(prometheus_value(&v), Ok(0.25));
+        assert_eq!(prometheus_value(&v), Ok(Some(0.25)));
         let s = serde_json::json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "3"]}});
-        assert_eq!(prometheus_value(&s), Ok(3.0));
+        assert_eq!(prometheus_value(&s), Ok(Some(3.0)));
         let empty = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": []}});
-        assert!(prometheus_value(&empty).unwrap_err().contains("no series"));
+        assert_eq!(prometheus_value(&empty), Ok(None));
         let err = serde_json::json!({"status": "error", "error": "parse error"});
         assert!(prometheus_value(&err).unwrap_err().contains("parse error"));
     }

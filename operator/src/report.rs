@@ -41,6 +41,14 @@ impl Input<'_> {
     fn verdict(&self) -> Option<Verdict> {
         self.experiment.status.as_ref()?.verdict
     }
+    /// Where the recording ends: when the experiment ended, or now.
+    fn end_ms(&self) -> i64 {
+        [Phase::Completed, Phase::Aborted, Phase::Failed]
+            .into_iter()
+            .filter_map(|p| self.phase_ms(p))
+            .max()
+            .unwrap_or_else(crate::probe::now_ms)
+    }
     fn phase(&self) -> String {
         self.experiment
             .status
@@ -55,6 +63,17 @@ impl Input<'_> {
             .as_ref()
             .and_then(|s| s.reason.clone())
             .unwrap_or_default()
+    }
+}
+
+/// Whether the plan predicted this outcome: `yes`, `no`, or `unknown` when
+/// it could not tell (`-` before the verdict).
+pub fn predicted(r: &crate::api::SloStatus) -> &'static str {
+    match (r.verdict, r.predicted) {
+        (None, _) => "-",
+        (Some(_), None) => "unknown",
+        (Some(v), Some(p)) if v == p => "yes",
+        (Some(_), Some(_)) => "no",
     }
 }
 
@@ -101,6 +120,11 @@ pub fn json(input: &Input) -> Value {
                 "firstFailureAt": r.first_failure_at,
                 "recoveredAt": r.recovered_at,
                 "message": r.message,
+                "cause": r.cause,
+                "errors": r.errors,
+                "errorPercent": r.error_percent,
+                "predictedVerdict": r.predicted,
+                "predicted": predicted(&r),
             })
         })
         .collect();
@@ -109,8 +133,20 @@ pub fn json(input: &Input) -> Value {
         .slos
         .iter()
         .map(|(name, tl)| {
-            let runs: Vec<Value> = tl.runs.iter().map(|r| json!({"outcome": r.outcome, "from": r.first, "to": r.last, "count": r.count})).collect();
-            (name.clone(), Value::Array(runs))
+            let segments: Vec<Value> = tl
+                .segments_until(input.end_ms())
+                .iter()
+                .map(|g| {
+                    json!({
+                        "outcome": g.outcome,
+                        "from": g.start,
+                        "to": g.end,
+                        "samples": {"ok": g.counts[0], "failed": g.counts[1], "error": g.counts[2]},
+                        "milliseconds": {"ok": g.ms[0], "failed": g.ms[1], "error": g.ms[2]},
+                    })
+                })
+                .collect();
+            (name.clone(), Value::Array(segments))
         })
         .collect();
     json!({
@@ -190,6 +226,13 @@ pub fn junit(input: &Input) -> String {
             r.samples,
             r.failures
         );
+        let measured = match &r.cause {
+            Some(c) => format!(
+                "{measured}; predicted by the plan: {}; cause: {c}",
+                predicted(&r)
+            ),
+            None => format!("{measured}; predicted by the plan: {}", predicted(&r)),
+        };
         match r.verdict {
             Some(Verdict::Passed) => {}
             Some(Verdict::Failed) => {
@@ -266,8 +309,8 @@ pub fn table(input: &Input) -> String {
     if !exp.spec.slos.is_empty() {
         let _ = writeln!(
             s,
-            "\n{:<18} {:<13} {:>16} {:>18} {:>9}  DETAIL",
-            "SLO", "VERDICT", "RECOVERED IN", "AVAILABILITY", "SAMPLES"
+            "\n{:<18} {:<13} {:>16} {:>18} {:>9} {:<10} DETAIL",
+            "SLO", "VERDICT", "RECOVERED IN", "AVAILABILITY", "SAMPLES", "PREDICTED"
         );
         for spec in &exp.spec.slos {
             let r = slo_status(&st, &spec.name);
@@ -288,14 +331,23 @@ pub fn table(input: &Input) -> String {
             let crit = if spec.critical { "" } else { " (non-critical)" };
             let _ = writeln!(
                 s,
-                "{:<18} {:<13} {:>16} {:>18} {:>9}  {}{crit}",
+                "{:<18} {:<13} {:>16} {:>18} {:>9} {:<10} {}{crit}",
                 spec.name,
                 verdict,
                 ttr,
                 avail,
                 r.samples,
-                r.message.unwrap_or_default()
+                predicted(&r),
+                r.message.clone().unwrap_or_default()
             );
+            if let Some(cause) = &r.cause {
+                let _ = writeln!(s, "{:<18} cause: {cause}", "");
+            }
+        }
+    }
+    if let Some(plan) = &st.plan {
+        for w in &plan.warnings {
+            let _ = writeln!(s, "warning: {w}");
         }
     }
     if let Some(plan) = &st.plan {
@@ -341,9 +393,23 @@ pub fn html(input: &Input) -> String {
         .unwrap_or_else(|| input.phase());
 
     // Time axis: from the first sample (or baseline) to the last sample (or finish).
-    let runs = input.recording.slos.values().flat_map(|t| t.runs.iter());
-    let first = runs.clone().map(|r| r.first).min();
-    let last = runs.map(|r| r.last).max();
+    let end = input.end_ms();
+    let segments: Vec<(String, Vec<crate::slo::Segment>)> = input
+        .recording
+        .slos
+        .iter()
+        .map(|(n, t)| (n.clone(), t.segments_until(end)))
+        .collect();
+    let first = segments
+        .iter()
+        .flat_map(|(_, s)| s.first())
+        .map(|g| g.start)
+        .min();
+    let last = segments
+        .iter()
+        .flat_map(|(_, s)| s.last())
+        .map(|g| g.end)
+        .max();
     let injected = input.injected_ms();
     let restore = input.phase_ms(Phase::Restoring);
     let t0 = [first, input.phase_ms(Phase::Baseline), injected]
@@ -404,27 +470,27 @@ pub fn html(input: &Input) -> String {
             svg,
             "<rect x=\"{left}\" y=\"{y:.1}\" width=\"{width}\" height=\"{lane_h}\" fill=\"#f6f8fa\" stroke=\"#d0d7de\"/>"
         );
-        if let Some(tl) = input.recording.slos.get(&spec.name) {
-            for run in &tl.runs {
-                let fill = match run.outcome {
-                    Outcome::Ok => "#2da44e",
-                    Outcome::Fail => "#cf222e",
-                    Outcome::Error => "#8c959f",
+        if let Some((_, segs)) = segments.iter().find(|(n, _)| *n == spec.name) {
+            for g in segs {
+                // A plain run has its outcome's colour; a stretch merged to
+                // keep the recording small is shaded by its share of failures.
+                let (class, fill, opacity) = match g.outcome {
+                    Some(Outcome::Ok) => ("Ok", "#2da44e", 1.0),
+                    Some(Outcome::Fail) => ("Fail", "#cf222e", 1.0),
+                    Some(Outcome::Error) => ("Error", "#8c959f", 1.0),
+                    None => {
+                        let answered = (g.ms[0] + g.ms[1]).max(1) as f64;
+                        ("Mixed", "#cf222e", 0.25 + 0.75 * g.ms[1] as f64 / answered)
+                    }
                 };
-                // A run covers its samples; extend it to where the next sample would be.
-                let step = if run.count > 1 {
-                    (run.last - run.first) / (run.count as i64 - 1)
-                } else {
-                    250
-                };
-                let (a, b) = (x(run.first), x((run.last + step).min(t1)));
+                let (a, b) = (x(g.start.max(t0)), x(g.end.min(t1)));
                 let _ = write!(
                     svg,
-                    "<rect class=\"run {:?}\" x=\"{a:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{lane_h}\" fill=\"{fill}\"><title>{:?}: {} samples</title></rect>",
-                    run.outcome,
+                    "<rect class=\"run {class}\" x=\"{a:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{lane_h}\" fill=\"{fill}\" fill-opacity=\"{opacity:.2}\"><title>{class}: {} ok, {} failed, {} could not run</title></rect>",
                     (b - a).max(0.8),
-                    run.outcome,
-                    run.count
+                    g.counts[0],
+                    g.counts[1],
+                    g.counts[2]
                 );
             }
         }
@@ -462,7 +528,7 @@ pub fn html(input: &Input) -> String {
         let r = slo_status(&st, &spec.name);
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td><span class=\"pill\" style=\"background:{}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td><span class=\"pill\" style=\"background:{}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"predicted\">{}</td><td>{}</td></tr>",
             xml_escape(&spec.name),
             color(r.verdict),
             r.verdict
@@ -482,7 +548,11 @@ pub fn html(input: &Input) -> String {
             spec.availability_objective
                 .map(|a| format!("{a}%"))
                 .unwrap_or_else(|| "-".into()),
-            xml_escape(&r.message.unwrap_or_default())
+            predicted(&r),
+            xml_escape(&match &r.cause {
+                Some(c) => format!("{}. Cause: {c}", r.message.clone().unwrap_or_default()),
+                None => r.message.clone().unwrap_or_default(),
+            })
         );
     }
     let mut findings = String::new();
@@ -537,7 +607,7 @@ table{{border-collapse:collapse;margin:14px 0}} td,th{{border-bottom:1px solid #
 <p class="muted">phase {phase} · dark for {duration} · {killed} pods killed on {cordoned} nodes · {restored} nodes restored</p>
 {svg}
 <p class="legend muted"><span style="background:#2da44e"></span>healthy<span style="background:#cf222e"></span>failing<span style="background:#8c959f"></span>probe could not run<span style="background:#24292f;opacity:.25"></span>zone dark<span style="border-left:2px dashed #0969da;height:12px;width:0"></span>recovery-time objective</p>
-<table id="slos"><tr><th>SLO</th><th>verdict</th><th>recovered in</th><th>objective</th><th>availability</th><th>objective</th><th>detail</th></tr>{rows}</table>
+<table id="slos"><tr><th>SLO</th><th>verdict</th><th>recovered in</th><th>objective</th><th>availability</th><th>objective</th><th>predicted</th><th>detail</th></tr>{rows}</table>
 <h2 style="font-size:17px">What the plan found</h2>
 {findings}
 </body></html>

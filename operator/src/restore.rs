@@ -10,15 +10,10 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
 
-/// Restore every node this experiment holds. Returns how many were restored.
-pub async fn restore(
-    client: &Client,
-    name: &str,
-    uid: &str,
-    concurrency: usize,
-) -> Result<i32, crate::Error> {
+/// Restore every node the experiment with this uid holds. Returns how many were restored.
+pub async fn restore(client: &Client, uid: &str, concurrency: usize) -> Result<i32, crate::Error> {
     let api = Api::<Node>::all(client.clone());
-    let held: Vec<String> = held_nodes(client, name, uid)
+    let held: Vec<String> = held_nodes(client, uid)
         .await?
         .iter()
         .map(|n| n.name_any())
@@ -35,8 +30,9 @@ pub async fn restore(
 }
 
 /// Restore nodes whose experiment no longer exists (deleted while no operator
-/// was running and its finalizer removed by hand, or recreated under the same
-/// name). Returns the nodes restored.
+/// was running, its finalizer removed by hand, or recreated under the same
+/// name). Returns the nodes restored. Only marked nodes are listed, so this is
+/// cheap enough to run periodically.
 pub async fn restore_orphans(client: &Client) -> Result<Vec<String>, crate::Error> {
     let nodes = Api::<Node>::all(client.clone());
     let marked = nodes
@@ -51,7 +47,7 @@ pub async fn restore_orphans(client: &Client) -> Result<Vec<String>, crate::Erro
         .await?
         .items
         .into_iter()
-        .map(|e| (e.name_any(), e.uid().unwrap_or_default()))
+        .map(|e| (e.uid().unwrap_or_default(), e.name_any()))
         .collect();
     let mut restored = vec![];
     for node in marked {
@@ -59,7 +55,7 @@ pub async fn restore_orphans(client: &Client) -> Result<Vec<String>, crate::Erro
             Some(m) => (m.uid, m.experiment),
             None => (String::new(), node.labels()[MARK_LABEL].clone()),
         };
-        if live.get(&experiment) == Some(&uid) {
+        if live.contains_key(&uid) {
             continue;
         }
         let name = node.name_any();

@@ -7,8 +7,7 @@ use crate::api::{ABORT_ANNOTATION, DataCenterFailure, Phase, Verdict};
 use crate::probe::{self, Recording};
 use crate::report;
 use crate::slo::Outcome;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -61,18 +60,8 @@ pub fn read_experiment(path: &str) -> Result<DataCenterFailure, UsageError> {
 }
 
 /// The probe recording of an experiment, wherever the operator keeps it.
-pub async fn recording(client: &Client, name: &str) -> Recording {
-    let lp = ListParams::default().labels(&format!(
-        "chaos.firedrill.dev/experiment={name},app.kubernetes.io/managed-by=firedrill"
-    ));
-    let Ok(list) = Api::<ConfigMap>::all(client.clone()).list(&lp).await else {
-        return Recording::default();
-    };
-    list.items
-        .into_iter()
-        .find(|c| c.name_any() == probe::recording_name(name))
-        .and_then(|c| serde_json::from_str(c.data?.get("timeline.json")?).ok())
-        .unwrap_or_default()
+pub async fn recording(exp: &DataCenterFailure, client: &Client) -> Recording {
+    crate::record::find_timeline(client, &exp.uid().unwrap_or_default()).await
 }
 
 /// Write the requested report files and return the terminal table.
@@ -193,19 +182,15 @@ fn progress(exp: &DataCenterFailure, rec: &Recording, started: Instant) -> Vec<S
             lines.push(format!("    {:<16} waiting for samples", slo.name));
             continue;
         };
-        let total: u64 = tl.runs.iter().map(|r| r.count).sum();
-        let failed: u64 = tl
-            .runs
-            .iter()
-            .filter(|r| r.outcome == Outcome::Fail)
-            .map(|r| r.count)
-            .sum();
-        let state = match tl.runs.last() {
-            Some(r) if r.outcome == Outcome::Ok => "healthy".to_string(),
-            Some(r) if r.outcome == Outcome::Fail => {
-                format!("FAILING for {:.0}s", (now - r.first) as f64 / 1000.0)
+        let segs = tl.segments_until(now);
+        let total: u64 = segs.iter().map(|g| g.counts.iter().sum::<u64>()).sum();
+        let failed: u64 = segs.iter().map(|g| g.counts[1]).sum();
+        let state = match tl.pending.map(|(_, o)| o) {
+            Some(Outcome::Ok) => "healthy".to_string(),
+            Some(Outcome::Fail) => {
+                format!("FAILING for {:.0}s", tl.failing_for(now) as f64 / 1000.0)
             }
-            Some(_) => format!(
+            Some(Outcome::Error) => format!(
                 "probe cannot run: {}",
                 tl.last_error.clone().unwrap_or_default()
             ),
@@ -245,7 +230,7 @@ pub async fn follow(
         let rec = if exp.spec.slos.is_empty() {
             Recording::default()
         } else {
-            recording(client, name).await
+            recording(&exp, client).await
         };
         let lines = progress(&exp, &rec, started);
         if tty {

@@ -209,7 +209,10 @@ pub fn build_run(
     let mut exp = DataCenterFailure::new(&run_name(&name, tick), spec);
     let tmeta = sched.spec.template.metadata.clone().unwrap_or_default();
     let mut labels = tmeta.labels;
-    labels.insert(SCHEDULE_LABEL.into(), name.clone());
+    labels.insert(
+        SCHEDULE_LABEL.into(),
+        crate::fault::mark_value(&name, &sched.uid().unwrap_or_default()),
+    );
     let mut annotations = tmeta.annotations;
     annotations.insert(SCHEDULED_AT_ANNOTATION.into(), tick.to_string());
     exp.metadata.labels = Some(labels);
@@ -223,8 +226,12 @@ struct Ctx {
     recorder: Recorder,
 }
 
-/// Run the schedule controller until a shutdown signal.
-pub async fn run(client: Client) {
+/// Run the schedule controller until `stop` resolves.
+pub async fn run(
+    clients: crate::controller::Clients,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = clients.calls;
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(
             client.clone(),
@@ -235,8 +242,8 @@ pub async fn run(client: Client) {
         ),
         client: client.clone(),
     });
-    let schedules = Api::<DataCenterFailureSchedule>::all(client.clone());
-    let runs = Api::<DataCenterFailure>::all(client.clone());
+    let schedules = Api::<DataCenterFailureSchedule>::all(clients.watches.clone());
+    let runs = Api::<DataCenterFailure>::all(clients.watches.clone());
     Controller::new(schedules, watcher::Config::default().any_semantic())
         .owns(
             runs,
@@ -244,7 +251,7 @@ pub async fn run(client: Client) {
                 .labels(SCHEDULE_LABEL)
                 .any_semantic(),
         )
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stop)
         .run(
             reconcile,
             |_, e, _| {
@@ -273,7 +280,10 @@ async fn reconcile(sched: Arc<DataCenterFailureSchedule>, ctx: Arc<Ctx>) -> Resu
     let runs_api = Api::<DataCenterFailure>::all(ctx.client.clone());
     let uid = sched.uid().unwrap_or_default();
     let owned: Vec<DataCenterFailure> = runs_api
-        .list(&ListParams::default().labels(&format!("{SCHEDULE_LABEL}={name}")))
+        .list(&ListParams::default().labels(&format!(
+            "{SCHEDULE_LABEL}={}",
+            crate::fault::mark_value(&name, &uid)
+        )))
         .await?
         .items
         .into_iter()

@@ -1,30 +1,44 @@
 //! Measuring an SLO from its probe samples. Pure: no clocks, no I/O.
 //!
-//! Samples are kept as a run-length-encoded timeline: consecutive samples with
-//! the same outcome form one [`Run`] (first and last sample time, count). That
-//! is exact for every number below and stays small for the signals firedrill
-//! sees (healthy, an outage, healthy again); a flapping probe is bounded by
-//! [`MAX_RUNS`], past which the oldest neighbouring runs are merged.
+//! **Time-weighted.** A sample stands for the time from its start until the
+//! next sample starts, but at most [`Timeline::cap_ms`] (the longer of the
+//! interval and the timeout, plus one interval): a probe that hangs until its
+//! timeout counts as down for that whole time, and a gap in the samples (the
+//! operator restarting) is unmeasured rather than credited to the last
+//! answer.
+//!
+//! **Exact under compaction.** Samples are kept as [`Segment`]s: summaries
+//! with the counts and times of each outcome plus a few boundary facts
+//! (first failure, the last failure's recovery, an outage still open at the
+//! end, the longest outage inside). Two neighbouring segments merge into one
+//! whose numbers are exactly those of all their samples together, so the
+//! bounded recording ([`MAX_SEGMENTS`] per SLO) never changes an outcome:
+//! availability, time to recover, longest outage and first failure stay
+//! exact. Segments are never merged across a *mark* (injection, the start of
+//! the restore), so windows that begin and end at marks are measured exactly.
 //!
 //! Definitions, over the measured window `[start, end)` (injection until the
 //! zone is restored):
-//! - **time to recover**: from `start` to the first sample of the final
-//!   healthy streak, the run of successful samples that lasts to the end of
-//!   the window. Zero when no sample in the window failed. None ("never
-//!   recovered") when the last sample in the window failed, or there is none.
-//!   Because samples are taken every `interval`, the measured value is at
-//!   most one interval later than the true moment of recovery.
+//! - **time to recover**: from `start` to the first successful sample after
+//!   the last failed one. Zero when no sample in the window failed. None
+//!   ("never recovered") when the last answered sample in the window failed,
+//!   or there is none. Samples are taken every `interval`, so the measured
+//!   value is at most one interval later than the true moment of recovery.
 //! - **longest outage**: the longest stretch from a failed sample that follows
 //!   a healthy one (or the window start) to the next healthy sample (or the
 //!   window end).
-//! - **availability**: successful samples / samples that produced an answer,
-//!   in percent. Samples where the probe could not run at all (`Error`) are
-//!   counted apart and do not count as either.
+//! - **availability**: time covered by successful samples over time covered
+//!   by answered (successful or failed) samples, in percent.
+//! - **errors**: samples where the probe could not run at all judge nothing;
+//!   their share of the window's time is reported, and too large a share
+//!   makes the SLO Inconclusive (see [`crate::verdict`]).
 
 use serde::{Deserialize, Serialize};
 
-/// At most this many runs per SLO are kept.
-pub const MAX_RUNS: usize = 2000;
+/// At most this many segments are kept per SLO. A segment serializes to
+/// about 100 bytes, so 32 SLOs (the most an experiment may have) stay well
+/// under the 1 MiB object limit.
+pub const MAX_SEGMENTS: usize = 160;
 
 /// What one probe said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -38,156 +52,371 @@ pub enum Outcome {
     Error,
 }
 
-/// Consecutive samples with the same outcome. Times are Unix milliseconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Run {
-    #[serde(rename = "o")]
-    pub outcome: Outcome,
-    /// Time of the first sample.
-    #[serde(rename = "s")]
-    pub first: i64,
-    /// Time of the last sample.
-    #[serde(rename = "e")]
-    pub last: i64,
-    #[serde(rename = "n")]
-    pub count: u64,
+impl Outcome {
+    fn index(self) -> usize {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Fail => 1,
+            Outcome::Error => 2,
+        }
+    }
 }
 
-/// One SLO's samples, run-length encoded, plus the latest failure message.
+/// A stretch of samples, summarised so that neighbours merge exactly.
+/// Times are Unix milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Start of the first sample.
+    #[serde(rename = "s")]
+    pub start: i64,
+    /// End of the time the last sample stands for.
+    #[serde(rename = "e")]
+    pub end: i64,
+    /// The outcome of every sample in it (a plain run); absent when mixed.
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Samples by outcome: ok, failed, error.
+    #[serde(rename = "n")]
+    pub counts: [u64; 3],
+    /// Milliseconds covered by ok, failed and error samples.
+    #[serde(rename = "t")]
+    pub ms: [i64; 3],
+    #[serde(rename = "fo", default, skip_serializing_if = "Option::is_none")]
+    pub first_ok: Option<i64>,
+    #[serde(rename = "ff", default, skip_serializing_if = "Option::is_none")]
+    pub first_fail: Option<i64>,
+    #[serde(rename = "lf", default, skip_serializing_if = "Option::is_none")]
+    pub last_fail: Option<i64>,
+    /// Start of the first successful sample after the last failed one.
+    #[serde(rename = "ra", default, skip_serializing_if = "Option::is_none")]
+    pub recovered_at: Option<i64>,
+    /// Start of the first failed sample after the last successful one: an
+    /// outage still open at the segment's end.
+    #[serde(rename = "op", default, skip_serializing_if = "Option::is_none")]
+    pub open_since: Option<i64>,
+    /// The longest outage that began and ended inside.
+    #[serde(rename = "mx", default)]
+    pub longest_closed: i64,
+}
+
+impl Segment {
+    /// One sample (or a piece of one) standing for `[start, end)`.
+    pub fn sample(outcome: Outcome, start: i64, end: i64, count: u64) -> Self {
+        let mut s = Segment {
+            start,
+            end,
+            outcome: Some(outcome),
+            counts: [0; 3],
+            ms: [0; 3],
+            first_ok: None,
+            first_fail: None,
+            last_fail: None,
+            recovered_at: None,
+            open_since: None,
+            longest_closed: 0,
+        };
+        s.counts[outcome.index()] = count;
+        s.ms[outcome.index()] = (end - start).max(0);
+        match outcome {
+            Outcome::Ok => s.first_ok = Some(start),
+            Outcome::Fail => {
+                s.first_fail = Some(start);
+                s.last_fail = Some(start);
+                s.open_since = Some(start);
+            }
+            Outcome::Error => {}
+        }
+        s
+    }
+
+    /// `self` followed by `next`, exactly.
+    pub fn then(&self, next: &Segment) -> Segment {
+        let (a, b) = (self, next);
+        let mut counts = a.counts;
+        let mut ms = a.ms;
+        for i in 0..3 {
+            counts[i] += b.counts[i];
+            ms[i] += b.ms[i];
+        }
+        let bridged = match (a.open_since, b.first_ok) {
+            (Some(t), Some(o)) => o - t,
+            _ => 0,
+        };
+        Segment {
+            start: a.start,
+            end: b.end,
+            outcome: if a.outcome == b.outcome {
+                a.outcome
+            } else {
+                None
+            },
+            counts,
+            ms,
+            first_ok: a.first_ok.or(b.first_ok),
+            first_fail: a.first_fail.or(b.first_fail),
+            last_fail: b.last_fail.or(a.last_fail),
+            recovered_at: if b.last_fail.is_some() {
+                b.recovered_at
+            } else if a.last_fail.is_some() {
+                a.recovered_at.or(b.first_ok)
+            } else {
+                None
+            },
+            open_since: if b.first_ok.is_some() {
+                b.open_since
+            } else {
+                a.open_since.or(b.open_since)
+            },
+            longest_closed: a.longest_closed.max(b.longest_closed).max(bridged),
+        }
+    }
+
+    fn samples(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The part of this segment inside `[from, to)`. Exact for a plain run
+    /// (its samples are evenly spaced); proportional for a mixed one, which
+    /// only happens when a window edge is not a mark.
+    fn clip(&self, from: i64, to: i64) -> Option<Segment> {
+        let (s, e) = (self.start.max(from), self.end.min(to));
+        if s >= e && !(s == e && self.start == self.end && s >= from && s < to) {
+            return None;
+        }
+        if s == self.start && e == self.end {
+            return Some(self.clone());
+        }
+        let span = (self.end - self.start).max(1) as f64;
+        let n = self.samples();
+        let inside = |count: u64| -> u64 {
+            if count == 0 {
+                return 0;
+            }
+            // Sample k of `count` starts at start + k * span / count.
+            let step = span / count as f64;
+            let first = ((s - self.start) as f64 / step).ceil().max(0.0) as u64;
+            let last = (((e - self.start) as f64 / step).ceil() as u64).min(count);
+            last.saturating_sub(first)
+        };
+        if let Some(o) = self.outcome {
+            return Some(Segment::sample(o, s, e, inside(n)));
+        }
+        let share = (e - s) as f64 / span;
+        let mut out = self.clone();
+        out.start = s;
+        out.end = e;
+        for i in 0..3 {
+            out.counts[i] = (self.counts[i] as f64 * share).round() as u64;
+            out.ms[i] = (self.ms[i] as f64 * share).round() as i64;
+        }
+        let clamp = |t: Option<i64>| t.map(|t| t.clamp(s, e));
+        out.first_ok = clamp(out.first_ok);
+        out.first_fail = clamp(out.first_fail);
+        out.last_fail = clamp(out.last_fail);
+        out.recovered_at = clamp(out.recovered_at);
+        out.open_since = clamp(out.open_since);
+        Some(out)
+    }
+}
+
+/// One SLO's samples.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timeline {
-    pub runs: Vec<Run>,
+    #[serde(rename = "seg", default)]
+    pub segments: Vec<Segment>,
+    /// The latest sample: what it stands for is known once the next one starts.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<(i64, Outcome)>,
+    /// The longest time one sample may stand for.
+    #[serde(rename = "cap", default)]
+    pub cap_ms: i64,
+    /// Window edges (injection, start of the restore): never merged across.
+    #[serde(rename = "m", default, skip_serializing_if = "Vec::is_empty")]
+    pub marks: Vec<i64>,
+    /// Start of the first sample that was not Ok after the last Ok one.
+    #[serde(rename = "bad", default, skip_serializing_if = "Option::is_none")]
+    pub bad_since: Option<i64>,
     /// The most recent reason a probe failed or could not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
 
+/// How long a sample may stand for when the timeline does not say.
+const DEFAULT_CAP_MS: i64 = 60_000;
+
+/// The longest `last_error` kept (it is shown in statuses and reports).
+const MAX_ERROR_LEN: usize = 300;
+
 impl Timeline {
-    /// Add one sample. Samples must arrive in time order.
+    /// A timeline whose samples stand for at most `cap_ms` each.
+    pub fn with_cap(cap_ms: i64) -> Self {
+        Timeline {
+            cap_ms,
+            ..Default::default()
+        }
+    }
+
+    fn cap(&self) -> i64 {
+        if self.cap_ms > 0 {
+            self.cap_ms
+        } else {
+            DEFAULT_CAP_MS
+        }
+    }
+
+    /// Add one sample, taken at `at`. Samples must arrive in time order.
     pub fn push(&mut self, at: i64, outcome: Outcome) {
-        match self.runs.last_mut() {
-            Some(r) if r.outcome == outcome => {
-                r.last = at.max(r.last);
-                r.count += 1;
-            }
-            _ => self.runs.push(Run {
-                outcome,
-                first: at,
-                last: at,
-                count: 1,
-            }),
+        if let Some((p_at, p_outcome)) = self.pending.take() {
+            let end = at.min(p_at + self.cap()).max(p_at);
+            self.append(p_outcome, p_at, end);
         }
-        if self.runs.len() > MAX_RUNS {
-            self.compact();
-        }
-    }
-
-    /// Merge the oldest pair of short runs into the older one's outcome
-    /// until the timeline fits again; keeps totals, loses fine detail first
-    /// where it matters least (the beginning).
-    fn compact(&mut self) {
-        while self.runs.len() > MAX_RUNS {
-            let b = self.runs.remove(1);
-            let a = &mut self.runs[0];
-            a.last = b.last;
-            a.count += b.count;
-        }
-    }
-
-    /// Runs clipped to samples taken in `[start, end)`.
-    fn window(&self, start: i64, end: i64) -> Vec<Run> {
-        self.runs
-            .iter()
-            .filter(|r| r.last >= start && r.first < end)
-            .filter_map(|r| {
-                if r.first >= start && r.last < end {
-                    return Some(r.clone());
-                }
-                // A run straddling an edge: its samples are evenly spaced
-                // (one per interval), so count those inside the window.
-                let step = if r.count > 1 {
-                    (r.last - r.first) as f64 / (r.count - 1) as f64
-                } else {
-                    1.0
-                };
-                let k0 = (((start - r.first) as f64 / step).ceil()).max(0.0) as u64;
-                let k1 = ((((end - 1).min(r.last) - r.first) as f64 / step).floor() as u64)
-                    .min(r.count - 1);
-                let at = |k: u64| r.first + (k as f64 * step).round() as i64;
-                (k0 <= k1).then(|| Run {
-                    outcome: r.outcome,
-                    first: at(k0),
-                    last: at(k1),
-                    count: k1 - k0 + 1,
-                })
-            })
-            .collect()
-    }
-
-    /// The numbers for the window `[start, end)`.
-    pub fn measure(&self, start: i64, end: i64) -> Measurement {
-        let runs = self.window(start, end);
-        let mut m = Measurement::default();
-        for r in &runs {
-            match r.outcome {
-                Outcome::Ok => m.ok += r.count,
-                Outcome::Fail => m.failed += r.count,
-                Outcome::Error => m.errors += r.count,
+        self.pending = Some((at, outcome));
+        match outcome {
+            Outcome::Ok => self.bad_since = None,
+            _ => {
+                self.bad_since.get_or_insert(at);
             }
         }
-        m.first_failure_at = runs
+        if self.segments.len() > MAX_SEGMENTS {
+            self.compact(MAX_SEGMENTS * 3 / 4);
+        }
+    }
+
+    /// Remember why the probe failed (bounded).
+    pub fn set_error(&mut self, why: String) {
+        let mut why = why;
+        if why.len() > MAX_ERROR_LEN {
+            let mut cut = MAX_ERROR_LEN;
+            while !why.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            why.truncate(cut);
+            why.push('…');
+        }
+        self.last_error = Some(why);
+    }
+
+    /// A window edge at `t`: no segment will span it.
+    pub fn mark(&mut self, t: i64) {
+        if !self.marks.contains(&t) {
+            self.marks.push(t);
+            self.marks.sort_unstable();
+        }
+    }
+
+    fn marked_between(&self, from: i64, to: i64) -> bool {
+        self.marks.iter().any(|m| from <= *m && *m <= to)
+    }
+
+    /// Add a sample's time `[start, end)`, split at marks, merging into the
+    /// last segment when it continues a plain run.
+    fn append(&mut self, outcome: Outcome, start: i64, end: i64) {
+        let mut cuts: Vec<i64> = self
+            .marks
             .iter()
-            .find(|r| r.outcome == Outcome::Fail)
-            .map(|r| r.first);
-        // Errors say nothing about the service: judge on answered samples.
-        let answered: Vec<&Run> = runs
-            .iter()
-            .filter(|r| r.outcome != Outcome::Error)
+            .copied()
+            .filter(|m| start < *m && *m < end)
             .collect();
-        match answered.last() {
-            None => {}
-            Some(last) if last.outcome == Outcome::Fail => {}
-            Some(_) => {
-                let streak_start = answered
-                    .iter()
-                    .rposition(|r| r.outcome == Outcome::Fail)
-                    .map(|i| answered[i + 1].first);
-                match streak_start {
-                    None => m.time_to_recover_ms = Some(0),
-                    Some(t) => {
-                        m.time_to_recover_ms = Some((t - start).max(0));
-                        m.recovered_at = Some(t);
-                    }
-                }
+        cuts.push(end);
+        let mut from = start;
+        let mut first = true;
+        for to in cuts {
+            // Only the piece where the sample starts counts it.
+            let piece = Segment::sample(outcome, from, to, first as u64);
+            first = false;
+            let merge = self.segments.last().is_some_and(|last| {
+                last.outcome == Some(outcome) && last.end == from && !self.marks.contains(&from)
+            });
+            if merge {
+                let last = self.segments.last_mut().unwrap();
+                *last = last.then(&piece);
+            } else {
+                self.segments.push(piece);
+            }
+            from = to;
+        }
+    }
+
+    /// Merge neighbours (never across a mark) until at most `keep` segments
+    /// are left, shortest pairs first: fine detail goes where it is least visible.
+    fn compact(&mut self, keep: usize) {
+        while self.segments.len() > keep {
+            let best = (0..self.segments.len() - 1)
+                .filter(|&i| !self.marked_between(self.segments[i].end, self.segments[i + 1].start))
+                .min_by_key(|&i| self.segments[i + 1].end - self.segments[i].start);
+            let Some(i) = best else {
+                return;
+            };
+            let b = self.segments.remove(i + 1);
+            self.segments[i] = self.segments[i].then(&b);
+        }
+    }
+
+    /// Every segment, with the pending sample standing until `now`.
+    pub fn segments_until(&self, now: i64) -> Vec<Segment> {
+        let mut copy = self.clone();
+        if let Some((at, o)) = copy.pending.take() {
+            let end = now.min(at + self.cap()).max(at);
+            copy.append(o, at, end);
+        }
+        copy.segments
+    }
+
+    /// The numbers for the window `[start, end)`, as of `now` (the pending
+    /// sample stands until `now` at most).
+    pub fn measure(&self, start: i64, end: i64, now: i64) -> Measurement {
+        let mut w: Option<Segment> = None;
+        for seg in self.segments_until(now.max(start)) {
+            if let Some(piece) = seg.clip(start, end) {
+                w = Some(match w {
+                    None => piece,
+                    Some(acc) => acc.then(&piece),
+                });
             }
         }
-        // Longest outage: from a failed run's first sample to the next healthy sample.
-        for (i, r) in answered.iter().enumerate() {
-            if r.outcome != Outcome::Fail || (i > 0 && answered[i - 1].outcome == Outcome::Fail) {
-                continue;
-            }
-            let began = if i == 0 { start.min(r.first) } else { r.first };
-            let ended = answered[i..]
-                .iter()
-                .find(|x| x.outcome == Outcome::Ok)
-                .map(|x| x.first)
-                .unwrap_or(end);
-            m.longest_outage_ms = m.longest_outage_ms.max(ended - began);
+        let Some(w) = w else {
+            return Measurement::default();
+        };
+        let mut m = Measurement {
+            ok: w.counts[0],
+            failed: w.counts[1],
+            errors: w.counts[2],
+            ok_ms: w.ms[0],
+            fail_ms: w.ms[1],
+            error_ms: w.ms[2],
+            first_failure_at: w.first_fail,
+            ..Default::default()
+        };
+        if w.first_ok.is_none() && w.first_fail.is_none() {
+            return m;
         }
+        match (w.first_fail, w.recovered_at) {
+            (None, _) => m.time_to_recover_ms = Some(0),
+            (Some(_), Some(r)) => {
+                m.time_to_recover_ms = Some((r - start).max(0));
+                m.recovered_at = Some(r);
+            }
+            (Some(_), None) => {}
+        }
+        let window_end = end.min(now.max(start)).max(w.end.min(end));
+        let mut longest = w.longest_closed;
+        if let Some(t) = w.open_since {
+            longest = longest.max(window_end - t);
+        }
+        // A window that begins failing: the outage began with the window.
+        if let Some(f) = w.first_fail
+            && w.first_ok.is_none_or(|o| f < o)
+        {
+            longest = longest.max(w.first_ok.unwrap_or(window_end) - start);
+        }
+        m.longest_outage_ms = longest.max(0);
         m
     }
 
-    /// Milliseconds the probe has been failing at time `now` (0 when the last answer was healthy).
+    /// Milliseconds the probe has not been healthy at `now` (failed or could
+    /// not run since the last healthy answer); 0 when the last answer was healthy.
     pub fn failing_for(&self, now: i64) -> i64 {
-        let answered: Vec<&Run> = self
-            .runs
-            .iter()
-            .filter(|r| r.outcome != Outcome::Error)
-            .collect();
-        match answered.last() {
-            Some(r) if r.outcome == Outcome::Fail => now - r.first,
-            _ => 0,
-        }
+        self.bad_since.map(|t| (now - t).max(0)).unwrap_or(0)
     }
 }
 
@@ -198,6 +427,9 @@ pub struct Measurement {
     pub failed: u64,
     /// Samples where the probe could not run.
     pub errors: u64,
+    pub ok_ms: i64,
+    pub fail_ms: i64,
+    pub error_ms: i64,
     pub time_to_recover_ms: Option<i64>,
     pub longest_outage_ms: i64,
     pub first_failure_at: Option<i64>,
@@ -209,10 +441,28 @@ impl Measurement {
         self.ok + self.failed + self.errors
     }
 
-    /// Successful over answered samples, in percent; None without answers.
+    /// Time healthy over time answered, in percent; None without answers.
     pub fn availability_percent(&self) -> Option<f64> {
-        let answered = self.ok + self.failed;
-        (answered > 0).then(|| self.ok as f64 * 100.0 / answered as f64)
+        let answered = self.ok_ms + self.fail_ms;
+        if answered > 0 {
+            Some(self.ok_ms as f64 * 100.0 / answered as f64)
+        } else if self.ok + self.failed > 0 {
+            Some(self.ok as f64 * 100.0 / (self.ok + self.failed) as f64)
+        } else {
+            None
+        }
+    }
+
+    /// The share of the measured time the probe could not run, in percent.
+    pub fn error_percent(&self) -> f64 {
+        let total = self.ok_ms + self.fail_ms + self.error_ms;
+        if total > 0 {
+            self.error_ms as f64 * 100.0 / total as f64
+        } else if self.samples() > 0 {
+            self.errors as f64 * 100.0 / self.samples() as f64
+        } else {
+            0.0
+        }
     }
 }
 
@@ -230,11 +480,15 @@ mod tests {
         }
     }
 
+    fn tl() -> Timeline {
+        Timeline::with_cap(1_000)
+    }
+
     #[test]
     fn never_failed_recovers_in_zero() {
-        let mut t = Timeline::default();
+        let mut t = tl();
         fill(&mut t, 0, 10_000, 100, Ok);
-        let m = t.measure(0, 10_000);
+        let m = t.measure(0, 10_000, 10_000);
         assert_eq!(m.time_to_recover_ms, Some(0));
         assert_eq!((m.ok, m.failed), (100, 0));
         assert_eq!(m.availability_percent(), Some(100.0));
@@ -245,25 +499,26 @@ mod tests {
     #[test]
     fn outage_then_recovery() {
         // Injection at 1000; down from 2000 until 5000; probes every 100 ms.
-        let mut t = Timeline::default();
+        let mut t = tl();
         fill(&mut t, 0, 2000, 100, Ok);
         fill(&mut t, 2000, 5000, 100, Fail);
         fill(&mut t, 5000, 9000, 100, Ok);
-        let m = t.measure(1000, 9000);
+        let m = t.measure(1000, 9000, 9000);
         assert_eq!(m.time_to_recover_ms, Some(4000));
         assert_eq!(m.recovered_at, Some(5000));
         assert_eq!(m.first_failure_at, Some(2000));
         assert_eq!(m.longest_outage_ms, 3000);
         assert_eq!((m.ok, m.failed), (50, 30));
+        assert_eq!((m.ok_ms, m.fail_ms), (5000, 3000));
         assert_eq!(m.availability_percent(), Some(62.5));
     }
 
     #[test]
     fn never_recovered() {
-        let mut t = Timeline::default();
+        let mut t = tl();
         fill(&mut t, 0, 1000, 100, Ok);
         fill(&mut t, 1000, 6000, 100, Fail);
-        let m = t.measure(500, 6000);
+        let m = t.measure(500, 6000, 6000);
         assert_eq!(m.time_to_recover_ms, None);
         assert_eq!(m.recovered_at, None);
         assert_eq!(
@@ -274,64 +529,273 @@ mod tests {
 
     #[test]
     fn the_final_streak_counts_not_the_first_recovery() {
-        let mut t = Timeline::default();
+        let mut t = tl();
         fill(&mut t, 0, 1000, 100, Fail);
         fill(&mut t, 1000, 2000, 100, Ok);
         fill(&mut t, 2000, 4000, 100, Fail);
         fill(&mut t, 4000, 6000, 100, Ok);
-        let m = t.measure(0, 6000);
+        let m = t.measure(0, 6000, 6000);
         assert_eq!(m.time_to_recover_ms, Some(4000));
         assert_eq!(m.longest_outage_ms, 2000);
     }
 
     #[test]
-    fn errors_are_not_judged() {
-        let mut t = Timeline::default();
+    fn errors_are_not_judged_but_counted() {
+        let mut t = tl();
         fill(&mut t, 0, 1000, 100, Error);
         fill(&mut t, 1000, 2000, 100, Ok);
-        let m = t.measure(0, 2000);
+        let m = t.measure(0, 2000, 2000);
         assert_eq!(m.errors, 10);
         assert_eq!(m.availability_percent(), Some(100.0));
-        let mut only_errors = Timeline::default();
+        assert_eq!(m.error_percent(), 50.0);
+        let mut only_errors = tl();
         fill(&mut only_errors, 0, 1000, 100, Error);
-        assert_eq!(only_errors.measure(0, 1000).availability_percent(), None);
-        assert_eq!(only_errors.measure(0, 1000).time_to_recover_ms, None);
+        let m = only_errors.measure(0, 1000, 1000);
+        assert_eq!(m.availability_percent(), None);
+        assert_eq!(m.time_to_recover_ms, None);
+        assert_eq!(m.error_percent(), 100.0);
     }
 
     #[test]
     fn the_window_clips_samples() {
-        let mut t = Timeline::default();
+        let mut t = Timeline::with_cap(2_000);
         fill(&mut t, 0, 10_000, 1000, Ok); // samples at 0,1000,...,9000
-        let m = t.measure(3000, 6000); // 3000, 4000, 5000
+        let m = t.measure(3000, 6000, 10_000); // 3000, 4000, 5000
         assert_eq!(m.ok, 3);
+        assert_eq!(m.ok_ms, 3000);
         assert_eq!(
-            t.measure(3100, 3900).samples(),
+            t.measure(3100, 3900, 10_000).samples(),
             0,
-            "no sample between two samples"
+            "no sample starts between two samples"
         );
-    }
-
-    #[test]
-    fn flapping_is_bounded() {
-        let mut t = Timeline::default();
-        for i in 0..(MAX_RUNS as i64 * 3) {
-            t.push(i * 10, if i % 2 == 0 { Ok } else { Fail });
-        }
-        assert_eq!(t.runs.len(), MAX_RUNS);
-        let total: u64 = t.runs.iter().map(|r| r.count).sum();
         assert_eq!(
-            total,
-            MAX_RUNS as u64 * 3,
-            "no sample is lost from the counts"
+            t.measure(3100, 3900, 10_000).ok_ms,
+            800,
+            "but the time is covered"
         );
     }
 
     #[test]
-    fn failing_for_tracks_the_current_outage() {
-        let mut t = Timeline::default();
+    fn a_hung_probe_is_down_for_its_whole_timeout() {
+        // interval 1 s, timeout 10 s, a 60 s black hole inside a 10 min
+        // window. A probe that hangs takes 10 s, so the next one starts 10 s
+        // later: 6 failed samples against ~540 healthy ones, but 60 s of 600.
+        let (interval, timeout) = (1_000, 10_000);
+        let mut t = Timeline::with_cap(timeout.max(interval) + interval);
+        let mut at = 0;
+        while at < 600_000 {
+            let dark = (300_000..360_000).contains(&at);
+            t.push(at, if dark { Fail } else { Ok });
+            at += if dark { timeout } else { interval };
+        }
+        let m = t.measure(0, 600_000, 600_000);
+        assert_eq!(m.failed, 6);
+        let by_count = m.ok as f64 * 100.0 / (m.ok + m.failed) as f64;
+        assert!(by_count > 98.9, "{by_count}");
+        assert_eq!(m.availability_percent(), Some(90.0));
+        assert_eq!(m.longest_outage_ms, 60_000);
+    }
+
+    #[test]
+    fn a_gap_in_the_samples_is_unmeasured() {
+        let mut t = tl(); // a sample stands for at most 1 s
+        fill(&mut t, 0, 5000, 100, Ok);
+        // The operator was away for 20 s.
+        fill(&mut t, 25_000, 30_000, 100, Fail);
+        let m = t.measure(0, 30_000, 30_000);
+        assert_eq!(
+            m.ok_ms,
+            5000 + 900,
+            "the last sample before the gap stands for one cap"
+        );
+        assert_eq!(m.fail_ms, 5000);
+    }
+
+    #[test]
+    fn failing_for_counts_errors_too() {
+        let mut t = tl();
         fill(&mut t, 0, 1000, 100, Ok);
         assert_eq!(t.failing_for(1000), 0);
-        fill(&mut t, 1000, 1500, 100, Fail);
+        fill(&mut t, 1000, 1300, 100, Fail);
+        fill(&mut t, 1300, 1500, 100, Error);
         assert_eq!(t.failing_for(1600), 600);
+        t.push(1600, Ok);
+        assert_eq!(t.failing_for(1700), 0);
+    }
+
+    /// The truth, sample by sample, with the same rules: (ok ms, fail ms,
+    /// error ms, time to recover, longest outage, first failure).
+    fn truth(
+        samples: &[(i64, Outcome)],
+        cap: i64,
+        start: i64,
+        end: i64,
+    ) -> (i64, i64, i64, Option<i64>, i64, Option<i64>) {
+        let mut ms = [0i64; 3];
+        let mut first_fail = None;
+        let mut last_fail = None;
+        let mut recovered = None;
+        let mut open: Option<i64> = None;
+        let mut longest = 0;
+        let mut first_ok = None;
+        for (i, (at, o)) in samples.iter().enumerate() {
+            let stop = samples
+                .get(i + 1)
+                .map(|(n, _)| *n)
+                .unwrap_or(end)
+                .min(at + cap);
+            let (s, e) = ((*at).max(start), stop.min(end));
+            if s >= e {
+                continue;
+            }
+            ms[o.index()] += e - s;
+            match o {
+                Ok => {
+                    first_ok.get_or_insert(s);
+                    if last_fail.is_some() && recovered.is_none() {
+                        recovered = Some(s);
+                    }
+                    if let Some(t) = open.take() {
+                        longest = longest.max(s - t);
+                    }
+                }
+                Fail => {
+                    first_fail.get_or_insert(s);
+                    last_fail = Some(s);
+                    recovered = None;
+                    open.get_or_insert(s);
+                }
+                Error => {}
+            }
+        }
+        if let Some(t) = open {
+            longest = longest.max(end - t);
+        }
+        if let Some(f) = first_fail
+            && first_ok.is_none_or(|o| f < o)
+        {
+            longest = longest.max(first_ok.unwrap_or(end) - start);
+        }
+        let ttr = match (first_fail, recovered) {
+            (None, _) => Some(0),
+            (Some(_), Some(r)) => Some(r - start),
+            _ => None,
+        };
+        (ms[0], ms[1], ms[2], ttr, longest, first_fail)
+    }
+
+    #[test]
+    fn thirty_two_slos_flapping_for_twenty_minutes_stay_exact_and_small() {
+        // 32 SLOs, a sample every 100 ms for 20 minutes, outcomes that flip
+        // in irregular bursts (and some errors): far more runs than are kept.
+        let (step, minutes) = (100, 20);
+        let end = minutes * 60_000;
+        let (inject, restore) = (5 * 60_000 + 37, 15 * 60_000 + 11);
+        let mut recording = crate::probe::Recording::default();
+        let mut truths = vec![];
+        for slo in 0..32u64 {
+            let mut t = Timeline::with_cap(step * 3);
+            t.mark(inject);
+            let mut samples = vec![];
+            let mut state = slo.wrapping_mul(2654435761) | 1;
+            let mut at = 0;
+            while at < end {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let o = match state % 10 {
+                    0..=5 => Ok,
+                    6..=8 => Fail,
+                    _ => Error,
+                };
+                // Healthy for good after 14 minutes, so a recovery exists.
+                let o = if at > 14 * 60_000 { Ok } else { o };
+                t.push(at, o);
+                samples.push((at, o));
+                if at == 15 * 60_000 {
+                    t.mark(restore);
+                }
+                at += step;
+            }
+            assert!(t.segments.len() <= MAX_SEGMENTS, "{}", t.segments.len());
+            let m = t.measure(inject, restore, end);
+            let (ok, fail, err, ttr, longest, ff) = truth(&samples, step * 3, inject, restore);
+            assert_eq!(
+                (m.ok_ms, m.fail_ms, m.error_ms),
+                (ok, fail, err),
+                "slo {slo}"
+            );
+            assert_eq!(m.time_to_recover_ms, ttr, "slo {slo}");
+            assert_eq!(m.longest_outage_ms, longest, "slo {slo}");
+            assert_eq!(m.first_failure_at, ff, "slo {slo}");
+            truths.push((ok, fail));
+            recording.slos.insert(format!("slo-{slo:02}"), t);
+        }
+        let bytes = serde_json::to_string(&recording).unwrap().len();
+        assert!(
+            bytes < 900 * 1024,
+            "the recording of 32 SLOs is {bytes} bytes"
+        );
+    }
+
+    #[test]
+    fn a_restart_mid_window_continues_exactly() {
+        let step = 200;
+        let cap = step * 3;
+        let (inject, restore, end) = (10_000, 70_000, 80_000);
+        let mut t = Timeline::with_cap(cap);
+        t.mark(inject);
+        let mut samples = vec![];
+        let mut at = 0;
+        let mut push = |t: &mut Timeline, at: i64| {
+            let o = if (30_000..41_000).contains(&at) || at % 3_000 < 400 && at < 50_000 {
+                Fail
+            } else {
+                Ok
+            };
+            t.push(at, o);
+            samples.push((at, o));
+        };
+        while at < 40_000 {
+            push(&mut t, at);
+            at += step;
+        }
+        // The operator dies; a new one loads the saved recording 5 s later.
+        let saved = serde_json::to_string(&t).unwrap();
+        let mut t: Timeline = serde_json::from_str(&saved).unwrap();
+        at += 5_000;
+        while at < end {
+            if at == 70_000 {
+                t.mark(restore);
+            }
+            push(&mut t, at);
+            at += step;
+        }
+        let m = t.measure(inject, restore, end);
+        let (ok, fail, _, ttr, longest, ff) = truth(&samples, cap, inject, restore);
+        assert_eq!((m.ok_ms, m.fail_ms), (ok, fail));
+        assert_eq!(m.time_to_recover_ms, ttr);
+        assert_eq!(m.longest_outage_ms, longest);
+        assert_eq!(m.first_failure_at, ff);
+        assert!(
+            (ok + fail) < restore - inject,
+            "the 5 s gap is not credited to anyone"
+        );
+    }
+
+    #[test]
+    fn compaction_never_merges_across_a_mark() {
+        let mut t = Timeline::with_cap(300);
+        t.mark(10_050);
+        for i in 0..(MAX_SEGMENTS as i64 * 4) {
+            t.push(i * 100, if i % 2 == 0 { Ok } else { Fail });
+        }
+        assert!(t.segments.len() <= MAX_SEGMENTS);
+        assert!(
+            t.segments
+                .iter()
+                .all(|s| !(s.start < 10_050 && 10_050 < s.end)),
+            "a segment spans the mark"
+        );
     }
 }

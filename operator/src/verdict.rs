@@ -2,7 +2,8 @@
 //!
 //! Per SLO: **Passed** when time to recover ≤ recoveryTimeObjective and
 //! availability ≥ availabilityObjective; **Failed** otherwise; **Inconclusive**
-//! when the probe never produced an answer (it could not run). Overall: Failed
+//! when the probe never produced an answer, or could not run for more than
+//! `maxErrorPercent` of the window: errors never make a pass. Overall: Failed
 //! when any critical SLO failed, else Inconclusive when any critical SLO is
 //! inconclusive, else Passed.
 
@@ -32,11 +33,21 @@ pub fn judge(
 ) -> SloStatus {
     let avail = m.availability_percent();
     let rto_s = rto.as_secs_f64();
+    let errors = m.error_percent();
     let (verdict, message) = if m.ok + m.failed == 0 {
         let why = last_error.unwrap_or("no samples were taken");
         (
             Verdict::Inconclusive,
             format!("the probe could not run: {why}"),
+        )
+    } else if errors > slo.max_error_percent {
+        let why = last_error.unwrap_or("unknown");
+        (
+            Verdict::Inconclusive,
+            format!(
+                "the probe could not run for {errors:.1}% of the window (maxErrorPercent {}%): {why}",
+                slo.max_error_percent
+            ),
         )
     } else if m.time_to_recover_ms.is_none() {
         (
@@ -78,51 +89,163 @@ pub fn judge(
         availability_percent: avail.map(|a| (a * 100.0).round() / 100.0),
         samples: m.samples() as i64,
         failures: m.failed as i64,
+        errors: m.errors as i64,
+        error_percent: (m.errors > 0).then(|| (errors * 100.0).round() / 100.0),
         first_failure_at: m.first_failure_at.and_then(time),
         recovered_at: m.recovered_at.and_then(time),
         message: Some(message),
+        cause: None,
+        predicted: None,
     }
 }
 
-/// Namespaces an SLO's probe points into, when that can be told.
-pub fn probe_namespaces(slo: &SloSpec) -> Vec<String> {
-    let p = &slo.probe;
-    if let Some(k) = &p.kubernetes {
-        return k
-            .service
-            .as_ref()
-            .map(|s| s.namespace.clone())
-            .into_iter()
-            .chain(k.workload.as_ref().map(|w| w.namespace.clone()))
-            .collect();
-    }
-    // In-cluster DNS names: <service>.<namespace>[.svc[.cluster.local]]
-    let host = p
-        .http
-        .as_ref()
-        .and_then(|h| {
-            h.url
-                .split("://")
-                .nth(1)
-                .map(|r| r.split(['/', ':', '?']).next().unwrap_or("").to_string())
-        })
-        .or_else(|| p.tcp.as_ref().map(|t| t.host.clone()))
-        .unwrap_or_default();
-    let parts: Vec<&str> = host.split('.').collect();
-    match parts.as_slice() {
-        [_, ns] | [_, ns, "svc", ..] => vec![ns.to_string()],
-        _ => vec![],
-    }
+/// What the cluster showed of the pods behind one SLO at the end of the dark window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// `Service auth/login`
+    pub what: String,
+    pub total: usize,
+    pub ready: usize,
+    /// Pods the scheduler could not place, and its message for the first.
+    pub unschedulable: usize,
+    pub scheduler_message: Option<String>,
 }
 
-/// The overall verdict and its one-line reason. `pinned` are the plan's
-/// "namespace/pod (why)" names of pods pinned to the zone.
-pub fn overall(
+/// Why an SLO failed, from what the cluster showed (`observed`) and what
+/// the plan found behind this SLO's probe (`planned`, when it predicted a
+/// failure). Only pods that back this SLO are named.
+pub fn cause(observed: Option<&Observed>, planned: Option<&str>) -> Option<String> {
+    let mut parts = vec![];
+    if let Some(o) = observed {
+        let mut s = format!(
+            "{} had {} of {} pods ready at the end of the dark window",
+            o.what, o.ready, o.total
+        );
+        if o.unschedulable > 0 {
+            s.push_str(&format!(
+                "; {} replacement pods Pending, unschedulable",
+                o.unschedulable
+            ));
+            if let Some(m) = &o.scheduler_message {
+                s.push_str(&format!(": {m}"));
+            }
+        }
+        parts.push(s);
+    }
+    if let Some(p) = planned {
+        parts.push(format!("the plan predicted it: {p}"));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Name, in each failed SLO's cause, the SLOs it depends on that were down
+/// at the same time: the declared `dependsOn` first, else a failed SLO in
+/// another namespace whose outage began no later and overlaps this one
+/// (`namespaces`: each SLO's probe's namespace, where known). A cascade
+/// reads: "the journey failed while authentication (Service auth/login,
+/// pinned to zone-a by nodeSelector ...) was down".
+pub fn attribute(
     specs: &[SloSpec],
-    results: &[SloStatus],
-    zone: &str,
-    pinned: &[String],
-) -> (Verdict, String) {
+    results: &mut [SloStatus],
+    predictions: &[crate::api::SloPredictionStatus],
+    namespaces: &std::collections::BTreeMap<String, String>,
+) {
+    let window = |r: &SloStatus| -> Option<(i64, i64)> {
+        let start = r.first_failure_at.as_ref()?.0.as_millisecond();
+        let end = r
+            .recovered_at
+            .as_ref()
+            .map(|t| t.0.as_millisecond())
+            .unwrap_or(i64::MAX);
+        Some((start, end))
+    };
+    let failed: Vec<(String, (i64, i64))> = results
+        .iter()
+        .filter(|r| r.verdict == Some(Verdict::Failed))
+        .filter_map(|r| Some((r.name.clone(), window(r)?)))
+        .collect();
+    for r in results.iter_mut() {
+        if r.verdict != Some(Verdict::Failed) {
+            continue;
+        }
+        let Some(mine) = window(r) else { continue };
+        let declared: Vec<String> = specs
+            .iter()
+            .find(|s| s.name == r.name)
+            .map(|s| s.depends_on.clone())
+            .unwrap_or_default();
+        let overlapping = |(name, (s, e)): &&(String, (i64, i64))| {
+            *name != r.name && *s <= mine.1 && mine.0 <= *e
+        };
+        let mut blamed: Vec<&String> = failed
+            .iter()
+            .filter(overlapping)
+            .filter(|(n, _)| declared.contains(n))
+            .map(|(n, _)| n)
+            .collect();
+        // Undeclared: only for an SLO the plan expected to survive on its
+        // own, and never onto an SLO that declares it depends on this one.
+        let failed_on_its_own = predictions
+            .iter()
+            .any(|p| p.name == r.name && p.verdict == Some(Verdict::Failed));
+        if blamed.is_empty() && !failed_on_its_own {
+            let my_ns = namespaces.get(&r.name);
+            let downstream = |n: &String| {
+                specs
+                    .iter()
+                    .any(|s| &s.name == n && s.depends_on.contains(&r.name))
+            };
+            blamed = failed
+                .iter()
+                .filter(overlapping)
+                .filter(|(n, (s, _))| {
+                    *s <= mine.0
+                        && !downstream(n)
+                        && my_ns.is_some()
+                        && namespaces.get(n).is_some_and(|ns| Some(ns) != my_ns)
+                })
+                .map(|(n, _)| n)
+                .collect();
+        }
+        if blamed.is_empty() {
+            continue;
+        }
+        let parts: Vec<String> = blamed
+            .iter()
+            .map(|n| {
+                let p = predictions.iter().find(|p| &&p.name == n);
+                let detail = match (
+                    p.and_then(|p| p.target.clone()),
+                    p.and_then(|p| p.rule.clone()),
+                ) {
+                    (Some(t), Some(rule)) => format!(" ({t}, {rule})"),
+                    (Some(t), None) => format!(" ({t})"),
+                    _ => String::new(),
+                };
+                format!("{n}{detail}")
+            })
+            .collect();
+        let how = if declared.iter().any(|d| blamed.contains(&d)) {
+            "the journey failed while"
+        } else {
+            "its outage overlaps, and began no earlier than, the outage of"
+        };
+        let verb = if blamed.len() == 1 { "was" } else { "were" };
+        let note = if how.starts_with("the journey") {
+            format!("{how} {} {verb} down", parts.join(" and "))
+        } else {
+            format!("{how} {}", parts.join(" and "))
+        };
+        r.cause = Some(match r.cause.take() {
+            Some(own) => format!("{note}; {own}"),
+            None => note,
+        });
+    }
+}
+
+/// The overall verdict and its one-line reason: the first failed critical
+/// SLO's message and cause (which only ever names what backs that SLO).
+pub fn overall(specs: &[SloSpec], results: &[SloStatus]) -> (Verdict, String) {
     let critical = |r: &SloStatus| {
         specs
             .iter()
@@ -139,41 +262,8 @@ pub fn overall(
             first.name,
             first.message.as_deref().unwrap_or("failed")
         );
-        if let Some(spec) = specs.iter().find(|s| s.name == first.name) {
-            let nss = probe_namespaces(spec);
-            let behind: Vec<&String> = pinned
-                .iter()
-                .filter(|p| nss.iter().any(|ns| p.starts_with(&format!("{ns}/"))))
-                .collect();
-            if !behind.is_empty() {
-                // "ns/pod (why)": say the why once when every pod shares it.
-                let split = |p: &str| match p.split_once(" (") {
-                    Some((pod, why)) => (pod.to_string(), why.trim_end_matches(')').to_string()),
-                    None => (p.to_string(), String::new()),
-                };
-                let parts: Vec<(String, String)> = behind.iter().map(|p| split(p)).collect();
-                let same = parts.iter().all(|(_, w)| *w == parts[0].1) && !parts[0].1.is_empty();
-                let names: Vec<String> = parts
-                    .iter()
-                    .take(3)
-                    .map(|(pod, why)| {
-                        if same || why.is_empty() {
-                            pod.clone()
-                        } else {
-                            format!("{pod} ({why})")
-                        }
-                    })
-                    .collect();
-                let how = if same {
-                    format!(" by {}", parts[0].1)
-                } else {
-                    String::new()
-                };
-                reason.push_str(&format!("; pinned to {zone}{how}: {}", names.join(", ")));
-                if behind.len() > 3 {
-                    reason.push_str(&format!(" and {} more", behind.len() - 3));
-                }
-            }
+        if let Some(cause) = &first.cause {
+            reason.push_str(&format!("; {cause}"));
         }
         if failed.len() > 1 {
             let others: Vec<&str> = failed[1..].iter().map(|r| r.name.as_str()).collect();
@@ -211,7 +301,7 @@ pub fn overall(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{KubernetesProbe, Probe, ServiceCheck, TcpProbe};
+    use crate::api::{KubernetesProbe, Probe, ServiceCheck};
 
     fn slo(name: &str, ns: &str) -> SloSpec {
         SloSpec {
@@ -233,6 +323,8 @@ mod tests {
             recovery_time_objective: "30s".into(),
             availability_objective: Some(99.0),
             guard: None,
+            max_error_percent: 10.0,
+            depends_on: vec![],
         }
     }
 
@@ -240,6 +332,8 @@ mod tests {
         Measurement {
             ok,
             failed,
+            ok_ms: ok as i64 * 100,
+            fail_ms: failed as i64 * 100,
             time_to_recover_ms: ttr,
             longest_outage_ms: 4000,
             ..Default::default()
@@ -309,6 +403,40 @@ mod tests {
     }
 
     #[test]
+    fn too_many_errors_are_inconclusive_never_passed() {
+        let s = slo("checkout", "shop");
+        let noisy = Measurement {
+            error_ms: 20_000,
+            errors: 20,
+            ..m(80, 0, Some(0))
+        };
+        let r = judge(
+            &s,
+            Duration::from_secs(30),
+            &noisy,
+            "zone-a",
+            Some("prometheus: connection refused"),
+        );
+        assert_eq!(r.verdict, Some(Verdict::Inconclusive));
+        assert_eq!(
+            r.message.as_deref(),
+            Some(
+                "the probe could not run for 71.4% of the window (maxErrorPercent 10%): prometheus: connection refused"
+            )
+        );
+        assert_eq!(r.error_percent, Some(71.43));
+        let quiet = Measurement {
+            error_ms: 500,
+            errors: 5,
+            ..m(80, 0, Some(0))
+        };
+        assert_eq!(
+            judge(&s, Duration::from_secs(30), &quiet, "zone-a", None).verdict,
+            Some(Verdict::Passed)
+        );
+    }
+
+    #[test]
     fn no_answers_is_inconclusive_and_says_why() {
         let r = judge(
             &slo("payments", "pay"),
@@ -328,9 +456,9 @@ mod tests {
     }
 
     #[test]
-    fn overall_names_the_pinned_pods_behind_a_failure() {
+    fn overall_gives_the_cause_of_the_failed_slo_and_only_its_own() {
         let specs = vec![slo("authentication", "auth"), slo("messaging", "chat")];
-        let results = vec![
+        let mut results = vec![
             judge(
                 &specs[0],
                 Duration::from_secs(30),
@@ -346,15 +474,34 @@ mod tests {
                 None,
             ),
         ];
-        let pinned = vec![
-            "auth/login-1 (nodeSelector topology.kubernetes.io/zone=zone-a)".to_string(),
-            "other/x-1 (nodeSelector)".to_string(),
-        ];
-        let (v, reason) = overall(&specs, &results, "zone-a", &pinned);
+        let observed = Observed {
+            what: "Service auth/login".into(),
+            total: 2,
+            ready: 0,
+            unschedulable: 2,
+            scheduler_message: Some(
+                "0/6 nodes are available: 4 node(s) didn't match Pod's node affinity/selector"
+                    .into(),
+            ),
+        };
+        results[0].cause = cause(
+            Some(&observed),
+            Some(
+                "Service auth/login keeps 0 ready pods outside zone-a (needs 1); 2 replacements cannot be scheduled, pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a: auth/login-1, auth/login-2",
+            ),
+        );
+        let (v, reason) = overall(&specs, &results);
         assert_eq!(v, Verdict::Failed);
         assert_eq!(
             reason,
-            "authentication: never recovered while zone-a was dark (down 4s); pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a: auth/login-1"
+            "authentication: never recovered while zone-a was dark (down 4s); Service auth/login had 0 of 2 pods ready at the end of the dark window; 2 replacement pods Pending, unschedulable: 0/6 nodes are available: 4 node(s) didn't match Pod's node affinity/selector; the plan predicted it: Service auth/login keeps 0 ready pods outside zone-a (needs 1); 2 replacements cannot be scheduled, pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a: auth/login-1, auth/login-2"
+        );
+        // A failure with no known cause blames nobody.
+        results[0].cause = None;
+        let (_, reason) = overall(&specs, &results);
+        assert_eq!(
+            reason,
+            "authentication: never recovered while zone-a was dark (down 4s)"
         );
     }
 
@@ -378,27 +525,74 @@ mod tests {
                 None,
             ),
         ];
-        assert_eq!(overall(&specs, &results, "zone-a", &[]).0, Verdict::Passed);
+        assert_eq!(overall(&specs, &results).0, Verdict::Passed);
     }
 
     #[test]
-    fn namespaces_from_in_cluster_names() {
-        let mut s = slo("x", "ignored");
-        s.probe = Probe {
-            tcp: Some(TcpProbe {
-                host: "login.auth.svc.cluster.local".into(),
-                port: 443,
-            }),
+    fn a_cascade_is_attributed_to_the_dependency_that_was_down() {
+        let t = |ms: i64| {
+            Some(Time(
+                k8s_openapi::jiff::Timestamp::from_millisecond(ms).unwrap(),
+            ))
+        };
+        let mut specs = vec![
+            slo("authentication", "auth"),
+            slo("messaging", "messaging"),
+            slo("search", "search"),
+        ];
+        specs[1].depends_on = vec!["authentication".into()];
+        let failed = |name: &str, from: i64, to: Option<i64>| SloStatus {
+            name: name.into(),
+            verdict: Some(Verdict::Failed),
+            first_failure_at: t(from),
+            recovered_at: to.and_then(t),
             ..Default::default()
         };
-        assert_eq!(probe_namespaces(&s), ["auth"]);
-        s.probe = Probe {
-            tcp: Some(TcpProbe {
-                host: "127.0.0.1".into(),
-                port: 443,
-            }),
-            ..Default::default()
-        };
-        assert!(probe_namespaces(&s).is_empty());
+        let mut results = vec![
+            // The same probe tick: both failures start together.
+            failed("authentication", 1_000, None),
+            failed("messaging", 1_000, None),
+            // Failed earlier and recovered before messaging failed: no overlap.
+            failed("search", 100, Some(900)),
+        ];
+        let predictions = vec![crate::api::SloPredictionStatus {
+            name: "authentication".into(),
+            verdict: Some(Verdict::Failed),
+            why: String::new(),
+            target: Some("Service auth/login".into()),
+            rule: Some(
+                "pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a".into(),
+            ),
+        }];
+        let namespaces = [
+            ("authentication".to_string(), "auth".to_string()),
+            ("messaging".to_string(), "messaging".to_string()),
+            ("search".to_string(), "search".to_string()),
+        ]
+        .into();
+        attribute(&specs, &mut results, &predictions, &namespaces);
+        assert_eq!(
+            results[1].cause.as_deref(),
+            Some(
+                "the journey failed while authentication (Service auth/login, pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a) was down"
+            )
+        );
+        assert_eq!(
+            results[0].cause, None,
+            "the root cause blames nobody else, not even what started failing with it"
+        );
+        assert_eq!(results[2].cause, None, "no overlap, no blame");
+
+        // Undeclared: a failure in another namespace that began first and overlaps.
+        specs[1].depends_on.clear();
+        results[1].cause = None;
+        attribute(&specs, &mut results, &predictions, &namespaces);
+        assert!(
+            results[1].cause.as_deref().unwrap().starts_with(
+                "its outage overlaps, and began no earlier than, the outage of authentication"
+            ),
+            "{:?}",
+            results[1].cause
+        );
     }
 }

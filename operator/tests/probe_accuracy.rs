@@ -29,6 +29,8 @@ fn slo(name: &str, probe: Probe) -> SloSpec {
         recovery_time_objective: "10s".into(),
         availability_objective: None,
         guard: None,
+        max_error_percent: 10.0,
+        depends_on: vec![],
     }
 }
 
@@ -104,11 +106,17 @@ fn check(name: &str, m: &Measurement) {
         m.recovered_at.unwrap() - first,
         "{name}"
     );
-    // Availability is what the counts say, and the counts are what the script says.
+    // Availability is the share of the window's time the service was up,
+    // and the counts are what the script says.
     let answered = m.ok + m.failed;
     assert_eq!(m.samples(), answered, "{name}: no probe errors expected");
     let avail = m.availability_percent().unwrap();
-    assert!((avail - m.ok as f64 * 100.0 / answered as f64).abs() < 1e-9);
+    let truth_avail = 100.0 * (1.0 - (UP_MS - DOWN_MS) as f64 / (END_MS - INJECT_MS) as f64);
+    assert!(
+        (avail - truth_avail).abs()
+            < 100.0 * 2.0 * INTERVAL_MS as f64 / (END_MS - INJECT_MS) as f64,
+        "{name}: availability {avail:.2}%, truth {truth_avail:.2}%"
+    );
     let expect_failed = (UP_MS - DOWN_MS) / INTERVAL_MS; // 30
     let expect_total = (END_MS - INJECT_MS) / INTERVAL_MS; // 55
     assert!(
@@ -179,7 +187,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
     for name in ["web", "db"] {
         let tl = &rec.slos[name];
         // Shift the window so that times are relative to t0.
-        let m = tl.measure(t0_ms + INJECT_MS, t0_ms + END_MS);
+        let m = tl.measure(t0_ms + INJECT_MS, t0_ms + END_MS, t0_ms + END_MS);
         let rel = Measurement {
             first_failure_at: m.first_failure_at.map(|t| t - t0_ms),
             recovered_at: m.recovered_at.map(|t| t - t0_ms),

@@ -7,6 +7,9 @@
 #                               spread over zone-a, zone-b, zone-c (default 6)
 #   testbed.sh nodes N [FIRST]  create N more fake nodes (numbered from FIRST)
 #   testbed.sh down             stop every process `up` started, by PID
+#   testbed.sh apiserver stop|start
+#                               stop only the kube-apiserver (a control-plane
+#                               outage), and start it again as it was
 #   testbed.sh status           what is running
 #   testbed.sh env              print shell exports (KUBECONFIG, PATH) for the running testbed
 #   testbed.sh helm             build (or reuse) helm from helm.sh/helm/v3, print its path
@@ -127,29 +130,104 @@ EOF
 }
 
 # KWOK's own stage definitions (node ready + lease heartbeat; pod ready,
-# complete, delete), read from the kwok module this testbed was built from.
+# complete, delete), read from the kwok module this testbed was built from,
+# with three changes:
+# - a pod may ask for a start-up time with the annotation KWOK's general
+#   stages use (pod-ready.stage.kwok.x-k8s.io/delay); without it, Ready is at once;
+# - a Running pod that lost its Ready condition (its node lost power and came
+#   back) is made Ready again, as a kubelet would (keeping its IP);
+# - a pod labelled testbed.firedrill.dev/serve=true only becomes Running (with
+#   its IP): the data plane starts its process and makes it Ready once the
+#   process answers;
+# - nothing is done for a node or pod the data plane marked powered off
+#   (testbed.firedrill.dev/powered-off): no re-initialising the node, no
+#   making its pods Ready, no finishing their deletion (it stays Terminating).
 kwok_stages() {
   local dir
   dir=$(cd "$HERE/kwok" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-  local f
-  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
-    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
-    echo "---"
-    if [ "$f" = pod/fast/pod-ready.yaml ]; then
-      # A real container takes a moment to start. A pod may ask for that with
-      # the annotation KWOK's general stages use; without it, Ready is at once.
-      awk '/^  next:$/ && !done {
-             print "  delay:"
-             print "    durationMilliseconds: 0"
-             print "    durationFrom:"
-             print "      expressionFrom: '\''.metadata.annotations[\"pod-ready.stage.kwok.x-k8s.io/delay\"]'\''"
-             done = 1
-           }
-           { print }' "$dir/kustomize/stage/$f"
-    else
-      cat "$dir/kustomize/stage/$f"
-    fi
-  done
+  python3 - "$dir/kustomize/stage" <<'PY'
+import sys
+base = sys.argv[1]
+def read(f):
+    return open(f"{base}/{f}").read()
+def must(s, old, new):
+    assert old in s, f"the KWOK stage changed: {old!r} not found"
+    return s.replace(old, new, 1)
+SERVE = '.metadata.labels["testbed.firedrill.dev/serve"]'
+OFF = '.metadata.annotations["testbed.firedrill.dev/powered-off"]'
+def powered(s):
+    return must(s, "    matchExpressions:\n", f"    matchExpressions:\n    - key: '{OFF}'\n      operator: 'DoesNotExist'\n")
+out = [powered(read(f)) for f in ["node/fast/node-initialize.yaml",
+                                  "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+                                  "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml"]]
+ready = powered(read("pod/fast/pod-ready.yaml"))
+plain = must(ready, "  next:\n", "  delay:\n    durationMilliseconds: 0\n    durationFrom:\n"
+             "      expressionFrom: '.metadata.annotations[\"pod-ready.stage.kwok.x-k8s.io/delay\"]'\n  next:\n")
+plain = must(plain, "    matchExpressions:\n", f"    matchExpressions:\n    - key: '{SERVE}'\n      operator: 'DoesNotExist'\n")
+served = must(ready, "name: pod-ready", "name: pod-start-served")
+served = must(served, "    matchExpressions:\n", f"    matchExpressions:\n    - key: '{SERVE}'\n      operator: 'In'\n      values:\n      - 'true'\n")
+served = must(served, 'status: "True"\n        type: Ready', 'status: "False"\n        type: Ready')
+served = must(served, 'status: "True"\n        type: ContainersReady', 'status: "False"\n        type: ContainersReady')
+served = must(served, "ready: true\n        restartCount: 0\n        state:\n          running", "ready: false\n        restartCount: 0\n        state:\n          running")
+# A Running pod that lost Ready (its node lost power and came back) is made
+# Ready again as a kubelet would, keeping its IP (the ready stage would
+# allocate a new one).
+again = f"""apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-ready-again
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '{SERVE}'
+      operator: 'DoesNotExist'
+    - key: '{OFF}'
+      operator: 'DoesNotExist'
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Running'
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: 'NotIn'
+      values:
+      - 'True'
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      conditions:
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: "True"
+        type: Initialized
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: "True"
+        type: Ready
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: "True"
+        type: ContainersReady
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: "True"
+        type: PodScheduled
+      containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - image: {{{{ .image | Quote }}}}
+        name: {{{{ .name | Quote }}}}
+        ready: true
+        restartCount: 0
+        state:
+          running:
+            startedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+"""
+out += [plain, served, again]
+for doc in out:
+    print("---")
+    print(doc)
+PY
 }
 
 kubeconfig() { # name -> $STATE/name.kubeconfig
@@ -217,16 +295,25 @@ cmd_up() {
     --log-level=warn
   wait_for etcd 60 curl -sf "http://127.0.0.1:$etcd_port/health"
 
-  start kube-apiserver "$bin/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
-    --tls-cert-file="$STATE/pki/apiserver.crt" --tls-private-key-file="$STATE/pki/apiserver.key" \
-    --client-ca-file="$STATE/pki/ca.crt" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$STATE/pki/sa.pub" --service-account-signing-key-file="$STATE/pki/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/16 --authorization-mode=Node,RBAC \
-    --endpoint-reconciler-type=none --allow-privileged=true \
-    --max-requests-inflight=1000 --max-mutating-requests-inflight=500
+  cat >"$STATE/apiserver.args" <<EOF
+--etcd-servers=http://127.0.0.1:$etcd_port
+--bind-address=127.0.0.1
+--advertise-address=127.0.0.1
+--secure-port=$APISERVER_PORT
+--tls-cert-file=$STATE/pki/apiserver.crt
+--tls-private-key-file=$STATE/pki/apiserver.key
+--client-ca-file=$STATE/pki/ca.crt
+--service-account-issuer=https://kubernetes.default.svc.cluster.local
+--service-account-key-file=$STATE/pki/sa.pub
+--service-account-signing-key-file=$STATE/pki/sa.key
+--service-cluster-ip-range=10.96.0.0/16
+--authorization-mode=Node,RBAC
+--endpoint-reconciler-type=none
+--allow-privileged=true
+--max-requests-inflight=1000
+--max-mutating-requests-inflight=500
+EOF
+  start_apiserver "$bin"
   wait_for kube-apiserver 120 "$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig" get --raw /readyz
 
   start kube-controller-manager "$bin/kube-controller-manager" \
@@ -244,6 +331,33 @@ cmd_up() {
     --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
     --leader-elect=false --bind-address=127.0.0.1 --secure-port="$(free_port)" \
     --kube-api-qps=500 --kube-api-burst=1000
+  # A node without power renews no Lease: the data plane labels the Lease,
+  # and this policy refuses every renewal of a Lease that keeps the label.
+  "$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig" apply -f - >/dev/null <<'EOF'
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: testbed-powered-off-leases}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [coordination.k8s.io], apiVersions: [v1], operations: [UPDATE], resources: [leases]}
+  validations:
+  - expression: >-
+      !has(oldObject.metadata.labels) || !('testbed.firedrill.dev/powered-off' in oldObject.metadata.labels) ||
+      !has(object.metadata.labels) || !('testbed.firedrill.dev/powered-off' in object.metadata.labels) ||
+      object.spec == oldObject.spec
+    message: the node has no power (testbed power loss)
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: testbed-powered-off-leases}
+spec:
+  policyName: testbed-powered-off-leases
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-node-lease}}
+EOF
   kwok_stages >"$STATE/kwok.yaml"
   start kwok "$bin/kwok" --kubeconfig="$STATE/admin.kubeconfig" --config="$STATE/kwok.yaml" \
     --node-lease-duration-seconds=40 \
@@ -253,11 +367,102 @@ cmd_up() {
     --cidr=10.244.0.0/16 --node-ip=127.0.0.1 --server-address="127.0.0.1:$(free_port)"
   local k=("$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig")
   wait_for "the default service account (controller-manager)" 120 "${k[@]}" -n default get serviceaccount default
+  if [[ ${FIREDRILL_TESTBED_DATAPLANE:-1} != 0 ]]; then
+    local dp slot; dp=$(dataplane_bin); slot=$(take_slot)
+    start dataplane env KUBECONFIG="$STATE/admin.kubeconfig" RUST_LOG=info "$dp" dataplane --state "$STATE" --slot "$slot"
+    wait_for "the data plane's hosts file" 60 test -f "$STATE/hosts"
+  fi
 
   cmd_nodes "$nodes" 0
   trap - ERR
   log "up in $((SECONDS - t0))s: https://127.0.0.1:$APISERVER_PORT, $nodes nodes in ${ZONES[*]}"
   log "use it with: eval \"\$($0 env)\""
+}
+
+# The data plane (tests/testbed/dataplane): processes for pods that ask for
+# one, a proxy per Service, power loss for fake nodes. Built with cargo, into
+# the same target directory as the rest of the workspace.
+dataplane_bin() {
+  command -v cargo >/dev/null || die "cargo is not installed; the testbed's data plane is built with it"
+  (cd "$REPO" && cargo build -q -p firedrill-testbed) >&2 || die "building the data plane failed"
+  local target=${CARGO_TARGET_DIR:-$REPO/target}
+  # A copy of its own: a later build must not replace the binary under a
+  # running data plane, which starts the pods' processes from it.
+  mkdir -p "$STATE/bin"
+  cp "$target/debug/firedrill-testbed" "$STATE/bin/firedrill-testbed"
+  echo "$STATE/bin/firedrill-testbed"
+}
+
+# Each testbed's data plane serves its addresses on a loopback range of its
+# own (slot N: 127.2N.x.y for pods, 127.2N+1.x.y for Services), so two
+# testbeds on one machine never collide. A slot is a directory under
+# /tmp/firedrill-testbed-slots, taken with mkdir (atomic) and freed by
+# `down`; a slot whose testbed is no longer running is taken over.
+SLOTS=/tmp/firedrill-testbed-slots
+take_slot() {
+  mkdir -p "$SLOTS"
+  local n owner pid
+  for n in $(seq 1 60); do
+    if ! mkdir "$SLOTS/$n" 2>/dev/null; then
+      owner=$(cat "$SLOTS/$n/state" 2>/dev/null || true)
+      # Just taken by another `up` that has not written its state yet.
+      [[ -n $owner ]] || continue
+      pid=$(cat "$owner/pids/dataplane" 2>/dev/null || true)
+      # In use by a running testbed.
+      [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && continue
+    fi
+    echo "$STATE" >"$SLOTS/$n/state"
+    echo "$n" >"$STATE/slot"
+    echo "$n"
+    return 0
+  done
+  die "no free data-plane slot under $SLOTS"
+}
+
+free_slot() {
+  [[ -f $STATE/slot ]] || return 0
+  local n; n=$(cat "$STATE/slot")
+  [[ $(cat "$SLOTS/$n/state" 2>/dev/null) == "$STATE" ]] && rm -rf "${SLOTS:?}/$n"
+  rm -f "$STATE/slot"
+}
+
+# The apiserver's flags are kept in the state directory, so that it can be
+# stopped and started again exactly as it was.
+start_apiserver() {
+  local bin=$1 args=()
+  mapfile -t args <"$STATE/apiserver.args"
+  "$bin/kube-apiserver" "${args[@]}" >>"$STATE/logs/kube-apiserver.log" 2>&1 &
+  echo $! >"$STATE/pids/kube-apiserver"
+}
+
+stop_pid_file() { # file: SIGTERM, then SIGKILL after 5 s
+  local f=$1 pid
+  [[ -f $f ]] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+cmd_apiserver() {
+  [[ -f $STATE/apiserver.args ]] || die "no testbed in $STATE (run: $0 up)"
+  local bin; bin=$(bin_dir)
+  case ${1:-} in
+    stop)
+      stop_pid_file "$STATE/pids/kube-apiserver"
+      log "kube-apiserver stopped"
+      ;;
+    start)
+      pid_alive "$STATE/pids/kube-apiserver" && die "kube-apiserver is already running"
+      start_apiserver "$bin"
+      wait_for kube-apiserver 120 "$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig" get --raw /readyz
+      log "kube-apiserver started"
+      ;;
+    *) die "usage: $0 apiserver stop|start" ;;
+  esac
 }
 
 cmd_nodes() {
@@ -307,19 +512,11 @@ nodes_ready() {
 
 cmd_down() {
   [[ -d $STATE/pids ]] || return 0
-  local f pid
   # Reverse start order: kwok and the controllers before the apiserver, etcd last.
-  for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    f=$STATE/pids/$name
-    [[ -f $f ]] || continue
-    pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$f"
+  for name in dataplane kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    stop_pid_file "$STATE/pids/$name"
   done
+  free_slot
   log "stopped"
 }
 
@@ -339,6 +536,9 @@ cmd_env() {
   [[ -f $STATE/admin.kubeconfig ]] || die "no testbed in $STATE (run: $0 up)"
   echo "export KUBECONFIG=$STATE/admin.kubeconfig"
   echo "export PATH=$(bin_dir):\$PATH"
+  # firedrill's probes reach Services by name through the data plane's hosts file.
+  [[ -f $STATE/hosts ]] && echo "export FIREDRILL_PROBE_HOSTS=$STATE/hosts"
+  return 0
 }
 
 case ${1:-} in
@@ -349,5 +549,6 @@ case ${1:-} in
   status) cmd_status ;;
   env) cmd_env ;;
   helm) cmd_helm ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  apiserver) shift; cmd_apiserver "$@" ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

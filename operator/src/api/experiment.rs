@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: an experiment does what it planned; delete it and create a new one to change it"))]
 pub struct DataCenterFailureSpec {
     /// The zone to take down: the value of `topologyKey` on its nodes.
     #[schemars(length(min = 1, max = 253))]
@@ -74,6 +75,7 @@ pub struct DataCenterFailureSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    #[x_kube(validation = Rule::new("self.all(s, !has(s.dependsOn) || s.dependsOn.all(d, d != s.name && self.exists(o, o.name == d)))").message("dependsOn must name other SLOs of this experiment"))]
     pub slos: Vec<SloSpec>,
 }
 
@@ -90,26 +92,48 @@ fn yes() -> bool {
     true
 }
 
-/// What happens to the zone. A fire, not a drain: pods are killed with grace
-/// period 0 and PodDisruptionBudgets do not apply.
+/// What happens to the zone.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultSpec {
-    /// Mark every node of the zone unschedulable.
+    /// `CordonAndKill` (the default): a fire, not a drain. The zone's nodes
+    /// are cordoned, its pods killed with grace period 0 (PodDisruptionBudgets
+    /// do not apply), and it is kept dark. `PowerLoss`: the zone's nodes lose
+    /// power. The firedrill node agent cuts each node off the network (its
+    /// kubelet stops heartbeating, traffic to its pods is dropped) and nothing
+    /// is deleted through the API: Kubernetes' own failure handling does the
+    /// rest (NotReady after node-monitor-grace-period, eviction after the
+    /// pods' tolerationSeconds, StatefulSet pods stuck), and the drill
+    /// measures it. Needs the agent on every node of the zone.
+    #[serde(default)]
+    pub mode: FaultMode,
+    /// CordonAndKill: mark every node of the zone unschedulable.
     #[serde(default = "yes")]
     pub cordon: bool,
-    /// Delete every in-scope pod on the zone's nodes with grace period 0.
+    /// CordonAndKill: delete every in-scope pod on the zone's nodes with grace period 0.
     #[serde(default = "yes")]
     pub kill_pods: bool,
-    /// Keep the zone dark for the whole duration: a NoExecute taint owned by
-    /// the experiment, and any in-scope pod that lands there anyway is killed again.
+    /// CordonAndKill: keep the zone dark for the whole duration: a taint
+    /// owned by the experiment, and any in-scope pod that lands there anyway
+    /// is killed again.
     #[serde(default = "yes")]
     pub keep_dark: bool,
+}
+
+/// How the zone goes dark.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum FaultMode {
+    #[default]
+    CordonAndKill,
+    PowerLoss,
 }
 
 impl Default for FaultSpec {
     fn default() -> Self {
         Self {
+            mode: FaultMode::CordonAndKill,
             cordon: true,
             kill_pods: true,
             keep_dark: true,
@@ -117,36 +141,38 @@ impl Default for FaultSpec {
     }
 }
 
-/// Which pods on the zone's nodes are killed.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// Which pods on the zone's nodes are killed. Pods out of scope are spared by
+/// the mechanism too: they are never killed, and no taint that would evict
+/// them is put on the zone.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.includeSystemNamespaces) && self.includeSystemNamespaces) || !has(self.namespaces) || !self.namespaces.exists(n, n in ['kube-system', 'kube-public', 'kube-node-lease'])").message("namespaces lists a system namespace (kube-system, kube-public, kube-node-lease); set includeSystemNamespaces: true to target it"))]
 pub struct TargetSpec {
-    /// Only these namespaces (empty: every namespace).
+    /// Only these namespaces (empty: every namespace but the excluded ones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
     pub namespaces: Vec<String>,
-    /// Never these namespaces. The operator's own namespace is always excluded.
-    #[serde(default = "default_excluded_namespaces")]
-    #[schemars(length(max = 256))]
+    /// Never these namespaces, in addition to the system namespaces
+    /// (kube-system, kube-public, kube-node-lease) and the operator's own
+    /// namespace, which are always spared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
     pub exclude_namespaces: Vec<String>,
     /// Only pods matching this selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
+    /// Kill DaemonSet pods too. Off by default: a DaemonSet pod belongs to its
+    /// node and comes straight back, so it would be killed in a loop.
+    #[serde(default)]
+    pub include_daemon_sets: bool,
+    /// Allow the system namespaces (kube-system, kube-public, kube-node-lease)
+    /// in scope. Off by default.
+    #[serde(default)]
+    pub include_system_namespaces: bool,
 }
 
-fn default_excluded_namespaces() -> Vec<String> {
-    vec!["kube-system".into()]
-}
-
-impl Default for TargetSpec {
-    fn default() -> Self {
-        Self {
-            namespaces: vec![],
-            exclude_namespaces: default_excluded_namespaces(),
-            label_selector: None,
-        }
-    }
-}
+/// Namespaces spared unless `includeSystemNamespaces` is set.
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
 /// Refusals and brakes. Every guard is checked before any node or pod is touched.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -221,12 +247,27 @@ pub struct SloSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 100.0))]
     pub availability_objective: Option<f64>,
-    /// Make this SLO a guard: once breached for longer than its tolerance, the
-    /// fault ends at once and the experiment is Aborted.
+    /// The largest share of the dark window, in percent, during which the
+    /// probe may fail to run at all (Secret missing, Prometheus unreachable,
+    /// no answer to judge) before the SLO is Inconclusive rather than judged.
+    #[serde(default = "default_max_error_percent")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub max_error_percent: f64,
+    /// Other SLOs of this experiment this one's user journey goes through
+    /// (messaging needs authentication). When this SLO fails while one of
+    /// them is down, the verdict names that as the cause.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 63)))]
+    pub depends_on: Vec<String>,
+    /// Make this SLO a guard: once breached (failing, or unable to probe) for
+    /// longer than its tolerance, the fault ends at once and the experiment is Aborted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardSlo>,
 }
 
+fn default_max_error_percent() -> f64 {
+    10.0
+}
 fn default_interval() -> String {
     "1s".into()
 }
@@ -376,6 +417,24 @@ pub struct PrometheusProbe {
     pub success_when: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// What an answer with no series means. `Fail` (the default): a query
+    /// like `sum(up{job="checkout"}) >= 2` returns nothing when every
+    /// target is gone, which is an outage, not a pass. `Ok` for queries
+    /// written so that no series means healthy (`errors > 0`); `Error` to
+    /// count it as a probe that could not run.
+    #[serde(default)]
+    pub empty_result: EmptyResult,
+}
+
+/// How an empty Prometheus answer counts.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum EmptyResult {
+    #[default]
+    Fail,
+    Ok,
+    Error,
 }
 
 /// Health as the cluster sees it; exactly one of `service` and `workload`.
@@ -527,11 +586,43 @@ pub struct PlanSummary {
     pub pinned_pods: i32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pinned_pod_names: Vec<String>,
+    /// Replacement pods the scheduler will not be able to place outside the
+    /// zone (pinned, spread constraints, anti-affinity, taints, per-pod fit).
+    #[serde(default)]
+    pub replacements_unschedulable: i32,
+    /// Which workloads, how many, and the rule, e.g. `Deployment shop/web: 2
+    /// of 2 replacements (topology spread constraint ...)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unschedulable_workloads: Vec<String>,
+    /// What the plan expects of each SLO, from what its probe depends on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo_predictions: Vec<SloPredictionStatus>,
+    /// Things that would make the measurements misleading, e.g. a probe's
+    /// Prometheus running only in the zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub pdbs_violated: i32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pdb_names: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacitySummary>,
+}
+
+/// The plan's expectation of one SLO.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SloPredictionStatus {
+    pub name: String,
+    /// Absent when the plan cannot tell what the probe depends on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    pub why: String,
+    /// What serves this SLO, e.g. `Service auth/login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Why it cannot fail over, in short, e.g. `pinned to zone-a by nodeSelector ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -550,9 +641,22 @@ pub struct CapacitySummary {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultStatus {
+    /// Nodes taken down: the zone's nodes listed, and guarded again, at Injecting.
+    #[serde(default)]
+    pub nodes_taken: i32,
     pub nodes_cordoned: i32,
     pub nodes_tainted: i32,
+    /// `NoExecute` when the experiment targets the whole zone and nothing on
+    /// it was spared; `NoSchedule` otherwise, so spared pods are not evicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taint_effect: Option<String>,
     pub pods_killed: i32,
+    /// Pods on the zone's nodes left running because they are out of scope.
+    #[serde(default)]
+    pub pods_spared: i32,
+    /// Pods the API server would not delete (the experiment is aborted then).
+    #[serde(default)]
+    pub pods_not_killed: i32,
     /// Pods killed again because they landed on the dark zone.
     pub pods_rekilled: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -561,7 +665,17 @@ pub struct FaultStatus {
     pub zone_dark_at: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_at: Option<MicroTime>,
+    /// PowerLoss: when every node of the zone was Ready again after the restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_ready_again_at: Option<MicroTime>,
     pub nodes_restored: i32,
+    /// What changed in the zone behind the plan's back: nodes that joined or
+    /// left it between planning and injection, nodes deleted, relabelled or
+    /// unmarked while dark. At most 20 notes; `zoneChangesTotal` counts all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zone_changes: Vec<String>,
+    #[serde(default)]
+    pub zone_changes_total: i32,
 }
 
 /// The measured outcome of one SLO.
@@ -576,15 +690,28 @@ pub struct SloStatus {
     pub time_to_recover_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub longest_outage_seconds: Option<f64>,
-    /// Successful samples over all samples in the measured window, in percent.
+    /// Time healthy over time answered (failed or healthy) in the window, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability_percent: Option<f64>,
     pub samples: i64,
     pub failures: i64,
+    /// Samples where the probe could not run at all.
+    #[serde(default)]
+    pub errors: i64,
+    /// Their share of the window's time, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_failure_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Why it failed, from what the cluster showed at the end of the dark
+    /// window and what the plan found behind this SLO's probe only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// What the plan predicted for this SLO (absent: it could not tell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<Verdict>,
 }

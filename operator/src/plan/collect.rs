@@ -4,18 +4,18 @@
 //! pods page by page and keeps only sums.
 
 use super::{
-    Capacity, NodeInfo, OwnerKey, PdbInfo, PodInfo, Requirement, Snapshot, VolumeTopology,
-    WorkloadInfo,
+    Capacity, NodeInfo, OwnerKey, PdbInfo, PodInfo, PodTermInfo, Requested, Requirement, SloTarget,
+    Snapshot, SpreadInfo, TaintInfo, Target, TolerationInfo, VolumeTopology, WorkloadInfo,
 };
-use crate::api::{DataCenterFailure, Phase};
+use crate::api::{DataCenterFailure, Phase, SloSpec, WorkloadKind};
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::apps::v1::{DaemonSet, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ListParams};
-use kube::core::Selector;
+use kube::core::{Expression, Selector};
 use kube::{Client, ResourceExt};
 use std::collections::{BTreeSet, HashMap};
 
@@ -32,6 +32,10 @@ pub struct Options {
     /// The operator's own pods (namespace, label selector), when it runs in the cluster.
     pub operator_pods: Option<(String, String)>,
     pub concurrency: usize,
+    /// The SLOs whose probes' targets the plan predicts for.
+    pub slos: Vec<SloSpec>,
+    /// This operator's own pod (namespace, name), when it runs in the cluster.
+    pub leader_pod: Option<(String, String)>,
 }
 
 /// Read the snapshot for planning `zone`.
@@ -42,7 +46,7 @@ pub async fn snapshot(
     opts: &Options,
 ) -> kube::Result<Snapshot> {
     let conc = opts.concurrency.max(1);
-    let nodes = list_nodes(client).await?;
+    let mut nodes = list_nodes(client).await?;
     let zone_nodes: Vec<String> = nodes
         .iter()
         .filter(|n| n.labels.get(topology_key).map(String::as_str) == Some(zone))
@@ -103,10 +107,26 @@ pub async fn snapshot(
 
     let surviving_free = if opts.measure_capacity {
         let zone_set: BTreeSet<&str> = zone_nodes.iter().map(String::as_str).collect();
-        Some(free_capacity(client, &nodes, |n| !zone_set.contains(n.name.as_str())).await?)
+        let requested = requested_per_node(client).await?;
+        for n in nodes.iter_mut() {
+            n.requested = Some(requested.get(&n.name).copied().unwrap_or_default());
+        }
+        Some(surviving_capacity(&nodes, |n| {
+            !zone_set.contains(n.name.as_str())
+        }))
     } else {
         None
     };
+
+    let leader_node = match &opts.leader_pod {
+        Some((ns, name)) => Api::<Pod>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .and_then(|p| p.spec?.node_name),
+        None => None,
+    };
+    let slo_targets = slo_targets(client, &opts.slos).await?;
+    let peers = peers_of(client, &pods, &slo_targets, conc).await?;
 
     // Before the CRDs are installed there are no experiments (404), and
     // `firedrill plan` still works.
@@ -152,7 +172,220 @@ pub async fn snapshot(
         surviving_free,
         active_experiments,
         operator_nodes,
+        leader_node,
+        peers,
+        slo_targets,
     })
+}
+
+/// What each SLO's probe depends on: a Service's or workload's pods, a
+/// Service named by an in-cluster DNS name (`name.namespace[.svc...]`), and
+/// for Prometheus probes the Prometheus server's Service. Names that are not
+/// in-cluster (loopback, external hosts) tell nothing.
+pub async fn slo_targets(client: &Client, slos: &[SloSpec]) -> kube::Result<Vec<SloTarget>> {
+    let mut out = vec![];
+    for slo in slos {
+        let p = &slo.probe;
+        let mut t = SloTarget {
+            slo: slo.name.clone(),
+            backing: None,
+            prober: None,
+            need: 1,
+        };
+        if let Some(k) = &p.kubernetes {
+            if let Some(s) = &k.service {
+                t.backing = service_target(client, &s.namespace, &s.name).await?;
+                t.need = s.min_ready_endpoints;
+            }
+            if let Some(w) = &k.workload {
+                t.backing = workload_target(client, w.kind, &w.namespace, &w.name).await?;
+                t.need = w.min_available;
+            }
+        }
+        let host = p
+            .http
+            .as_ref()
+            .map(|h| url_host(&h.url))
+            .or_else(|| p.tcp.as_ref().map(|t| t.host.clone()));
+        if let Some((ns, name)) = host.as_deref().and_then(service_of_host) {
+            t.backing = service_target(client, &ns, &name).await?;
+        }
+        if let Some((ns, name)) = p
+            .prometheus
+            .as_ref()
+            .and_then(|pr| service_of_host(&url_host(&pr.url)))
+        {
+            t.prober = service_target(client, &ns, &name).await?;
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// The namespace an SLO's probe looks into, where it can be told (a
+/// Service or workload check, or an in-cluster name).
+pub fn probe_namespace(slo: &SloSpec) -> Option<String> {
+    let p = &slo.probe;
+    if let Some(k) = &p.kubernetes {
+        return k
+            .service
+            .as_ref()
+            .map(|s| s.namespace.clone())
+            .or_else(|| k.workload.as_ref().map(|w| w.namespace.clone()));
+    }
+    let host = p
+        .http
+        .as_ref()
+        .map(|h| url_host(&h.url))
+        .or_else(|| p.tcp.as_ref().map(|t| t.host.clone()))?;
+    service_of_host(&host).map(|(ns, _)| ns)
+}
+
+/// The host of a URL, without port or credentials.
+pub fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("").to_string();
+    }
+    host.split(':').next().unwrap_or("").to_string()
+}
+
+/// `name.namespace`, `name.namespace.svc` or `name.namespace.svc.<domain>`.
+pub fn service_of_host(host: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    let dns_label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !s.starts_with('-')
+            && !s.chars().all(|c| c.is_ascii_digit())
+    };
+    match parts.as_slice() {
+        [name, ns] | [name, ns, "svc", ..] if dns_label(name) && dns_label(ns) => {
+            Some((ns.to_string(), name.to_string()))
+        }
+        _ => None,
+    }
+}
+
+async fn service_target(client: &Client, ns: &str, name: &str) -> kube::Result<Option<Target>> {
+    let svc = match Api::<Service>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+    {
+        Ok(s) => s,
+        // Not allowed to read it: the plan cannot tell, which is no reason to refuse.
+        Err(kube::Error::Api(e)) if e.code == 403 => None,
+        Err(e) => return Err(e),
+    };
+    Ok(svc.and_then(|s| {
+        let selector = s.spec?.selector.filter(|m| !m.is_empty())?;
+        Some(Target {
+            what: format!("Service {ns}/{name}"),
+            namespace: ns.to_string(),
+            selector: Selector::from_iter(selector),
+        })
+    }))
+}
+
+async fn workload_target(
+    client: &Client,
+    kind: WorkloadKind,
+    ns: &str,
+    name: &str,
+) -> kube::Result<Option<Target>> {
+    let c = client.clone();
+    let selector = match kind {
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(c, ns)
+            .get_opt(name)
+            .await?
+            .and_then(|d| Some(d.spec?.selector)),
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(c, ns)
+            .get_opt(name)
+            .await?
+            .and_then(|d| Some(d.spec?.selector)),
+        WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(c, ns)
+            .get_opt(name)
+            .await?
+            .and_then(|d| Some(d.spec?.selector)),
+        WorkloadKind::ReplicaSet => Api::<ReplicaSet>::namespaced(c, ns)
+            .get_opt(name)
+            .await?
+            .and_then(|d| Some(d.spec?.selector)),
+    };
+    Ok(selector
+        .and_then(|s| Selector::try_from(s).ok())
+        .map(|selector| Target {
+            what: format!("{kind:?} {ns}/{name}"),
+            namespace: ns.to_string(),
+            selector,
+        }))
+}
+
+/// The pods the zone's pods' spread constraints and pod (anti-)affinity
+/// terms count, and the pods behind the SLOs' probes, listed by those
+/// selectors (one list per namespace and selector), never every pod of the
+/// cluster.
+async fn peers_of(
+    client: &Client,
+    pods: &[PodInfo],
+    targets: &[SloTarget],
+    conc: usize,
+) -> kube::Result<Vec<PodInfo>> {
+    let mut queries: BTreeSet<(Option<String>, String)> = BTreeSet::new();
+    for t in targets
+        .iter()
+        .flat_map(|t| t.backing.iter().chain(&t.prober))
+    {
+        queries.insert((Some(t.namespace.clone()), t.selector.to_string()));
+    }
+    for p in pods {
+        for c in &p.spread {
+            queries.insert((Some(p.namespace.clone()), c.selector.to_string()));
+        }
+        for t in p.affinity.iter().chain(&p.anti_affinity) {
+            let sel = t.selector.to_string();
+            if t.all_namespaces {
+                queries.insert((None, sel));
+            } else if t.namespaces.is_empty() {
+                queries.insert((Some(p.namespace.clone()), sel));
+            } else {
+                for ns in &t.namespaces {
+                    queries.insert((Some(ns.clone()), sel.clone()));
+                }
+            }
+        }
+    }
+    list_pods_by(client, queries, conc).await
+}
+
+/// Pods matching each (namespace or every namespace, label selector), deduplicated.
+pub async fn list_pods_by(
+    client: &Client,
+    queries: BTreeSet<(Option<String>, String)>,
+    conc: usize,
+) -> kube::Result<Vec<PodInfo>> {
+    let lists: Vec<Vec<PodInfo>> = stream::iter(queries)
+        .map(|(ns, sel)| async move {
+            let api: Api<Pod> = match &ns {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let lp = ListParams::default().labels(&sel);
+            Ok::<_, kube::Error>(api.list(&lp).await?.items.iter().map(pod_info).collect())
+        })
+        .buffer_unordered(conc.max(1))
+        .try_collect()
+        .await?;
+    let mut seen = BTreeSet::new();
+    Ok(lists
+        .into_iter()
+        .flatten()
+        .filter(|p| seen.insert(p.key()))
+        .collect())
 }
 
 /// Every node, paginated.
@@ -201,7 +434,50 @@ pub fn node_info(n: &Node) -> NodeInfo {
             .map(cpu_millis)
             .unwrap_or(0),
         memory_bytes: alloc.and_then(|a| a.get("memory")).map(bytes).unwrap_or(0),
+        max_pods: alloc
+            .and_then(|a| a.get("pods"))
+            .and_then(|q| parse_quantity(&q.0))
+            .map(|v| v as i64)
+            .unwrap_or(0),
+        taints: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| TaintInfo {
+                        key: t.key.clone(),
+                        value: t.value.clone().unwrap_or_default(),
+                        effect: t.effect.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        requested: None,
     }
+}
+
+/// A pod (anti-)affinity term as the planner reads it.
+fn pod_term(
+    t: &k8s_openapi::api::core::v1::PodAffinityTerm,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Option<PodTermInfo> {
+    let mut selector = Selector::try_from(t.label_selector.clone().unwrap_or_default()).ok()?;
+    for key in t.match_label_keys.iter().flatten() {
+        if let Some(v) = labels.get(key) {
+            selector.extend([Expression::In(key.clone(), [v.clone()].into())]);
+        }
+    }
+    let all_namespaces = t.namespace_selector.as_ref().is_some_and(|ns| {
+        ns.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && ns.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    });
+    Some(PodTermInfo {
+        selector,
+        namespaces: t.namespaces.clone().unwrap_or_default(),
+        all_namespaces,
+        topology_key: t.topology_key.clone(),
+    })
 }
 
 pub fn pod_info(p: &Pod) -> PodInfo {
@@ -256,11 +532,76 @@ pub fn pod_info(p: &Pod) -> PodInfo {
                 .collect()
         })
         .unwrap_or_default();
+    let labels = p.labels().clone();
+    let affinity = spec.and_then(|s| s.affinity.as_ref());
+    let required =
+        |terms: Option<&Vec<k8s_openapi::api::core::v1::PodAffinityTerm>>| -> Vec<PodTermInfo> {
+            terms
+                .into_iter()
+                .flatten()
+                .filter_map(|t| pod_term(t, &labels))
+                .collect()
+        };
+    let pod_affinity = required(
+        affinity
+            .and_then(|a| a.pod_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            }),
+    );
+    let pod_anti_affinity = required(
+        affinity
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            }),
+    );
+    let spread = spec
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.when_unsatisfiable == "DoNotSchedule")
+        .filter_map(|c| {
+            let mut selector =
+                Selector::try_from(c.label_selector.clone().unwrap_or_default()).ok()?;
+            for key in c.match_label_keys.iter().flatten() {
+                if let Some(v) = labels.get(key) {
+                    selector.extend([Expression::In(key.clone(), [v.clone()].into())]);
+                }
+            }
+            Some(SpreadInfo {
+                max_skew: c.max_skew,
+                topology_key: c.topology_key.clone(),
+                selector,
+                min_domains: c.min_domains,
+                honor_node_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
+                honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
+            })
+        })
+        .collect();
+    let tolerations = spec
+        .and_then(|s| s.tolerations.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|t| TolerationInfo {
+            key: t.key.clone().unwrap_or_default(),
+            operator: t.operator.clone().unwrap_or_else(|| "Equal".into()),
+            value: t.value.clone().unwrap_or_default(),
+            effect: t.effect.clone().unwrap_or_default(),
+        })
+        .collect();
     PodInfo {
+        tolerations,
+        spread,
+        affinity: pod_affinity,
+        anti_affinity: pod_anti_affinity,
+        terminating: p.metadata.deletion_timestamp.is_some(),
         namespace: p.namespace().unwrap_or_default(),
         name: p.name_any(),
         node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        labels: p.labels().clone(),
+        labels,
         owner,
         mirror: p.annotations().contains_key("kubernetes.io/config.mirror"),
         ready: status
@@ -368,10 +709,15 @@ pub fn pv_topology(pv: &PersistentVolume, topology_key: &str) -> Option<VolumeTo
         .as_ref()?
         .node_selector_terms;
     let mut topo = VolumeTopology::default();
+    // The zone keys in use: the experiment's, the standard one, its
+    // deprecated form, and the ones CSI drivers put on the volumes they make.
     let zone_keys = [
         topology_key,
         "topology.kubernetes.io/zone",
         "failure-domain.beta.kubernetes.io/zone",
+        "topology.gke.io/zone",
+        "topology.disk.csi.azure.com/zone",
+        "topology.ebs.csi.aws.com/zone",
     ];
     for e in terms
         .iter()
@@ -391,41 +737,42 @@ pub fn pv_topology(pv: &PersistentVolume, topology_key: &str) -> Option<VolumeTo
 }
 
 /// Allocatable minus requested, over the schedulable Ready nodes `keep` selects.
-/// Streams every running pod page by page; only sums are kept.
-async fn free_capacity(
-    client: &Client,
-    nodes: &[NodeInfo],
-    keep: impl Fn(&NodeInfo) -> bool,
-) -> kube::Result<Capacity> {
-    let survivors: HashMap<&str, ()> = nodes
-        .iter()
-        .filter(|n| keep(n) && !n.unschedulable && n.ready)
-        .map(|n| (n.name.as_str(), ()))
-        .collect();
+pub fn surviving_capacity(nodes: &[NodeInfo], keep: impl Fn(&NodeInfo) -> bool) -> Capacity {
     let mut free = Capacity::default();
     for n in nodes
         .iter()
-        .filter(|n| survivors.contains_key(n.name.as_str()))
+        .filter(|n| keep(n) && !n.unschedulable && n.ready)
     {
-        free.cpu_millis += n.cpu_millis;
-        free.memory_bytes += n.memory_bytes;
+        let r = n.requested.unwrap_or_default();
+        free.cpu_millis += n.cpu_millis - r.cpu_millis;
+        free.memory_bytes += n.memory_bytes - r.memory_bytes;
     }
+    free
+}
+
+/// What the running pods request, per node. Streams every running pod page
+/// by page; only the sums are kept.
+async fn requested_per_node(client: &Client) -> kube::Result<HashMap<String, Requested>> {
     let api = Api::<Pod>::all(client.clone());
     let mut lp = ListParams::default()
         .limit(PAGE)
         .fields("status.phase!=Succeeded,status.phase!=Failed");
+    let mut out: HashMap<String, Requested> = HashMap::new();
     loop {
         let page = api.list(&lp).await?;
         for p in &page.items {
             let info = pod_info(p);
-            if survivors.contains_key(info.node.as_str()) {
-                free.cpu_millis -= info.cpu_millis;
-                free.memory_bytes -= info.memory_bytes;
+            if info.node.is_empty() {
+                continue;
             }
+            let r = out.entry(info.node).or_default();
+            r.cpu_millis += info.cpu_millis;
+            r.memory_bytes += info.memory_bytes;
+            r.pods += 1;
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => lp = lp.continue_token(&token),
-            None => return Ok(free),
+            None => return Ok(out),
         }
     }
 }
@@ -471,6 +818,28 @@ fn parse_quantity(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_cluster_names_name_a_service() {
+        assert_eq!(
+            url_host("https://user:pw@login.auth.svc:8443/healthz?x"),
+            "login.auth.svc"
+        );
+        assert_eq!(url_host("http://[::1]:80/"), "::1");
+        let svc = |h: &str| service_of_host(h);
+        assert_eq!(svc("login.auth"), Some(("auth".into(), "login".into())));
+        assert_eq!(
+            svc("login.auth.svc.cluster.local"),
+            Some(("auth".into(), "login".into()))
+        );
+        assert_eq!(
+            svc("prometheus.monitoring.svc."),
+            Some(("monitoring".into(), "prometheus".into()))
+        );
+        assert_eq!(svc("127.0.0.1"), None);
+        assert_eq!(svc("localhost"), None);
+        assert_eq!(svc("api.example.com"), None);
+    }
 
     #[test]
     fn quantities() {
@@ -523,6 +892,26 @@ mod tests {
                 .zones,
             ["zone-a"]
         );
+        for key in [
+            "topology.gke.io/zone",
+            "topology.disk.csi.azure.com/zone",
+            "topology.ebs.csi.aws.com/zone",
+            "failure-domain.beta.kubernetes.io/zone",
+        ] {
+            let csi: PersistentVolume = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "pv"},
+                "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": key, "operator": "In", "values": ["zone-a"]}]}]}}}
+            }))
+            .unwrap();
+            assert_eq!(
+                pv_topology(&csi, "topology.kubernetes.io/zone")
+                    .unwrap()
+                    .zones,
+                ["zone-a"],
+                "{key}"
+            );
+        }
         let none: PersistentVolume =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "pv"}, "spec": {}}))
                 .unwrap();

@@ -13,8 +13,11 @@
 //! - and whether a guard refuses the experiment.
 
 pub mod collect;
+pub mod placement;
 
-use crate::api::{GuardSpec, MAX_LISTED, PlanSummary, TargetSpec};
+use crate::api::{
+    GuardSpec, MAX_LISTED, PlanSummary, SYSTEM_NAMESPACES, SloPredictionStatus, TargetSpec, Verdict,
+};
 use kube::core::{Expression, Selector, SelectorExt};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,8 +29,79 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     pub unschedulable: bool,
     pub ready: bool,
+    /// Allocatable CPU and memory.
     pub cpu_millis: i64,
     pub memory_bytes: i64,
+    /// Allocatable pods (0: not known).
+    pub max_pods: i64,
+    pub taints: Vec<TaintInfo>,
+    /// What the pods running on it request, when capacity was measured.
+    pub requested: Option<Requested>,
+}
+
+/// A node taint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaintInfo {
+    pub key: String,
+    pub value: String,
+    pub effect: String,
+}
+
+/// Requests of the pods on one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requested {
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
+    pub pods: i64,
+}
+
+/// A pod toleration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TolerationInfo {
+    pub key: String,
+    /// `Exists` or `Equal`.
+    pub operator: String,
+    pub value: String,
+    /// Empty: every effect.
+    pub effect: String,
+}
+
+impl TolerationInfo {
+    pub fn tolerates(&self, t: &TaintInfo) -> bool {
+        (self.effect.is_empty() || self.effect == t.effect)
+            && if self.key.is_empty() {
+                self.operator == "Exists"
+            } else {
+                self.key == t.key && (self.operator == "Exists" || self.value == t.value)
+            }
+    }
+}
+
+/// A topology spread constraint with `whenUnsatisfiable: DoNotSchedule`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpreadInfo {
+    pub max_skew: i32,
+    pub topology_key: String,
+    /// The constraint's selector, with `matchLabelKeys` already applied.
+    pub selector: Selector,
+    pub min_domains: Option<i32>,
+    /// `nodeAffinityPolicy: Honor` (the default): only nodes the pod may
+    /// run on count as domains.
+    pub honor_node_affinity: bool,
+    /// `nodeTaintsPolicy: Honor` (the default is Ignore): tainted nodes the
+    /// pod does not tolerate do not count as domains.
+    pub honor_taints: bool,
+}
+
+/// A required pod (anti-)affinity term.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodTermInfo {
+    pub selector: Selector,
+    /// Namespaces the term looks in (the pod's own when the term names none).
+    pub namespaces: Vec<String>,
+    /// The term looks in every namespace (`namespaceSelector: {}`).
+    pub all_namespaces: bool,
+    pub topology_key: String,
 }
 
 /// A node-affinity requirement (`matchExpressions` of a node selector term).
@@ -66,6 +140,13 @@ pub struct PodInfo {
     pub pvcs: Vec<String>,
     pub cpu_millis: i64,
     pub memory_bytes: i64,
+    pub tolerations: Vec<TolerationInfo>,
+    /// Topology spread constraints with `whenUnsatisfiable: DoNotSchedule`.
+    pub spread: Vec<SpreadInfo>,
+    pub affinity: Vec<PodTermInfo>,
+    pub anti_affinity: Vec<PodTermInfo>,
+    /// Being deleted already.
+    pub terminating: bool,
 }
 
 impl PodInfo {
@@ -116,6 +197,48 @@ pub struct Snapshot {
     pub active_experiments: Vec<String>,
     /// Nodes the operator's own pods run on, when it runs in the cluster.
     pub operator_nodes: Option<Vec<String>>,
+    /// The node the operator's leader runs on, when it runs in the cluster.
+    pub leader_node: Option<String>,
+    /// Pods anywhere in the cluster that the zone's pods' spread constraints
+    /// and pod (anti-)affinity terms count, and the pods behind the SLOs'
+    /// probes: listed by those selectors only.
+    pub peers: Vec<PodInfo>,
+    /// What each SLO's probe depends on, where the cluster tells.
+    pub slo_targets: Vec<SloTarget>,
+}
+
+/// Pods known by a selector: a Service's, or a workload's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    /// `Service auth/login`
+    pub what: String,
+    pub namespace: String,
+    pub selector: Selector,
+}
+
+/// What an SLO's probe depends on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SloTarget {
+    pub slo: String,
+    /// The pods that serve what the probe checks.
+    pub backing: Option<Target>,
+    /// The pods the probe itself needs (the Prometheus server it queries).
+    pub prober: Option<Target>,
+    /// How many backing pods must be ready for the probe to pass.
+    pub need: i32,
+}
+
+/// What the plan expects of one SLO.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SloPrediction {
+    pub slo: String,
+    /// None: the plan cannot tell.
+    pub verdict: Option<Verdict>,
+    pub why: String,
+    /// What serves it (`Service auth/login`).
+    pub target: Option<String>,
+    /// The rule that keeps it from failing over, in short.
+    pub rule: Option<String>,
 }
 
 /// Where a PersistentVolume can be used.
@@ -132,6 +255,28 @@ pub struct Request {
     pub topology_key: String,
     pub scope: Scope,
     pub guards: GuardSpec,
+    /// PowerLoss mode: nothing is deleted through the API; the nodes go
+    /// unreachable and Kubernetes' failure handling runs.
+    pub power_loss: bool,
+}
+
+impl Request {
+    /// Why a pod on the zone's nodes is left alone, if it is. A power loss
+    /// spares nothing: every pod on a dark node is cut off, the operator's
+    /// and the system namespaces' too.
+    pub fn spares(&self, pod: &PodInfo) -> Option<&'static str> {
+        if pod.finished {
+            return Some("finished");
+        }
+        if self.power_loss {
+            return None;
+        }
+        self.scope.spares(pod)
+    }
+
+    pub fn affects(&self, pod: &PodInfo) -> bool {
+        self.spares(pod).is_none()
+    }
 }
 
 /// Which pods are in scope.
@@ -140,6 +285,8 @@ pub struct Scope {
     pub namespaces: BTreeSet<String>,
     pub exclude_namespaces: BTreeSet<String>,
     pub selector: Option<Selector>,
+    pub include_daemon_sets: bool,
+    pub include_system_namespaces: bool,
     /// The operator's namespace: never killed.
     pub operator_namespace: Option<String>,
 }
@@ -160,6 +307,8 @@ impl Scope {
             namespaces: target.namespaces.iter().cloned().collect(),
             exclude_namespaces: target.exclude_namespaces.iter().cloned().collect(),
             selector,
+            include_daemon_sets: target.include_daemon_sets,
+            include_system_namespaces: target.include_system_namespaces,
             operator_namespace,
         })
     }
@@ -172,11 +321,17 @@ impl Scope {
         if self.operator_namespace.as_deref() == Some(pod.namespace.as_str()) {
             return Some("the operator's namespace");
         }
+        if !self.include_system_namespaces && SYSTEM_NAMESPACES.contains(&pod.namespace.as_str()) {
+            return Some("system namespace");
+        }
         if self.exclude_namespaces.contains(&pod.namespace) {
             return Some("excluded namespace");
         }
         if !self.namespaces.is_empty() && !self.namespaces.contains(&pod.namespace) {
             return Some("namespace not targeted");
+        }
+        if !self.include_daemon_sets && pod.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet") {
+            return Some("DaemonSet pod");
         }
         if let Some(sel) = &self.selector
             && !sel.matches(&pod.labels)
@@ -188,6 +343,18 @@ impl Scope {
 
     pub fn in_scope(&self, pod: &PodInfo) -> bool {
         !pod.finished && self.spares(pod).is_none()
+    }
+
+    /// The target restricts nothing by rule: every namespace, every label,
+    /// DaemonSet pods included. Only then may the zone be kept dark with a
+    /// NoExecute taint, and only if no pod on it was spared (system and
+    /// operator namespaces, static pods): a NoExecute taint evicts every pod
+    /// that does not tolerate it, in scope or not.
+    pub fn targets_whole_zone(&self) -> bool {
+        self.namespaces.is_empty()
+            && self.exclude_namespaces.is_empty()
+            && self.selector.is_none()
+            && self.include_daemon_sets
     }
 }
 
@@ -271,12 +438,19 @@ pub struct Plan {
     pub schedulable_nodes_in_cluster: usize,
     /// Nodes of the zone that were already unschedulable before the experiment.
     pub already_cordoned: Vec<String>,
+    /// Nodes of the zone without the node agent (PowerLoss needs it).
+    pub nodes_without_agent: Vec<String>,
     /// `namespace/name` of every in-scope pod on the zone's nodes.
     pub pods_in_scope: Vec<String>,
     /// `namespace/name` → why it is spared.
     pub pods_spared: Vec<(String, String)>,
     pub lost_workloads: Vec<LostWorkload>,
     pub pinned: Vec<Pinned>,
+    /// Workloads whose replacements cannot all be scheduled outside the zone.
+    pub unplaceable: Vec<placement::Unplaceable>,
+    pub slo_predictions: Vec<SloPrediction>,
+    /// Things that would make the drill's measurements misleading.
+    pub warnings: Vec<String>,
     pub pdbs_violated: Vec<String>,
     pub capacity_needed: Capacity,
     pub capacity_free: Option<Capacity>,
@@ -312,6 +486,30 @@ impl Plan {
                     .map(|p| format!("{} ({})", p.pod, p.reason))
                     .collect(),
             ),
+            replacements_unschedulable: self.unplaceable.iter().map(|u| u.unplaceable).sum(),
+            unschedulable_workloads: first(
+                self.unplaceable
+                    .iter()
+                    .map(|u| {
+                        format!(
+                            "{}: {} of {} replacements ({})",
+                            u.workload, u.unplaceable, u.lost, u.rule
+                        )
+                    })
+                    .collect(),
+            ),
+            slo_predictions: self
+                .slo_predictions
+                .iter()
+                .map(|p| SloPredictionStatus {
+                    name: p.slo.clone(),
+                    verdict: p.verdict,
+                    why: p.why.clone(),
+                    target: p.target.clone(),
+                    rule: p.rule.clone(),
+                })
+                .collect(),
+            warnings: first(self.warnings.clone()),
             pdbs_violated: self.pdbs_violated.len() as i32,
             pdb_names: first(self.pdbs_violated.clone()),
             capacity: self.capacity_free.map(|free| crate::api::CapacitySummary {
@@ -365,26 +563,31 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
             .filter(|n| zone_nodes.contains(n.name.as_str()) && n.unschedulable)
             .map(|n| n.name.clone())
             .collect(),
+        nodes_without_agent: snap
+            .nodes
+            .iter()
+            .filter(|n| zone_nodes.contains(n.name.as_str()))
+            .filter(|n| !n.labels.contains_key(crate::fault::AGENT_LABEL))
+            .map(|n| n.name.clone())
+            .collect(),
         capacity_free: snap.surviving_free,
         ..Default::default()
     };
 
     let mut ready_in_zone: BTreeMap<&OwnerKey, i32> = BTreeMap::new();
     let mut displaced_by_pdb: HashMap<usize, i32> = HashMap::new();
+    let mut killed: Vec<&PodInfo> = vec![];
     for pod in snap
         .pods
         .iter()
         .filter(|p| zone_nodes.contains(p.node.as_str()))
     {
-        if let Some(why) = pod
-            .finished
-            .then_some("finished")
-            .or_else(|| req.scope.spares(pod))
-        {
+        if let Some(why) = req.spares(pod) {
             out.pods_spared.push((pod.key(), why.to_string()));
             continue;
         }
         out.pods_in_scope.push(pod.key());
+        killed.push(pod);
         if pod.ready
             && let Some(owner) = &pod.owner
         {
@@ -438,7 +641,146 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
         .collect();
     pdbs.sort();
     out.pdbs_violated = pdbs;
+    let pinned: HashMap<String, String> = out
+        .pinned
+        .iter()
+        .map(|p| (p.pod.clone(), p.reason.clone()))
+        .collect();
+    let placed = placement::place(req, snap, &zone_nodes, &killed, &pinned);
+    out.unplaceable = placed.workloads;
+    predict(req, snap, &zone_nodes, &placed.pods, &mut out);
     out
+}
+
+/// The plan's prediction for each SLO whose probe's target it can tell, and
+/// warnings about probes that depend on the zone.
+fn predict(
+    req: &Request,
+    snap: &Snapshot,
+    zone_nodes: &BTreeSet<&str>,
+    unplaceable: &HashMap<String, String>,
+    out: &mut Plan,
+) {
+    let live = |t: &Target| -> Vec<&PodInfo> {
+        snap.peers
+            .iter()
+            .filter(|p| p.namespace == t.namespace && t.selector.matches(&p.labels))
+            .filter(|p| !p.finished && !p.terminating)
+            .collect()
+    };
+    let in_zone = |p: &PodInfo| zone_nodes.contains(p.node.as_str());
+    for t in &snap.slo_targets {
+        let mut prediction = SloPrediction {
+            slo: t.slo.clone(),
+            verdict: None,
+            why: "the plan cannot tell what this probe depends on".into(),
+            target: t.backing.as_ref().map(|b| b.what.clone()),
+            rule: None,
+        };
+        if let Some(prober) = &t.prober {
+            let pods = live(prober);
+            if !pods.is_empty() && pods.iter().all(|p| in_zone(p)) {
+                let why = format!(
+                    "SLO {}: its probe's {} runs only in {}: the probe cannot answer while the zone is dark",
+                    t.slo, prober.what, req.zone
+                );
+                out.warnings.push(why.clone());
+                if pods.iter().all(|p| req.affects(p)) {
+                    prediction.verdict = Some(Verdict::Inconclusive);
+                    prediction.why = why;
+                    out.slo_predictions.push(prediction);
+                    continue;
+                }
+            }
+        }
+        let Some(backing) = &t.backing else {
+            out.slo_predictions.push(prediction);
+            continue;
+        };
+        let pods = live(backing);
+        if pods.is_empty() {
+            prediction.why = format!("no pod matches {}", backing.what);
+            out.slo_predictions.push(prediction);
+            continue;
+        }
+        let (zone_pods, outside): (Vec<&PodInfo>, Vec<&PodInfo>) =
+            pods.iter().partition(|p| in_zone(p));
+        let killed: Vec<&PodInfo> = zone_pods
+            .iter()
+            .copied()
+            .filter(|p| req.affects(p))
+            .collect();
+        let serving = outside.iter().filter(|p| p.ready).count() as i32
+            + zone_pods
+                .iter()
+                .filter(|p| p.ready && !req.affects(p))
+                .count() as i32;
+        let stuck: Vec<&&PodInfo> = killed
+            .iter()
+            .filter(|p| unplaceable.contains_key(&p.key()))
+            .collect();
+        let replaced = (killed.len() - stuck.len()) as i32;
+        if outside.is_empty() {
+            out.warnings.push(format!(
+                "SLO {}: every pod behind {} runs in {}",
+                t.slo, backing.what, req.zone
+            ));
+        }
+        if serving >= t.need {
+            prediction.verdict = Some(Verdict::Passed);
+            prediction.why = format!(
+                "{serving} ready pods of {} keep serving outside {}",
+                backing.what, req.zone
+            );
+        } else if serving + replaced >= t.need {
+            prediction.verdict = Some(Verdict::Passed);
+            prediction.why = format!(
+                "{} needs {} of its {replaced} replacement pods to start outside {} within the recovery-time objective",
+                backing.what,
+                t.need - serving,
+                req.zone
+            );
+        } else {
+            prediction.verdict = Some(Verdict::Failed);
+            let mut rules: Vec<&str> = vec![];
+            for p in &stuck {
+                let r = unplaceable[&p.key()].as_str();
+                if !rules.contains(&r) {
+                    rules.push(r);
+                }
+            }
+            let mut why = format!(
+                "{} keeps {serving} ready pods outside {} (needs {})",
+                backing.what, req.zone, t.need
+            );
+            if !stuck.is_empty() {
+                let names: Vec<String> = stuck.iter().take(3).map(|p| p.key()).collect();
+                let more = if stuck.len() > 3 {
+                    format!(" and {} more", stuck.len() - 3)
+                } else {
+                    String::new()
+                };
+                let rule = rules.join("; ");
+                let rule = match rule
+                    .strip_prefix("nodeSelector ")
+                    .or(rule.strip_prefix("required node affinity "))
+                {
+                    Some(_) if !rule.contains("matches no node") => {
+                        format!("pinned to {} by {rule}", req.zone)
+                    }
+                    _ => rule,
+                };
+                prediction.rule = Some(rule.clone());
+                why.push_str(&format!(
+                    "; {} replacements cannot be scheduled, {rule}: {}{more}",
+                    stuck.len(),
+                    names.join(", ")
+                ));
+            }
+            prediction.why = why;
+        }
+        out.slo_predictions.push(prediction);
+    }
 }
 
 /// Why `pod` cannot be scheduled anywhere outside the zone, if it cannot.
@@ -531,10 +873,66 @@ pub struct Refusal(pub String);
 /// Check every guard against the plan. The first refusal wins.
 pub fn check_guards(req: &Request, plan: &Plan, snap: &Snapshot) -> Result<(), Refusal> {
     let g = &req.guards;
+    check_node_guards(req, plan)?;
+    if !g.allow_overlap && !snap.active_experiments.is_empty() {
+        return Err(Refusal(format!(
+            "another DataCenterFailure is active ({}); set guards.allowOverlap to run both",
+            snap.active_experiments.join(", ")
+        )));
+    }
+    if g.protect_operator
+        && let Some(nodes) = &snap.operator_nodes
+        && !nodes.is_empty()
+        && nodes.iter().all(|n| plan.nodes.contains(n))
+    {
+        return Err(Refusal(format!(
+            "the operator would be left with no replica outside {} (it runs on {}); set guards.protectOperator=false to allow",
+            req.zone,
+            nodes.join(", ")
+        )));
+    }
+    if req.power_loss
+        && let Some(node) = &snap.leader_node
+        && plan.nodes.contains(node)
+    {
+        return Err(Refusal(format!(
+            "the operator's leader runs on {node} in {}: a power loss would cut it off mid-drill; move it out of the zone first (delete its pod, and a replica elsewhere leads)",
+            req.zone
+        )));
+    }
+    if g.require_capacity && !req.power_loss && plan.capacity_sufficient() == Some(false) {
+        let free = plan.capacity_free.unwrap_or_default();
+        return Err(Refusal(format!(
+            "the surviving zones lack capacity for the displaced pods: need {}m CPU and {} MiB memory, {}m and {} MiB free",
+            plan.capacity_needed.cpu_millis,
+            plan.capacity_needed.memory_bytes >> 20,
+            free.cpu_millis,
+            free.memory_bytes >> 20
+        )));
+    }
+    Ok(())
+}
+
+/// The guards that depend on the nodes alone. Checked at planning, and again
+/// at injection against the node list actually taken.
+pub fn check_node_guards(req: &Request, plan: &Plan) -> Result<(), Refusal> {
+    let g = &req.guards;
     if plan.nodes.is_empty() {
         return Err(Refusal(format!(
             "no nodes with {}={}",
             req.topology_key, req.zone
+        )));
+    }
+    if req.power_loss && !plan.nodes_without_agent.is_empty() {
+        let n = &plan.nodes_without_agent;
+        let mut names = n.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        if n.len() > 5 {
+            names.push_str(&format!(" and {} more", n.len() - 5));
+        }
+        return Err(Refusal(format!(
+            "{} nodes of {} run no firedrill agent ({names}): a power loss cannot be rehearsed there; install the chart with agent.enabled=true",
+            n.len(),
+            req.zone
         )));
     }
     let zone_schedulable = plan.nodes.len() - plan.already_cordoned.len();
@@ -565,33 +963,6 @@ pub fn check_guards(req: &Request, plan: &Plan, snap: &Snapshot) -> Result<(), R
             plan.nodes.len(),
             plan.nodes_in_cluster,
             g.max_node_percent
-        )));
-    }
-    if !g.allow_overlap && !snap.active_experiments.is_empty() {
-        return Err(Refusal(format!(
-            "another DataCenterFailure is active ({}); set guards.allowOverlap to run both",
-            snap.active_experiments.join(", ")
-        )));
-    }
-    if g.protect_operator
-        && let Some(nodes) = &snap.operator_nodes
-        && !nodes.is_empty()
-        && nodes.iter().all(|n| plan.nodes.contains(n))
-    {
-        return Err(Refusal(format!(
-            "the operator would be left with no replica outside {} (it runs on {}); set guards.protectOperator=false to allow",
-            req.zone,
-            nodes.join(", ")
-        )));
-    }
-    if g.require_capacity && plan.capacity_sufficient() == Some(false) {
-        let free = plan.capacity_free.unwrap_or_default();
-        return Err(Refusal(format!(
-            "the surviving zones lack capacity for the displaced pods: need {}m CPU and {} MiB memory, {}m and {} MiB free",
-            plan.capacity_needed.cpu_millis,
-            plan.capacity_needed.memory_bytes >> 20,
-            free.cpu_millis,
-            free.memory_bytes >> 20
         )));
     }
     Ok(())

@@ -14,6 +14,7 @@ fn node(name: &str, zone: &str) -> NodeInfo {
         ready: true,
         cpu_millis: 4000,
         memory_bytes: 8 << 30,
+        ..Default::default()
     }
 }
 
@@ -61,11 +62,9 @@ fn request(zone: &str) -> Request {
     Request {
         zone: zone.into(),
         topology_key: ZONE_KEY.into(),
-        scope: Scope {
-            exclude_namespaces: BTreeSet::from(["kube-system".to_string()]),
-            ..Default::default()
-        },
+        scope: Scope::default(),
         guards: GuardSpec::default(),
+        power_loss: false,
     }
 }
 
@@ -90,7 +89,7 @@ fn finds_the_zone_nodes_and_the_pods_in_scope() {
     assert_eq!(p.nodes, ["a1", "a2"]);
     assert_eq!(p.pods_in_scope, ["shop/web-1", "shop/web-2"]);
     let spared: BTreeMap<_, _> = p.pods_spared.iter().cloned().collect();
-    assert_eq!(spared["kube-system/dns-1"], "excluded namespace");
+    assert_eq!(spared["kube-system/dns-1"], "system namespace");
     assert_eq!(spared["shop/etcd-a1"], "static pod");
     assert_eq!(spared["shop/job-1"], "finished");
     assert_eq!(
@@ -346,7 +345,7 @@ fn capacity_shortfall_is_refused() {
 }
 
 #[test]
-fn daemonset_pods_are_not_displaced() {
+fn daemonset_pods_are_spared_by_default_and_never_displaced() {
     let mut snap = cluster();
     snap.pods = vec![pod(
         "kube-proxy",
@@ -355,8 +354,46 @@ fn daemonset_pods_are_not_displaced() {
         Some(("DaemonSet", "proxy")),
     )];
     let p = plan(&request("zone-a"), &snap);
+    assert!(p.pods_in_scope.is_empty());
+    assert_eq!(
+        p.pods_spared,
+        [(
+            "kube-proxy/proxy-a1".to_string(),
+            "DaemonSet pod".to_string()
+        )]
+    );
+    // Asked for, they are killed, but not counted as displaced capacity:
+    // their node is gone with the zone.
+    let mut req = request("zone-a");
+    req.scope.include_daemon_sets = true;
+    let p = plan(&req, &snap);
     assert_eq!(p.pods_in_scope, ["kube-proxy/proxy-a1"]);
     assert_eq!(p.capacity_needed, Capacity::default());
+}
+
+#[test]
+fn system_namespaces_are_spared_unless_included_and_exclusions_add_to_them() {
+    let mut snap = cluster();
+    snap.pods = vec![
+        pod("kube-system", "dns-1", "a1", None),
+        pod("kube-node-lease", "x-1", "a1", None),
+        pod("shop", "web-1", "a1", None),
+        pod("batch", "job-1", "a1", None),
+    ];
+    let mut req = request("zone-a");
+    req.scope.exclude_namespaces = BTreeSet::from(["batch".to_string()]);
+    let p = plan(&req, &snap);
+    assert_eq!(p.pods_in_scope, ["shop/web-1"]);
+    let spared: BTreeMap<_, _> = p.pods_spared.iter().cloned().collect();
+    assert_eq!(spared["kube-system/dns-1"], "system namespace");
+    assert_eq!(spared["kube-node-lease/x-1"], "system namespace");
+    assert_eq!(spared["batch/job-1"], "excluded namespace");
+    req.scope.include_system_namespaces = true;
+    let p = plan(&req, &snap);
+    assert_eq!(
+        p.pods_in_scope,
+        ["kube-system/dns-1", "kube-node-lease/x-1", "shop/web-1"]
+    );
 }
 
 #[test]
@@ -460,4 +497,493 @@ fn label_selectors_parse_like_kubectl() {
     assert!(sel.matches(&labels(&[("team", "x"), ("zone", "zone-b")])));
     assert!(!sel.matches(&labels(&[("team", "x"), ("zone", "zone-a")])));
     assert!(parse_selector("env in prod").is_err());
+}
+
+// ---------------------------------------------------------------------------
+// Placement: replacements that cannot be scheduled, and the rule.
+// ---------------------------------------------------------------------------
+
+/// `n` pods of Deployment `app` in `shop`, round-robin over the six nodes.
+fn spread_pods(app: &str, n: usize) -> Vec<PodInfo> {
+    let nodes = ["a1", "b1", "c1", "a2", "b2", "c2"];
+    (0..n)
+        .map(|i| PodInfo {
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            ..pod(
+                "shop",
+                &format!("{app}-{i}"),
+                nodes[i % 6],
+                Some(("ReplicaSet", &format!("{app}-5d"))),
+            )
+        })
+        .collect()
+}
+
+fn with_workload(snap: &mut Snapshot, app: &str, ready: i32) {
+    snap.workloads.insert(
+        OwnerKey {
+            kind: "ReplicaSet".into(),
+            namespace: "shop".into(),
+            name: format!("{app}-5d"),
+        },
+        WorkloadInfo {
+            ready,
+            display: app.into(),
+        },
+    );
+}
+
+fn zone_spread(app: &str, max_skew: i32) -> SpreadInfo {
+    SpreadInfo {
+        max_skew,
+        topology_key: ZONE_KEY.into(),
+        selector: Selector::from_iter([("app".to_string(), app.to_string())]),
+        min_domains: None,
+        honor_node_affinity: true,
+        honor_taints: false,
+    }
+}
+
+/// A snapshot where `pods` run; the zone's pods and every peer are known.
+fn scheduled(pods: Vec<PodInfo>) -> Snapshot {
+    let mut snap = cluster();
+    snap.peers = pods.clone();
+    snap.pods = pods
+        .into_iter()
+        .filter(|p| p.node.starts_with('a'))
+        .collect();
+    snap
+}
+
+#[test]
+fn do_not_schedule_zone_spread_blocks_every_replacement() {
+    let mut pods = spread_pods("web", 6);
+    for p in &mut pods {
+        p.spread = vec![zone_spread("web", 1)];
+    }
+    let mut snap = scheduled(pods);
+    with_workload(&mut snap, "web", 6);
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(p.unplaceable.len(), 1);
+    let u = &p.unplaceable[0];
+    assert_eq!(u.workload, "Deployment shop/web");
+    assert_eq!((u.lost, u.unplaceable), (2, 2));
+    assert!(
+        u.rule.starts_with("topology spread constraint (topology.kubernetes.io/zone, maxSkew 1, DoNotSchedule): zone-a still counts as a domain with 0 matching pods"),
+        "{}",
+        u.rule
+    );
+    assert_eq!(p.summary().replacements_unschedulable, 2);
+}
+
+#[test]
+fn zone_spread_with_room_in_the_skew_places_some_replacements() {
+    // maxSkew 2: zone-b and zone-c (2 each) can take one more each over zone-a's 0.
+    let mut pods = spread_pods("web", 6);
+    for p in &mut pods {
+        p.spread = vec![zone_spread("web", 3)];
+    }
+    let mut snap = scheduled(pods);
+    with_workload(&mut snap, "web", 6);
+    let p = plan(&request("zone-a"), &snap);
+    assert!(p.unplaceable.is_empty(), "{:?}", p.unplaceable);
+    for p2 in &mut snap.pods {
+        p2.spread = vec![zone_spread("web", 2)];
+    }
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(
+        (p.unplaceable[0].lost, p.unplaceable[0].unplaceable),
+        (2, 2),
+        "b and c are already 2 over zone-a's 0"
+    );
+}
+
+#[test]
+fn honoured_taints_or_schedule_anyway_let_the_replacements_move() {
+    let mut pods = spread_pods("web", 6);
+    for p in &mut pods {
+        let mut c = zone_spread("web", 1);
+        c.honor_taints = true;
+        p.spread = vec![c];
+    }
+    let mut snap = scheduled(pods);
+    with_workload(&mut snap, "web", 6);
+    let p = plan(&request("zone-a"), &snap);
+    assert!(
+        p.unplaceable.is_empty(),
+        "the dark zone is no domain: {:?}",
+        p.unplaceable
+    );
+}
+
+#[test]
+fn min_domains_counts_missing_domains_as_empty() {
+    // Hostname spread, maxSkew 1, over 6 nodes with 1 pod each: losing
+    // zone-a's two nodes leaves 4 domains at 1; minDomains 6 makes the
+    // global minimum 0, so a second pod on any node is a skew of 2.
+    let mut pods = spread_pods("db", 6);
+    for p in &mut pods {
+        p.spread = vec![SpreadInfo {
+            topology_key: "kubernetes.io/hostname".into(),
+            min_domains: Some(7),
+            honor_taints: true,
+            ..zone_spread("db", 1)
+        }];
+    }
+    let mut snap = scheduled(pods);
+    with_workload(&mut snap, "db", 6);
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(p.unplaceable[0].unplaceable, 2, "{:?}", p.unplaceable);
+    for p2 in &mut snap.pods {
+        p2.spread[0].min_domains = None;
+    }
+    let p = plan(&request("zone-a"), &snap);
+    assert!(p.unplaceable.is_empty(), "{:?}", p.unplaceable);
+}
+
+#[test]
+fn required_anti_affinity_per_zone_and_per_host() {
+    let term = |key: &str| PodTermInfo {
+        selector: Selector::from_iter([("app".to_string(), "cache".to_string())]),
+        namespaces: vec![],
+        all_namespaces: false,
+        topology_key: key.into(),
+    };
+    // One per zone: the zone-a replica has no zone to go to.
+    let mut pods = spread_pods("cache", 3);
+    for p in &mut pods {
+        p.anti_affinity = vec![term(ZONE_KEY)];
+    }
+    let mut snap = scheduled(pods);
+    with_workload(&mut snap, "cache", 3);
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(p.unplaceable[0].unplaceable, 1);
+    assert!(
+        p.unplaceable[0]
+            .rule
+            .starts_with("required pod anti-affinity (topology.kubernetes.io/zone app=cache)"),
+        "{}",
+        p.unplaceable[0].rule
+    );
+    // One per host: there are free hosts outside zone-a.
+    for p2 in &mut snap.pods {
+        p2.anti_affinity = vec![term("kubernetes.io/hostname")];
+    }
+    for p2 in &mut snap.peers {
+        p2.anti_affinity = vec![term("kubernetes.io/hostname")];
+    }
+    assert!(plan(&request("zone-a"), &snap).unplaceable.is_empty());
+}
+
+#[test]
+fn required_pod_affinity_to_pods_that_only_ran_in_the_zone() {
+    let term = PodTermInfo {
+        selector: Selector::from_iter([("app".to_string(), "db".to_string())]),
+        namespaces: vec![],
+        all_namespaces: false,
+        topology_key: ZONE_KEY.into(),
+    };
+    let db = PodInfo {
+        labels: BTreeMap::from([("app".to_string(), "db".to_string())]),
+        required_terms: vec![vec![Requirement {
+            key: ZONE_KEY.into(),
+            operator: "In".into(),
+            values: vec!["zone-a".into()],
+        }]],
+        ..pod("shop", "db-0", "a1", Some(("StatefulSet", "db")))
+    };
+    let api = PodInfo {
+        affinity: vec![term],
+        ..pod("shop", "api-0", "a2", Some(("ReplicaSet", "api-5d")))
+    };
+    let snap = scheduled(vec![db, api]);
+    let p = plan(&request("zone-a"), &snap);
+    let api = p
+        .unplaceable
+        .iter()
+        .find(|u| u.workload.contains("api"))
+        .unwrap();
+    assert!(
+        api.rule.starts_with("required pod affinity"),
+        "{}",
+        api.rule
+    );
+}
+
+#[test]
+fn taints_without_tolerations_and_per_pod_fit() {
+    let mut snap = cluster();
+    for n in snap.nodes.iter_mut().filter(|n| !n.name.starts_with('a')) {
+        n.taints = vec![TaintInfo {
+            key: "dedicated".into(),
+            value: "gpu".into(),
+            effect: "NoSchedule".into(),
+        }];
+    }
+    let web = pod("shop", "web-1", "a1", Some(("ReplicaSet", "web-5d")));
+    snap.pods = vec![web.clone()];
+    snap.peers = vec![web.clone()];
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(
+        p.unplaceable[0].rule,
+        "taints on every remaining node it may use, without tolerations"
+    );
+    snap.pods[0].tolerations = vec![TolerationInfo {
+        key: "dedicated".into(),
+        operator: "Exists".into(),
+        ..Default::default()
+    }];
+    assert!(plan(&request("zone-a"), &snap).unplaceable.is_empty());
+
+    // Per-pod fit: 3 CPUs free in total outside the zone, but no node has
+    // 2 free at once.
+    let mut snap = cluster();
+    for n in snap.nodes.iter_mut() {
+        n.requested = Some(Requested {
+            cpu_millis: if n.name.starts_with('a') { 0 } else { 3250 },
+            memory_bytes: 0,
+            pods: 1,
+        });
+        n.max_pods = 110;
+    }
+    let big = PodInfo {
+        cpu_millis: 2000,
+        ..pod("shop", "big-1", "a1", Some(("ReplicaSet", "big-5d")))
+    };
+    snap.pods = vec![big.clone()];
+    snap.peers = vec![big];
+    snap.surviving_free = Some(collect::surviving_capacity(&snap.nodes, |n| {
+        !n.name.starts_with('a')
+    }));
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(p.capacity_sufficient(), Some(true), "the sum says it fits");
+    assert_eq!(
+        p.unplaceable[0].rule,
+        "no single node outside zone-a has 2000m CPU and 1024 MiB free for it"
+    );
+}
+
+#[test]
+fn pinned_pods_and_zonal_volumes_of_statefulsets_are_never_replaced() {
+    let mut snap = cluster();
+    let db = PodInfo {
+        pvcs: vec!["data-db-0".into()],
+        ..pod("shop", "db-0", "a1", Some(("StatefulSet", "db")))
+    };
+    snap.pods = vec![db.clone()];
+    snap.peers = vec![db];
+    snap.pvc_topology.insert(
+        "shop/data-db-0".into(),
+        VolumeTopology {
+            zones: vec!["zone-a".into()],
+            hostnames: vec![],
+        },
+    );
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(
+        p.unplaceable,
+        vec![placement::Unplaceable {
+            workload: "StatefulSet shop/db".into(),
+            lost: 1,
+            unplaceable: 1,
+            rule: "PVC data-db-0 is bound to a volume in zone-a".into(),
+        }]
+    );
+    // A bare pod has no controller to replace it: not a scheduling question.
+    let mut snap = cluster();
+    snap.pods = vec![pod("shop", "debug", "a1", None)];
+    assert!(plan(&request("zone-a"), &snap).unplaceable.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Predictions per SLO: only from the pods behind that SLO's probe.
+// ---------------------------------------------------------------------------
+
+fn target(slo: &str, app: &str, need: i32) -> SloTarget {
+    SloTarget {
+        slo: slo.into(),
+        backing: Some(Target {
+            what: format!("Service shop/{app}"),
+            namespace: "shop".into(),
+            selector: Selector::from_iter([("app".to_string(), app.to_string())]),
+        }),
+        prober: None,
+        need,
+    }
+}
+
+#[test]
+fn an_slo_is_predicted_from_the_pods_behind_its_probe_only() {
+    // cart: pinned to zone-a. web: spread DoNotSchedule. api: spread, free to move.
+    let mut pods = spread_pods("web", 6);
+    for p in &mut pods {
+        p.spread = vec![zone_spread("web", 1)];
+    }
+    pods.extend(spread_pods("api", 3));
+    let cart = PodInfo {
+        labels: BTreeMap::from([("app".to_string(), "cart".to_string())]),
+        node_selector: BTreeMap::from([(ZONE_KEY.to_string(), "zone-a".to_string())]),
+        ..pod("shop", "cart-0", "a1", Some(("ReplicaSet", "cart-5d")))
+    };
+    pods.push(cart);
+    let mut snap = scheduled(pods);
+    with_workload(&mut snap, "web", 6);
+    with_workload(&mut snap, "api", 3);
+    with_workload(&mut snap, "cart", 1);
+    snap.slo_targets = vec![
+        target("checkout", "cart", 1),
+        target("frontend", "web", 6),
+        target("api", "api", 2),
+        SloTarget {
+            slo: "external".into(),
+            backing: None,
+            prober: None,
+            need: 1,
+        },
+    ];
+    let p = plan(&request("zone-a"), &snap);
+    let by: BTreeMap<&str, &SloPrediction> = p
+        .slo_predictions
+        .iter()
+        .map(|x| (x.slo.as_str(), x))
+        .collect();
+    assert_eq!(by["checkout"].verdict, Some(Verdict::Failed));
+    assert_eq!(
+        by["checkout"].why,
+        "Service shop/cart keeps 0 ready pods outside zone-a (needs 1); 1 replacements cannot be scheduled, pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a: shop/cart-0"
+    );
+    assert_eq!(
+        by["checkout"].rule.as_deref(),
+        Some("pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a")
+    );
+    assert_eq!(by["checkout"].target.as_deref(), Some("Service shop/cart"));
+    let summary = p.summary();
+    let cart = summary
+        .slo_predictions
+        .iter()
+        .find(|x| x.name == "checkout")
+        .unwrap();
+    assert_eq!(
+        cart.rule, by["checkout"].rule,
+        "the rule reaches the status"
+    );
+    assert_eq!(by["frontend"].verdict, Some(Verdict::Failed));
+    assert!(
+        by["frontend"].why.contains("topology spread constraint")
+            && !by["frontend"].why.contains("cart"),
+        "never blamed on pods that do not back it: {}",
+        by["frontend"].why
+    );
+    assert_eq!(by["api"].verdict, Some(Verdict::Passed));
+    assert_eq!(
+        by["api"].why,
+        "2 ready pods of Service shop/api keep serving outside zone-a"
+    );
+    assert_eq!(by["external"].verdict, None);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w == "SLO checkout: every pod behind Service shop/cart runs in zone-a")
+    );
+    let summary = p.summary();
+    assert_eq!(summary.slo_predictions.len(), 4);
+}
+
+#[test]
+fn a_prometheus_that_runs_only_in_the_zone_makes_the_slo_unmeasurable() {
+    let prom = PodInfo {
+        labels: BTreeMap::from([("app".to_string(), "prometheus".to_string())]),
+        ..pod(
+            "monitoring",
+            "prometheus-0",
+            "a1",
+            Some(("StatefulSet", "prometheus")),
+        )
+    };
+    let mut snap = scheduled(vec![prom]);
+    snap.slo_targets = vec![SloTarget {
+        slo: "checkout".into(),
+        backing: None,
+        prober: Some(Target {
+            what: "Service monitoring/prometheus".into(),
+            namespace: "monitoring".into(),
+            selector: Selector::from_iter([("app".to_string(), "prometheus".to_string())]),
+        }),
+        need: 1,
+    }];
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(p.slo_predictions[0].verdict, Some(Verdict::Inconclusive));
+    assert_eq!(
+        p.warnings,
+        [
+            "SLO checkout: its probe's Service monitoring/prometheus runs only in zone-a: the probe cannot answer while the zone is dark"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// PowerLoss: needs the agent, never strands the leader, spares nothing.
+// ---------------------------------------------------------------------------
+
+fn power_request(zone: &str) -> Request {
+    Request {
+        power_loss: true,
+        ..request(zone)
+    }
+}
+
+fn with_agents(mut snap: Snapshot) -> Snapshot {
+    for n in &mut snap.nodes {
+        n.labels
+            .insert(crate::fault::AGENT_LABEL.into(), "0.1.0".into());
+    }
+    snap
+}
+
+#[test]
+fn power_loss_needs_the_agent_on_every_node_of_the_zone() {
+    let mut snap = with_agents(cluster());
+    snap.nodes[1].labels.remove(crate::fault::AGENT_LABEL);
+    let req = power_request("zone-a");
+    let p = plan(&req, &snap);
+    let refusal = check_guards(&req, &p, &snap).unwrap_err().0;
+    assert!(
+        refusal.starts_with("1 nodes of zone-a run no firedrill agent (a2)"),
+        "{refusal}"
+    );
+    // Cordon and kill needs no agent.
+    assert_eq!(check_guards(&request("zone-a"), &p, &snap), Ok(()));
+}
+
+#[test]
+fn power_loss_refuses_while_the_leader_runs_in_the_zone() {
+    let mut snap = with_agents(cluster());
+    snap.leader_node = Some("a1".into());
+    let req = power_request("zone-a");
+    let p = plan(&req, &snap);
+    let refusal = check_guards(&req, &p, &snap).unwrap_err().0;
+    assert!(
+        refusal.starts_with("the operator's leader runs on a1 in zone-a"),
+        "{refusal}"
+    );
+    snap.leader_node = Some("b1".into());
+    assert_eq!(check_guards(&req, &plan(&req, &snap), &snap), Ok(()));
+}
+
+#[test]
+fn under_power_loss_nothing_is_spared_and_statefulset_pods_stay_stuck() {
+    let db = PodInfo {
+        labels: BTreeMap::from([("app".to_string(), "db".to_string())]),
+        ..pod("shop", "db-0", "a1", Some(("StatefulSet", "db")))
+    };
+    let system = pod("kube-system", "dns-1", "a1", None);
+    let mut snap = with_agents(scheduled(vec![db, system]));
+    snap.slo_targets = vec![target("orders", "db", 1)];
+    let p = plan(&power_request("zone-a"), &snap);
+    assert_eq!(p.pods_in_scope, ["shop/db-0", "kube-system/dns-1"]);
+    assert_eq!(
+        p.unplaceable[0].rule,
+        "a StatefulSet pod on an unreachable node is not replaced until zone-a has power again"
+    );
+    assert_eq!(p.slo_predictions[0].verdict, Some(Verdict::Failed));
 }

@@ -523,15 +523,17 @@ pub fn wait_phase(name: &str, phase: &str, timeout: Duration) {
     }
 }
 
-/// Every trace firedrill can leave on a node: (node, what).
+/// Every trace firedrill can leave on a node: (node, what). The node
+/// agent's own label (`chaos.firedrill.dev/agent`, put there by the agent,
+/// here the testbed's data plane) is no trace of an experiment.
 pub fn firedrill_traces_on_nodes() -> Vec<(String, String)> {
     let mut out = vec![];
     for n in kubectl_json(&["get", "nodes"])["items"].as_array().unwrap() {
         let name = n["metadata"]["name"].as_str().unwrap().to_string();
-        if n["metadata"]["labels"]
-            .as_object()
-            .is_some_and(|l| l.keys().any(|k| k.starts_with("chaos.firedrill.dev/")))
-        {
+        if n["metadata"]["labels"].as_object().is_some_and(|l| {
+            l.keys()
+                .any(|k| k.starts_with("chaos.firedrill.dev/") && k != "chaos.firedrill.dev/agent")
+        }) {
             out.push((name.clone(), "label".into()));
         }
         if n["metadata"]["annotations"]
@@ -684,4 +686,151 @@ pub fn setup_chat_and_login(prefix: &str) -> Namespace {
         firedrill_traces_on_nodes()
     );
     ns
+}
+
+/// A DataCenterFailure manifest: `extra` is added under `spec:` (indented two spaces).
+pub fn drill_yaml(name: &str, zone: &str, duration: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n  zone: {zone}\n  duration: {duration}\n  baseline: 0s\n{extra}"
+    )
+}
+
+/// Run `tests/testbed/testbed.sh` with `args` (the suite's own testbed).
+pub fn testbed(args: &[&str]) -> Output {
+    let out = Command::new(repo_root().join("tests/testbed/testbed.sh"))
+        .args(args)
+        .output()
+        .expect("tests/testbed/testbed.sh");
+    Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A KWOK node manifest like the testbed's own.
+pub fn kwok_node_yaml(name: &str, zone: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+  annotations: {{kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}}
+  labels: {{type: kwok, kubernetes.io/arch: amd64, kubernetes.io/os: linux, kubernetes.io/hostname: {name}, topology.kubernetes.io/zone: {zone}, topology.kubernetes.io/region: testbed}}
+status:
+  allocatable: {{cpu: "16", memory: 64Gi, pods: "110"}}
+  capacity: {{cpu: "16", memory: 64Gi, pods: "110"}}
+  nodeInfo: {{architecture: amd64, operatingSystem: linux, kubeletVersion: fake, kubeProxyVersion: fake}}
+"#
+    )
+}
+
+/// A node added for one test, deleted when the test ends.
+pub struct ExtraNode(pub String);
+
+impl ExtraNode {
+    pub fn add(name: &str, zone: &str) -> Self {
+        kubectl(
+            &["apply", "--server-side", "-f", "-"],
+            Some(&kwok_node_yaml(name, zone)),
+        )
+        .expect_ok("adding a node");
+        // Ready, and the node lifecycle controller's start-up taint gone.
+        wait_for(
+            "the new node Ready and untainted",
+            Duration::from_secs(60),
+            || {
+                let n = kubectl_json(&["get", "node", name]);
+                let ready = n["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
+                let untainted = n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty());
+                (ready && untainted).then_some(())
+            },
+        );
+        ExtraNode(name.to_string())
+    }
+}
+
+impl Drop for ExtraNode {
+    fn drop(&mut self) {
+        kubectl(
+            &[
+                "delete",
+                "node",
+                &self.0,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+            None,
+        );
+    }
+}
+
+/// Pod name → uid for the pods of a namespace matching `selector` (all if empty).
+pub fn pod_uids(ns: &str, selector: &str) -> std::collections::BTreeMap<String, String> {
+    let mut args = vec!["-n", ns, "get", "pods"];
+    if !selector.is_empty() {
+        args.extend(["-l", selector]);
+    }
+    kubectl_json(&args)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["metadata"]["uid"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Events with `reason` in namespace `ns` (all namespaces if empty), as JSON.
+pub fn events_with_reason(ns: &str, reason: &str) -> Vec<Value> {
+    let selector = format!("reason={reason}");
+    let mut args = vec!["get", "events", "--field-selector", &selector];
+    if ns.is_empty() {
+        args.push("-A");
+    } else {
+        args.extend(["-n", ns]);
+    }
+    kubectl_json(&args)["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Nodes that carry a firedrill mark, with the zone label they have now.
+pub fn marked_zones() -> BTreeSet<String> {
+    kubectl_json(&["get", "nodes", "-l", "chaos.firedrill.dev/experiment"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            n["metadata"]["labels"]["topology.kubernetes.io/zone"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+/// The taints firedrill put on nodes: (node, effect, value).
+pub fn firedrill_taints() -> Vec<(String, String, String)> {
+    let mut out = vec![];
+    for n in kubectl_json(&["get", "nodes"])["items"].as_array().unwrap() {
+        for t in n["spec"]["taints"].as_array().cloned().unwrap_or_default() {
+            if t["key"] == "chaos.firedrill.dev/zone-down" {
+                out.push((
+                    n["metadata"]["name"].as_str().unwrap().to_string(),
+                    t["effect"].as_str().unwrap_or("").to_string(),
+                    t["value"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+        }
+    }
+    out
 }

@@ -1,13 +1,15 @@
-//! `make demo` tells the story it promises: authentication fails because it
-//! is pinned to zone-a, messaging and payments pass with their times to
-//! recover, and the HTML report is written. Runs the real demo script, which
-//! starts (and stops) a testbed of its own.
+//! `make demo` tells the story it promises. Before the fix, authentication
+//! fails because it is pinned to zone-a, and messaging and payments fail with
+//! it although their own replicas fail over: their journeys call login, and
+//! the verdict names that cascade. After the fix (login in every zone), the
+//! same drill passes. Runs the real demo script, which starts (and stops) a
+//! testbed of its own.
 
 use firedrill_e2e::firedrill_bin;
 use std::process::Command;
 
 #[test]
-fn the_demo_shows_authentication_failing_and_the_others_passing() {
+fn the_demo_shows_the_cascade_and_then_the_fix() {
     let root = firedrill_e2e::repo_root();
     let target = firedrill_bin()
         .parent()
@@ -32,34 +34,50 @@ fn the_demo_shows_authentication_failing_and_the_others_passing() {
     );
     let _ = std::fs::remove_dir_all(&state);
     assert!(out.status.success(), "the demo failed:\n{text}");
-    let row = |slo: &str| {
-        text.lines()
+    let (before, after) = text
+        .split_once("== Run 2")
+        .unwrap_or_else(|| panic!("no second run:\n{text}"));
+    let row = |part: &str, slo: &str| {
+        part.lines()
             .find(|l| l.starts_with(slo) && (l.contains(" Passed ") || l.contains(" Failed ")))
-            .unwrap_or_else(|| panic!("no {slo} row:\n{text}"))
+            .unwrap_or_else(|| panic!("no {slo} row:\n{part}"))
             .to_string()
     };
-    let auth = row("authentication ");
-    assert!(auth.contains("Failed") && auth.contains("never"), "{auth}");
-    for slo in ["messaging ", "payments "] {
-        let r = row(slo);
-        assert!(r.contains("Passed") && r.contains("recovered in"), "{r}");
+    // Run 1: all three fail.
+    for slo in ["authentication ", "messaging ", "payments "] {
+        let r = row(before, slo);
+        assert!(r.contains("Failed"), "{r}");
     }
-    assert!(text.contains("verdict Failed"), "{text}");
+    assert!(before.contains("verdict Failed"), "{before}");
     assert!(
-        text.contains(
-            "pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a: auth/login-"
-        ),
-        "the reason names the pinned pods:\n{text}"
+        before.contains("pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a"),
+        "the reason names the pin:\n{before}"
     );
-    assert!(text.contains("firedrill run exited 1"), "{text}");
-    let html = out_dir.join("pangyo-zone-a.html");
     assert!(
-        std::fs::read_to_string(&html)
-            .unwrap()
-            .contains("class=\"lane\""),
-        "HTML report at {}",
-        html.display()
+        before.contains("the journey failed while authentication (Service auth/login, pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a) was down"),
+        "messaging's cause is the cascade:\n{before}"
     );
+    assert!(before.contains("firedrill run exited 1"), "{before}");
+    // Run 2, after the fix: all three pass.
+    for slo in ["authentication ", "messaging ", "payments "] {
+        let r = row(after, slo);
+        assert!(r.contains("Passed") && r.contains('/'), "{r}");
+    }
+    assert!(after.contains("verdict Passed"), "{after}");
+    assert!(
+        text.contains("before the fix: firedrill run exited 1; after the fix: 0"),
+        "{text}"
+    );
+    for name in ["pangyo-before-fix", "pangyo-after-fix"] {
+        let html = out_dir.join(format!("{name}.html"));
+        assert!(
+            std::fs::read_to_string(&html)
+                .unwrap()
+                .contains("class=\"lane\""),
+            "HTML report at {}",
+            html.display()
+        );
+    }
     assert!(
         text.contains("[testbed] stopped"),
         "the demo stops what it started:\n{text}"

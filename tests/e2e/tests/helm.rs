@@ -194,14 +194,10 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
         dcf_field("helm-rbac", ".status.verdict"),
         dcf_field("helm-rbac", ".status.reason"),
     );
+    // The record is named after the experiment's uid.
+    let record = format!("firedrill-{}", dcf_field("helm-rbac", ".metadata.uid"));
     let recording = kubectl(
-        &[
-            "-n",
-            "firedrill-system",
-            "get",
-            "configmap",
-            "firedrill-helm-rbac",
-        ],
+        &["-n", "firedrill-system", "get", "configmap", &record],
         None,
     );
     // Leader election with the chart's Role: the Lease in its namespace.

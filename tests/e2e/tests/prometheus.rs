@@ -38,8 +38,21 @@ fn rfc3339_ms(s: &str) -> i64 {
     ((days * 24 + t[0]) * 60 + t[1]) * 60_000 + t[2] * 1000 + ms
 }
 
-/// A `/metrics` endpoint serving one gauge whose value the test sets.
+/// A `/metrics` endpoint serving one gauge whose value the test sets; `None`
+/// serves no series at all (the service and its metrics are gone).
 fn exporter(value: Arc<Mutex<f64>>) -> u16 {
+    let shown = Arc::new(Mutex::new(Some(0.0)));
+    let (v, sh) = (value, shown.clone());
+    std::thread::spawn(move || {
+        loop {
+            *sh.lock().unwrap() = Some(*v.lock().unwrap()).filter(|x| !x.is_nan());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    exporter_of(shown)
+}
+
+fn exporter_of(value: Arc<Mutex<Option<f64>>>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -47,10 +60,10 @@ fn exporter(value: Arc<Mutex<f64>>) -> u16 {
             let Ok(mut sock) = sock else { continue };
             let mut buf = [0u8; 4096];
             let _ = sock.read(&mut buf);
-            let body = format!(
-                "# TYPE checkout_error_ratio gauge\ncheckout_error_ratio {}\n",
-                value.lock().unwrap()
-            );
+            let body = match *value.lock().unwrap() {
+                Some(v) => format!("# TYPE checkout_error_ratio gauge\ncheckout_error_ratio {v}\n"),
+                None => String::new(),
+            };
             let _ = write!(
                 sock,
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -193,4 +206,97 @@ spec:
         "prometheus: ttr {ttr}s, truth {truth:.2}s, {} samples, {} failed",
         slo["samples"], slo["failures"]
     );
+}
+
+fn drill(name: &str, prom_port: u16, extra_probe: &str) -> String {
+    format!(
+        r#"apiVersion: chaos.firedrill.dev/v1alpha1
+kind: DataCenterFailure
+metadata: {{name: {name}}}
+spec:
+  zone: zone-a
+  duration: 10s
+  baseline: 2s
+  target: {{namespaces: [default]}}
+  slos:
+  - name: checkout
+    recoveryTimeObjective: 30s
+    interval: 250ms
+    probe:
+      prometheus:
+        url: http://127.0.0.1:{prom_port}
+        query: max(checkout_error_ratio)
+        successWhen: "< 0.05"
+{extra_probe}"#
+    )
+}
+
+#[test]
+fn series_that_vanish_with_the_service_are_a_failure_not_a_pass() {
+    let _lock = zones_lock();
+    install_crds();
+    // NaN: the exporter serves no series at all.
+    let ratio = Arc::new(Mutex::new(0.0));
+    let prom = Prometheus::start(exporter(ratio.clone()));
+    wait_for("the first scrape", Duration::from_secs(30), || {
+        http_get(prom.port, "/api/v1/query?query=checkout_error_ratio")
+            .filter(|b| b.contains("\"value\""))
+            .map(|_| ())
+    });
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("vanish-series".into());
+    apply(&drill("vanish-series", prom.port, "")).expect_ok("drill");
+    wait_phase("vanish-series", "ZoneDown", Duration::from_secs(60));
+    *ratio.lock().unwrap() = f64::NAN;
+    wait_completed("vanish-series", 60);
+    let slo = kubectl_json(&["get", "dcf", "vanish-series"])["status"]["slos"][0].clone();
+    assert_eq!(slo["verdict"], "Failed", "{slo:#}");
+    assert!(slo["timeToRecoverSeconds"].is_null(), "{slo:#}");
+    assert_eq!(
+        slo["errors"], 0,
+        "an empty answer is a failed sample: {slo:#}"
+    );
+    assert!(
+        slo["message"].as_str().unwrap().contains("never recovered"),
+        "{slo:#}"
+    );
+}
+
+#[test]
+fn a_prometheus_that_dies_with_the_zone_makes_the_drill_inconclusive_and_the_gate_exit_2() {
+    let _lock = zones_lock();
+    install_crds();
+    let ratio = Arc::new(Mutex::new(0.0));
+    let mut prom = Prometheus::start(exporter(ratio));
+    wait_for("the first scrape", Duration::from_secs(30), || {
+        http_get(prom.port, "/api/v1/query?query=checkout_error_ratio")
+            .filter(|b| b.contains("\"value\""))
+            .map(|_| ())
+    });
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("dead-prom".into());
+    let dir = std::env::temp_dir().join(format!("firedrill-dead-prom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("drill.yaml");
+    std::fs::write(&file, drill("dead-prom", prom.port, "")).unwrap();
+    let gate =
+        std::thread::spawn(move || firedrill(&["run", "-f", file.to_str().unwrap(), "--wait"]));
+    wait_phase("dead-prom", "ZoneDown", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    // Prometheus ran in the dark zone: it is gone for the rest of the window.
+    let _ = prom.child.kill();
+    let _ = prom.child.wait();
+    let (code, out, err) = gate.join().unwrap();
+    let slo = kubectl_json(&["get", "dcf", "dead-prom"])["status"]["slos"][0].clone();
+    assert_eq!(slo["verdict"], "Inconclusive", "{slo:#}");
+    assert!(
+        slo["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not run for"),
+        "{slo:#}"
+    );
+    assert!(slo["errorPercent"].as_f64().unwrap() > 10.0, "{slo:#}");
+    assert_eq!(code, 2, "Inconclusive exits 2:\n{out}\n{err}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,411 @@
+//! Where the replacements of the zone's pods can go. Pure.
+//!
+//! A small model of the kube-scheduler's filters, run on the planning
+//! snapshot as if the zone were already dark: every in-scope pod on the
+//! zone's nodes is gone, and its controller asks for a replacement with the
+//! same spec. Replacements are placed one by one on the surviving nodes (the
+//! zone's nodes are cordoned and tainted), each placement counting for the
+//! next, and a replacement that fits nowhere is reported with the rule that
+//! left no node:
+//!
+//! 1. a volume bound to the zone (zonal or local PersistentVolume);
+//! 2. `nodeSelector` / required node affinity;
+//! 3. taints the pod does not tolerate;
+//! 4. CPU, memory and pod slots of each node (per-pod fit, not a sum);
+//! 5. required pod anti-affinity, then required pod affinity;
+//! 6. topology spread constraints with `whenUnsatisfiable: DoNotSchedule`,
+//!    honouring `maxSkew`, `minDomains`, `matchLabelKeys`,
+//!    `nodeAffinityPolicy` and `nodeTaintsPolicy`. With the default
+//!    `nodeTaintsPolicy: Ignore`, the dark zone still counts as a domain,
+//!    with no pods in it: that is why spread workloads lose capacity when a
+//!    zone burns.
+//!
+//! Not modelled: other pods' anti-affinity towards the replacement,
+//! `namespaceSelector`s other than "every namespace", preemption, scoring.
+
+use super::{NodeInfo, PodInfo, PodTermInfo, Request, Snapshot, SpreadInfo, TaintInfo};
+use kube::core::SelectorExt;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A workload whose replacements cannot all be scheduled outside the zone.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unplaceable {
+    /// `Deployment shop/frontend`
+    pub workload: String,
+    /// Its pods killed in the zone.
+    pub lost: i32,
+    /// How many of their replacements fit nowhere.
+    pub unplaceable: i32,
+    /// The scheduling rule that leaves no node, in words.
+    pub rule: String,
+}
+
+/// The taint the experiment puts on the dark zone, as filters see it.
+const DARK: &str = "chaos.firedrill.dev/zone-down";
+
+/// The controller kinds that replace a deleted pod.
+fn replaced(kind: &str) -> bool {
+    matches!(
+        kind,
+        "ReplicaSet" | "StatefulSet" | "ReplicationController" | "Job"
+    )
+}
+
+/// What a node offers while the simulation runs.
+struct Slot<'a> {
+    node: &'a NodeInfo,
+    dark: bool,
+    free_cpu: Option<i64>,
+    free_mem: Option<i64>,
+    free_pods: Option<i64>,
+}
+
+impl Slot<'_> {
+    /// The node's taints as a pod meets them after the fault.
+    fn taints(&self) -> Vec<TaintInfo> {
+        let mut t = self.node.taints.clone();
+        if self.dark {
+            t.push(TaintInfo {
+                key: DARK.into(),
+                value: String::new(),
+                effect: "NoSchedule".into(),
+            });
+            t.push(TaintInfo {
+                key: "node.kubernetes.io/unschedulable".into(),
+                value: String::new(),
+                effect: "NoSchedule".into(),
+            });
+        }
+        t
+    }
+}
+
+fn tolerated(pod: &PodInfo, taints: &[TaintInfo]) -> bool {
+    taints
+        .iter()
+        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        .all(|t| pod.tolerations.iter().any(|tol| tol.tolerates(t)))
+}
+
+fn node_affinity_ok(pod: &PodInfo, node: &NodeInfo) -> bool {
+    pod.node_selector
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v))
+        && (pod.required_terms.is_empty()
+            || pod.required_terms.iter().any(|term| {
+                term.iter()
+                    .all(|r| super::requirement_matches(r, &node.labels))
+            }))
+}
+
+fn term_covers(term: &PodTermInfo, owner_ns: &str, peer: &PodInfo) -> bool {
+    let ns_ok = term.all_namespaces
+        || if term.namespaces.is_empty() {
+            peer.namespace == owner_ns
+        } else {
+            term.namespaces.contains(&peer.namespace)
+        };
+    ns_ok && term.selector.matches(&peer.labels)
+}
+
+/// A pod already placed somewhere: its labels, namespace and node.
+struct Placed<'a> {
+    pod: &'a PodInfo,
+    node: String,
+}
+
+/// The outcome of the simulation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Placement {
+    pub workloads: Vec<Unplaceable>,
+    /// Killed pod (`namespace/name`) → the rule that leaves its replacement nowhere to go.
+    pub pods: HashMap<String, String>,
+}
+
+/// Simulate the replacements of `killed` (in-scope pods on the zone's nodes).
+pub fn place(
+    req: &Request,
+    snap: &Snapshot,
+    zone_nodes: &BTreeSet<&str>,
+    killed: &[&PodInfo],
+    pinned: &HashMap<String, String>,
+) -> Placement {
+    let mut slots: Vec<Slot> = snap
+        .nodes
+        .iter()
+        .map(|n| Slot {
+            node: n,
+            dark: zone_nodes.contains(n.name.as_str()),
+            free_cpu: n.requested.map(|r| n.cpu_millis - r.cpu_millis),
+            free_mem: n.requested.map(|r| n.memory_bytes - r.memory_bytes),
+            free_pods: n
+                .requested
+                .filter(|_| n.max_pods > 0)
+                .map(|r| n.max_pods - r.pods),
+        })
+        .collect();
+    let killed_keys: BTreeSet<String> = killed.iter().map(|p| p.key()).collect();
+    // Pods that keep running: peers of the constraints, not killed, not leaving.
+    let mut running: Vec<Placed> = snap
+        .peers
+        .iter()
+        .filter(|p| !p.node.is_empty() && !p.finished && !p.terminating)
+        .filter(|p| !killed_keys.contains(&p.key()))
+        .map(|p| Placed {
+            pod: p,
+            node: p.node.clone(),
+        })
+        .collect();
+
+    // Group by workload, in a stable order.
+    let mut by_owner: BTreeMap<String, Vec<&PodInfo>> = BTreeMap::new();
+    for p in killed {
+        let Some(o) = &p.owner else { continue };
+        if !replaced(&o.kind) {
+            continue;
+        }
+        let display = match snap.workloads.get(o) {
+            Some(w) if o.kind == "ReplicaSet" && w.display != o.name => {
+                format!("Deployment {}/{}", o.namespace, w.display)
+            }
+            _ => format!("{} {}/{}", o.kind, o.namespace, o.name),
+        };
+        by_owner.entry(display).or_default().push(p);
+    }
+
+    let mut out = Placement::default();
+    for (workload, pods) in by_owner {
+        let mut unplaceable = 0;
+        let mut rule: Option<String> = None;
+        for pod in &pods {
+            if req.power_loss {
+                // Nothing is deleted: a StatefulSet never replaces a pod on an
+                // unreachable node; other controllers only once it is evicted.
+                let why = if pod.owner.as_ref().is_some_and(|o| o.kind == "StatefulSet") {
+                    format!(
+                        "a StatefulSet pod on an unreachable node is not replaced until {} has power again",
+                        req.zone
+                    )
+                } else {
+                    "not replaced until the pod is evicted from the unreachable node (its tolerationSeconds for node.kubernetes.io/unreachable, 300s by default)".to_string()
+                };
+                unplaceable += 1;
+                out.pods.insert(pod.key(), why.clone());
+                rule.get_or_insert(why);
+                continue;
+            }
+            if let Some(why) = pinned.get(&pod.key()) {
+                unplaceable += 1;
+                rule.get_or_insert_with(|| why.clone());
+                out.pods.insert(pod.key(), why.clone());
+                continue;
+            }
+            match choose(req, pod, &slots, &running) {
+                Ok(i) => {
+                    let s = &mut slots[i];
+                    s.free_cpu = s.free_cpu.map(|c| c - pod.cpu_millis);
+                    s.free_mem = s.free_mem.map(|m| m - pod.memory_bytes);
+                    s.free_pods = s.free_pods.map(|n| n - 1);
+                    running.push(Placed {
+                        pod,
+                        node: s.node.name.clone(),
+                    });
+                }
+                Err(why) => {
+                    unplaceable += 1;
+                    out.pods.insert(pod.key(), why.clone());
+                    rule.get_or_insert(why);
+                }
+            }
+        }
+        if unplaceable > 0 {
+            out.workloads.push(Unplaceable {
+                workload,
+                lost: pods.len() as i32,
+                unplaceable,
+                rule: rule.unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+/// The node a replacement of `pod` goes to, or the rule that leaves none.
+fn choose(
+    req: &Request,
+    pod: &PodInfo,
+    slots: &[Slot],
+    running: &[Placed],
+) -> Result<usize, String> {
+    let mut candidates: Vec<usize> = (0..slots.len())
+        .filter(|&i| !slots[i].dark && !slots[i].node.unschedulable && slots[i].node.ready)
+        .collect();
+    if candidates.is_empty() {
+        return Err(format!("no schedulable node outside {}", req.zone));
+    }
+    let mut narrow = |what: String, keep: &dyn Fn(usize) -> bool| -> Result<(), String> {
+        candidates.retain(|&i| keep(i));
+        if candidates.is_empty() {
+            Err(what)
+        } else {
+            Ok(())
+        }
+    };
+    let how = if pod.required_terms.is_empty() {
+        "nodeSelector"
+    } else {
+        "required node affinity"
+    };
+    narrow(
+        format!("{how} matches no node outside {}", req.zone),
+        &|i| node_affinity_ok(pod, slots[i].node),
+    )?;
+    narrow(
+        "taints on every remaining node it may use, without tolerations".into(),
+        &|i| tolerated(pod, &slots[i].taints()),
+    )?;
+    narrow(
+        format!(
+            "no single node outside {} has {}m CPU and {} MiB free for it",
+            req.zone,
+            pod.cpu_millis,
+            pod.memory_bytes >> 20
+        ),
+        &|i| {
+            let s = &slots[i];
+            s.free_cpu.is_none_or(|c| c >= pod.cpu_millis)
+                && s.free_mem.is_none_or(|m| m >= pod.memory_bytes)
+                && s.free_pods.is_none_or(|n| n >= 1)
+        },
+    )?;
+    let domain = |i: usize, key: &str| slots[i].node.labels.get(key).cloned();
+    let node_of: HashMap<&str, usize> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.node.name.as_str(), i))
+        .collect();
+    for term in &pod.anti_affinity {
+        let taken: BTreeSet<String> = running
+            .iter()
+            .filter(|r| term_covers(term, &pod.namespace, r.pod))
+            .filter_map(|r| domain(*node_of.get(r.node.as_str())?, &term.topology_key))
+            .collect();
+        narrow(
+            format!(
+                "required pod anti-affinity ({} {}): every remaining {} already runs a matching pod",
+                term.topology_key, term.selector, term.topology_key
+            ),
+            &|i| domain(i, &term.topology_key).is_none_or(|d| !taken.contains(&d)),
+        )?;
+    }
+    for term in &pod.affinity {
+        let matching: Vec<&Placed> = running
+            .iter()
+            .filter(|r| term_covers(term, &pod.namespace, r.pod))
+            .collect();
+        if matching.is_empty() && term_covers(term, &pod.namespace, pod) {
+            continue; // the first pod of a group that is affine to itself
+        }
+        let wanted: BTreeSet<String> = matching
+            .iter()
+            .filter_map(|r| domain(*node_of.get(r.node.as_str())?, &term.topology_key))
+            .collect();
+        narrow(
+            format!(
+                "required pod affinity ({} {}): no pod it must run beside is left outside {}",
+                term.topology_key, term.selector, req.zone
+            ),
+            &|i| domain(i, &term.topology_key).is_some_and(|d| wanted.contains(&d)),
+        )?;
+    }
+    for c in &pod.spread {
+        let skew = spread_check(pod, c, slots, running, &node_of);
+        narrow(skew.1.clone(), &|i| skew.0(i))?;
+    }
+    // Of the nodes left, the one with the most CPU free (spreads load).
+    Ok(*candidates
+        .iter()
+        .max_by_key(|&&i| (slots[i].free_cpu.unwrap_or(0), std::cmp::Reverse(i)))
+        .unwrap())
+}
+
+/// The spread filter for one constraint: a predicate on candidate nodes and
+/// the reason it gives when no node passes.
+fn spread_check<'a>(
+    pod: &'a PodInfo,
+    c: &'a SpreadInfo,
+    slots: &'a [Slot],
+    running: &[Placed],
+    node_of: &HashMap<&str, usize>,
+) -> (Box<dyn Fn(usize) -> bool + 'a>, String) {
+    let eligible = |i: usize| {
+        let s = &slots[i];
+        s.node.labels.contains_key(&c.topology_key)
+            && (!c.honor_node_affinity || node_affinity_ok(pod, s.node))
+            && (!c.honor_taints || tolerated(pod, &s.taints()))
+    };
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for i in (0..slots.len()).filter(|&i| eligible(i)) {
+        counts
+            .entry(slots[i].node.labels[&c.topology_key].clone())
+            .or_default();
+    }
+    for r in running {
+        if r.pod.namespace != pod.namespace || !c.selector.matches(&r.pod.labels) {
+            continue;
+        }
+        let Some(&i) = node_of.get(r.node.as_str()) else {
+            continue;
+        };
+        if !eligible(i) {
+            continue;
+        }
+        *counts
+            .entry(slots[i].node.labels[&c.topology_key].clone())
+            .or_default() += 1;
+    }
+    let mut min = counts.values().copied().min().unwrap_or(0);
+    if c.min_domains.is_some_and(|m| (counts.len() as i32) < m) {
+        min = 0;
+    }
+    let self_match = c.selector.matches(&pod.labels) as i64;
+    let empty: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| **n == min)
+        .map(|(d, _)| d.clone())
+        .collect();
+    let dark_domains: BTreeSet<String> = slots
+        .iter()
+        .filter(|s| s.dark)
+        .filter_map(|s| s.node.labels.get(&c.topology_key).cloned())
+        .collect();
+    let mut why = format!(
+        "topology spread constraint ({}, maxSkew {}, DoNotSchedule): ",
+        c.topology_key, c.max_skew
+    );
+    let dark_min: Vec<&String> = empty.iter().filter(|d| dark_domains.contains(*d)).collect();
+    if !dark_min.is_empty() && !c.honor_taints {
+        why.push_str(&format!(
+            "{} still counts as a domain with {min} matching pods (nodeTaintsPolicy Ignore), so every other domain is already {} over",
+            dark_min.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", "),
+            c.max_skew
+        ));
+    } else {
+        why.push_str(&format!(
+            "placing it anywhere would leave a skew above {} (least-filled domain: {} with {min})",
+            c.max_skew,
+            empty.join(", ")
+        ));
+    }
+    let key = c.topology_key.clone();
+    let max_skew = c.max_skew as i64;
+    let ok = move |i: usize| {
+        let Some(d) = slots[i].node.labels.get(&key) else {
+            return false;
+        };
+        counts.get(d).copied().unwrap_or(0) + self_match - min <= max_skew
+    };
+    (Box::new(ok), why)
+}

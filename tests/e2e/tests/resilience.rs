@@ -1,0 +1,339 @@
+//! No hang, no stale writes: a pod delete stuck in an admission webhook never
+//! holds the zone dark past an abort, a deletion or the timeout; status
+//! writes never redo a phase; a rolling update hands the drill over; and an
+//! API server outage mid-drill only delays it.
+
+use firedrill_e2e::*;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A TCP listener on loopback that accepts connections and never answers:
+/// a webhook that hangs until the API server's timeout.
+struct BlackHole {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl BlackHole {
+    fn start() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = vec![];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((c, _)) = l.accept() {
+                    held.push(c);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        BlackHole { port, stop }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A port nothing listens on.
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A validating webhook on pod DELETE in `ns` only, failurePolicy Fail,
+/// served at `port` on loopback. Removed when the test ends.
+fn pod_delete_webhook(ns: &str, port: u16, timeout_secs: u32) -> Cleanup {
+    let name = format!("{ns}-stuck-delete");
+    let yaml = format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: {name}}}
+webhooks:
+- name: stuck.firedrill.test
+  clientConfig: {{url: "https://127.0.0.1:{port}/validate"}}
+  rules: [{{operations: [DELETE], apiGroups: [""], apiVersions: [v1], resources: [pods]}}]
+  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  timeoutSeconds: {timeout_secs}
+"#
+    );
+    apply(&yaml).expect_ok("creating the pod-delete webhook");
+    Cleanup(vec![format!("validatingwebhookconfiguration/{name}")])
+}
+
+fn scoped(ns: &str) -> String {
+    format!("  target: {{namespaces: [{ns}]}}\n")
+}
+
+/// Wait until injection is under way: the zone's nodes carry our marks.
+fn wait_marked() {
+    wait_for("the zone's nodes marked", Duration::from_secs(60), || {
+        (!firedrill_traces_on_nodes().is_empty()).then_some(())
+    });
+}
+
+#[test]
+fn a_stuck_pod_delete_never_outlives_an_abort_a_deletion_or_the_timeout() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-stuck");
+    let hole = BlackHole::start();
+    let _hook = pod_delete_webhook(&ns.0, hole.port, 30);
+    let _op = Operator::start(&["--restore-grace=1s"]);
+
+    // The abort annotation, while every kill hangs in the webhook.
+    {
+        let _exp = Experiment("stuck-abort".into());
+        apply(&drill_yaml("stuck-abort", "zone-a", "10m", &scoped(&ns.0))).expect_ok("drill");
+        wait_phase("stuck-abort", "Injecting", Duration::from_secs(60));
+        wait_marked();
+        std::thread::sleep(Duration::from_secs(2));
+        let asked = Instant::now();
+        kubectl(
+            &[
+                "annotate",
+                "dcf",
+                "stuck-abort",
+                "chaos.firedrill.dev/abort=on-call says stop",
+            ],
+            None,
+        )
+        .expect_ok("annotate");
+        wait_completed("stuck-abort", 30);
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "the abort took {:?}",
+            asked.elapsed()
+        );
+        assert_eq!(dcf_field("stuck-abort", ".status.phase"), "Aborted");
+        assert!(dcf_field("stuck-abort", ".status.reason").contains("on-call says stop"));
+        assert_zone_restored();
+    }
+    // A deletion.
+    {
+        let _exp = Experiment("stuck-delete".into());
+        apply(&drill_yaml("stuck-delete", "zone-a", "10m", &scoped(&ns.0))).expect_ok("drill");
+        wait_phase("stuck-delete", "Injecting", Duration::from_secs(60));
+        wait_marked();
+        std::thread::sleep(Duration::from_secs(2));
+        let asked = Instant::now();
+        kubectl(&["delete", "dcf", "stuck-delete", "--timeout=30s"], None)
+            .expect_ok("deleting a drill whose kills are stuck");
+        assert!(asked.elapsed() < Duration::from_secs(20));
+        assert_zone_restored();
+    }
+    // duration + grace (2 s + 1 s).
+    {
+        let _exp = Experiment("stuck-timeout".into());
+        apply(&drill_yaml("stuck-timeout", "zone-a", "2s", &scoped(&ns.0))).expect_ok("drill");
+        wait_phase("stuck-timeout", "Injecting", Duration::from_secs(60));
+        wait_completed("stuck-timeout", 30);
+        assert_eq!(dcf_field("stuck-timeout", ".status.phase"), "Aborted");
+        let reason = dcf_field("stuck-timeout", ".status.reason");
+        assert!(reason.contains("timed out"), "{reason}");
+        assert_zone_restored();
+    }
+}
+
+#[test]
+fn pods_that_cannot_be_killed_abort_the_drill_with_the_reason() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-refused-kill");
+    let _hook = pod_delete_webhook(&ns.0, dead_port(), 5);
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("no-kill".into());
+    let started = Instant::now();
+    apply(&drill_yaml("no-kill", "zone-a", "10m", &scoped(&ns.0))).expect_ok("drill");
+    wait_completed("no-kill", 120);
+    assert_eq!(dcf_field("no-kill", ".status.phase"), "Aborted");
+    let reason = dcf_field("no-kill", ".status.reason");
+    assert!(
+        reason.contains("pods could not be killed") && reason.contains("webhook"),
+        "{reason}"
+    );
+    assert_ne!(dcf_field("no-kill", ".status.fault.podsNotKilled"), "0");
+    assert_eq!(dcf_field("no-kill", ".status.fault.taintEffect"), "");
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "retries are bounded"
+    );
+    assert_zone_restored();
+}
+
+#[test]
+fn status_writes_never_redo_a_phase_while_the_object_churns() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-churn-status");
+    let zone_a = nodes_in("zone-a");
+    let in_zone = ready_pods(&ns.0, "app=chat")
+        .iter()
+        .filter(|(_, n)| zone_a.contains(n))
+        .count()
+        + 2; // both login pods are pinned to zone-a
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("churned".into());
+    // Annotate the experiment every 100 ms for the whole drill: every status
+    // write races a metadata change.
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let churn = std::thread::spawn(move || {
+        let mut i = 0;
+        while !s.load(Ordering::Relaxed) {
+            kubectl(
+                &[
+                    "annotate",
+                    "--overwrite",
+                    "dcf",
+                    "churned",
+                    &format!("e2e/churn={i}"),
+                ],
+                None,
+            );
+            i += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        i
+    });
+    apply(&drill_yaml("churned", "zone-a", "5s", &scoped(&ns.0))).expect_ok("drill");
+    wait_completed("churned", 120);
+    stop.store(true, Ordering::Relaxed);
+    let writes = churn.join().unwrap();
+    assert!(writes > 20, "the churn ran ({writes} annotations)");
+    assert_eq!(
+        dcf_field("churned", ".status.transitions[*].phase"),
+        "Planning Baseline Injecting ZoneDown Restoring Completed"
+    );
+    assert_eq!(
+        dcf_field("churned", ".status.fault.podsKilled"),
+        in_zone.to_string(),
+        "every pod in the zone counted once"
+    );
+    let killed_events = kubectl_json(&[
+        "get",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        "reason=PodsKilled,involvedObject.name=churned",
+    ])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["count"].as_i64().unwrap_or(1).max(1))
+        .sum::<i64>();
+    assert_eq!(killed_events, 1, "PodsKilled reported once");
+    assert_zone_restored();
+}
+
+#[test]
+fn a_rolling_update_hands_the_drill_over_and_only_the_last_operator_restores() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-rolling");
+    // Declared first, dropped last: an operator that lets the experiments'
+    // finalizers run when the test deletes them.
+    let cleaner: std::cell::OnceCell<Operator> = std::cell::OnceCell::new();
+    let lease = ["--leader-elect-lease-duration=4s"];
+    let mut old = Operator::start(&lease);
+    wait_for(
+        "the first operator to lead",
+        Duration::from_secs(30),
+        || old.log_text().contains("became the leader").then_some(()),
+    );
+    let mut new = Operator::start(&lease);
+    wait_for(
+        "the second operator to stand by",
+        Duration::from_secs(30),
+        || new.log_text().contains("standing by").then_some(()),
+    );
+    let _exp = Experiment("rolled".into());
+    apply(&drill_yaml("rolled", "zone-a", "15s", &scoped(&ns.0))).expect_ok("drill");
+    wait_phase("rolled", "ZoneDown", Duration::from_secs(60));
+    let held = firedrill_traces_on_nodes();
+    // The rolling update stops the old pod while the new one stands by.
+    let status = old.stop().expect("the old operator stops");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        old.log_text().contains("handing the experiments over"),
+        "{}",
+        old.log_text()
+    );
+    assert_eq!(
+        dcf_field("rolled", ".status.phase"),
+        "ZoneDown",
+        "the drill was not aborted"
+    );
+    assert_eq!(firedrill_traces_on_nodes(), held, "the zone stayed dark");
+    wait_for("the new operator to lead", Duration::from_secs(15), || {
+        new.log_text().contains("became the leader").then_some(())
+    });
+    wait_completed("rolled", 60);
+    assert_eq!(dcf_field("rolled", ".status.phase"), "Completed");
+    assert_zone_restored();
+
+    // With no other operator left, a stop restores and aborts.
+    let _exp2 = Experiment("last".into());
+    apply(&drill_yaml("last", "zone-a", "10m", &scoped(&ns.0))).expect_ok("drill");
+    wait_phase("last", "ZoneDown", Duration::from_secs(60));
+    new.stop();
+    assert_eq!(dcf_field("last", ".status.phase"), "Aborted");
+    assert!(dcf_field("last", ".status.reason").contains("no other replica"));
+    assert_zone_restored();
+    let _ = cleaner.set(Operator::start(&[]));
+}
+
+#[test]
+fn an_api_server_outage_mid_drill_only_delays_it() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-outage");
+    let op = Operator::start(&["--leader-elect=false"]);
+    let _exp = Experiment("outage".into());
+    apply(&drill_yaml("outage", "zone-a", "40s", &scoped(&ns.0))).expect_ok("drill");
+    wait_phase("outage", "ZoneDown", Duration::from_secs(60));
+    let dark_at = Instant::now();
+    let _guard = ApiServerBack;
+    // 20 s while dark.
+    std::thread::sleep(Duration::from_secs(3));
+    testbed(&["apiserver", "stop"]).expect_ok("stopping the apiserver");
+    std::thread::sleep(Duration::from_secs(20));
+    testbed(&["apiserver", "start"]).expect_ok("starting the apiserver");
+    assert_eq!(dcf_field("outage", ".status.phase"), "ZoneDown");
+    // 20 s again across the end of the duration, so the restore waits for it.
+    let until = Duration::from_secs(38).saturating_sub(dark_at.elapsed());
+    std::thread::sleep(until);
+    testbed(&["apiserver", "stop"]).expect_ok("stopping the apiserver");
+    std::thread::sleep(Duration::from_secs(20));
+    testbed(&["apiserver", "start"]).expect_ok("starting the apiserver");
+    wait_completed("outage", 120);
+    assert_eq!(dcf_field("outage", ".status.phase"), "Completed");
+    assert_zone_restored();
+    assert!(
+        op.log_text().contains("zone down"),
+        "the same operator process finished the drill"
+    );
+}
+
+/// Starts the apiserver again if a test stopped it and failed.
+struct ApiServerBack;
+
+impl Drop for ApiServerBack {
+    fn drop(&mut self) {
+        if !testbed(&["status"])
+            .stdout
+            .contains("kube-apiserver: running")
+        {
+            testbed(&["apiserver", "start"]);
+        }
+    }
+}

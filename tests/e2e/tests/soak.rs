@@ -1,0 +1,177 @@
+//! Crash soak: SIGKILL the operator at seeded random moments across every
+//! phase, restart it after each kill, and check after every drill that
+//! nothing was left behind or harmed:
+//!
+//! - nodes left with a firedrill mark, taint or our cordon: 0
+//! - admin cordons lost: 0
+//! - pods outside the scope deleted: 0
+//! - experiments not ended Completed/Aborted with a reason: 0
+//!
+//! `FIREDRILL_SOAK_KILLS` (default 5: the `make test` version; `make soak`
+//! runs 20) and `FIREDRILL_SOAK_SEED` (default 1) set the run.
+
+use firedrill_e2e::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// xorshift64*: a small seeded generator, so a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+const PHASES: [&str; 6] = [
+    "Planning",
+    "Baseline",
+    "Injecting",
+    "ZoneDown",
+    "Restoring",
+    "Completed",
+];
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn phase_index(phase: &str) -> usize {
+    PHASES.iter().position(|p| *p == phase).unwrap_or(0)
+}
+
+#[test]
+fn operator_crashes_at_random_moments_leave_nothing_behind() {
+    let _lock = zones_lock();
+    let kills = env_u64("FIREDRILL_SOAK_KILLS", 5);
+    let seed = env_u64("FIREDRILL_SOAK_SEED", 1);
+    let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+    let ns = setup_chat_and_login("e2e-soak");
+    let bystanders = Namespace::create("e2e-soak-bystander");
+    apply(&service_and_deployment(
+        &bystanders.0,
+        "other",
+        2,
+        "",
+        "      nodeSelector: {topology.kubernetes.io/zone: zone-a}",
+    ))
+    .expect_ok("bystanders");
+    wait_for("bystanders Ready", Duration::from_secs(60), || {
+        (ready_pods(&bystanders.0, "app=other").len() == 2).then_some(())
+    });
+    let bystander_uids = pod_uids(&bystanders.0, "");
+    let zone_a = nodes_in("zone-a");
+    let admin = AdminCordon::cordon(&zone_a[..1]);
+
+    let spec = format!(
+        "  target: {{namespaces: [{ns}]}}\n  slos:\n  - name: chat\n    recoveryTimeObjective: 1m\n    interval: 200ms\n    probe: {{kubernetes: {{service: {{namespace: {ns}, name: chat}}}}}}\n",
+        ns = ns.0
+    );
+    let start_op = || Operator::start(&["--debug-inject-pause=400ms", "--leader-elect=false"]);
+    let mut op = start_op();
+    let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut survived, mut drills) = (0u64, 0u64);
+    let (mut traces_left, mut cordons_lost, mut outsiders_killed, mut unfinished) =
+        (0usize, 0usize, 0usize, 0usize);
+    let started = Instant::now();
+    let mut current: Option<String> = None;
+    while survived < kills || current.is_some() {
+        let name = match &current {
+            Some(n) => n.clone(),
+            None => {
+                let n = format!("soak-{drills}");
+                drills += 1;
+                let manifest =
+                    drill_yaml(&n, "zone-a", "4s", &spec).replace("baseline: 0s", "baseline: 2s");
+                apply(&manifest).expect_ok("drill");
+                current = Some(n.clone());
+                n
+            }
+        };
+        if survived < kills {
+            // Aim at a phase, then at a random moment inside it.
+            let target = PHASES[rng.below(5) as usize];
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let now = dcf_field(&name, ".status.phase");
+                if phase_index(&now) >= phase_index(target) || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(600)));
+            let at = dcf_field(&name, ".status.phase");
+            op.crash();
+            survived += 1;
+            *by_phase
+                .entry(if at.is_empty() { "Pending".into() } else { at })
+                .or_default() += 1;
+            std::thread::sleep(Duration::from_millis(200 + rng.below(1500)));
+            op = start_op();
+        }
+        let phase = dcf_field(&name, ".status.phase");
+        let terminal = matches!(phase.as_str(), "Completed" | "Aborted" | "Failed");
+        if terminal || survived >= kills {
+            if !terminal {
+                wait_for("the drill to end", Duration::from_secs(120), || {
+                    matches!(
+                        dcf_field(&name, ".status.phase").as_str(),
+                        "Completed" | "Aborted" | "Failed"
+                    )
+                    .then_some(())
+                });
+            }
+            // Everything is judged once the drill has ended.
+            let phase = dcf_field(&name, ".status.phase");
+            let reason = dcf_field(&name, ".status.reason");
+            if !matches!(phase.as_str(), "Completed" | "Aborted") || reason.is_empty() {
+                eprintln!("{name}: ended {phase:?} with reason {reason:?}");
+                unfinished += 1;
+            }
+            let traces = firedrill_traces_on_nodes();
+            traces_left += traces.len();
+            let cordoned = cordoned_nodes();
+            if !cordoned.contains(&zone_a[0]) {
+                cordons_lost += 1;
+                kubectl(&["cordon", &zone_a[0]], None);
+            }
+            let ours = cordoned.iter().filter(|n| **n != zone_a[0]).count();
+            traces_left += ours;
+            let now = pod_uids(&bystanders.0, "");
+            outsiders_killed += bystander_uids
+                .iter()
+                .filter(|(p, u)| now.get(*p) != Some(u))
+                .count();
+            kubectl(
+                &["delete", "dcf", &name, "--wait=true", "--timeout=60s"],
+                None,
+            );
+            current = None;
+        }
+    }
+    op.stop();
+    let report = format!(
+        "soak (seed {seed}): {survived} operator kills survived over {drills} drills in {:.0}s; kills by phase {by_phase:?}; nodes left with our mark/taint/cordon: {traces_left}; admin cordons lost: {cordons_lost}; pods outside the scope deleted: {outsiders_killed}; experiments not ended Completed/Aborted with a reason: {unfinished}",
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("{report}");
+    if let Ok(path) = std::env::var("FIREDRILL_SOAK_REPORT") {
+        std::fs::write(path, format!("{report}\n")).ok();
+    }
+    assert_eq!(
+        (traces_left, cordons_lost, outsiders_killed, unfinished),
+        (0, 0, 0, 0),
+        "{report}"
+    );
+    drop(admin);
+}

@@ -1,0 +1,132 @@
+//! The testbed's data plane. KWOK simulates nodes and pods in the API, but
+//! its pods run nothing; this program gives the pods that ask for it (label
+//! `testbed.firedrill.dev/serve=true`) a real process, puts a proxy in front
+//! of every Service that follows its EndpointSlices the way kube-proxy does,
+//! and plays the node agent for firedrill's power-loss fault on fake nodes.
+//!
+//! Addresses: every cluster address is served on loopback, so nothing on
+//! this machine but loopback is ever a network target. Each testbed has a
+//! slot N of its own (so two testbeds on one machine never collide): pod IP
+//! `10.244.a.b` (KWOK's pod CIDR) is served on `127.(2N).a.b`, ClusterIP
+//! `10.96.a.b` on `127.(2N+1).a.b`. Names: the proxy writes a hosts file
+//! (`<name>.<namespace>[.svc[.cluster.local]]` → the Service's loopback
+//! address) that the pods' processes and firedrill's probes
+//! (`--probe-hosts`) resolve with, and the runtime a `pods` file
+//! (`ADDRESS:PORT namespace/name`).
+//!
+//!   firedrill-testbed dataplane --state DIR --slot N   (uses KUBECONFIG)
+//!   firedrill-testbed serve --listen ADDR [--depends URL]... [--hosts FILE] [--startup 3s]
+
+mod power;
+mod proxy;
+mod runtime;
+mod serve;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// This testbed's slot (set once at start).
+static SLOT: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+
+/// The loopback address that stands for cluster address `ip`: pod IPs
+/// (10.244.a.b) → 127.(2N).a.b, ClusterIPs (10.96.a.b) → 127.(2N+1).a.b.
+pub fn loopback_of(ip: &str) -> Option<Ipv4Addr> {
+    let v4: Ipv4Addr = ip.parse().ok()?;
+    let slot = *SLOT.get().unwrap_or(&1);
+    match v4.octets() {
+        [10, 244, c, d] => Some(Ipv4Addr::new(127, slot * 2, c, d)),
+        [10, 96, c, d] => Some(Ipv4Addr::new(127, slot * 2 + 1, c, d)),
+        _ => None,
+    }
+}
+
+fn arg_values(args: &[String], flag: &str) -> Vec<String> {
+    args.windows(2)
+        .filter(|w| w[0] == flag)
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+fn arg_value(args: &[String], flag: &str) -> Option<String> {
+    arg_values(args, flag).into_iter().next()
+}
+
+fn parse_secs(s: &str) -> std::time::Duration {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = num.parse().unwrap_or(0.0);
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        _ => n,
+    };
+    std::time::Duration::from_secs_f64(secs.max(0.0))
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Runtime::new()?;
+    match args.get(1).map(String::as_str) {
+        Some("serve") => rt.block_on(serve::run(serve::Config {
+            listen: arg_value(&args, "--listen")
+                .ok_or_else(|| anyhow::anyhow!("serve: --listen ADDR is required"))?,
+            depends: arg_values(&args, "--depends"),
+            hosts: arg_value(&args, "--hosts").map(PathBuf::from),
+            startup: arg_value(&args, "--startup")
+                .map(|s| parse_secs(&s))
+                .unwrap_or_default(),
+            name: arg_value(&args, "--name").unwrap_or_default(),
+        })),
+        Some("dataplane") => {
+            let slot: u8 = arg_value(&args, "--slot")
+                .and_then(|s| s.parse().ok())
+                .filter(|s: &u8| (1..=126).contains(s))
+                .ok_or_else(|| anyhow::anyhow!("dataplane: --slot N (1..126) is required"))?;
+            let _ = SLOT.set(slot);
+            let state = PathBuf::from(
+                arg_value(&args, "--state")
+                    .ok_or_else(|| anyhow::anyhow!("dataplane: --state DIR is required"))?,
+            );
+            rt.block_on(dataplane(state))
+        }
+        _ => {
+            eprintln!(
+                "usage: firedrill-testbed dataplane --state DIR --slot N\n       firedrill-testbed serve --listen ADDR [--depends URL]... [--hosts FILE] [--startup 3s]"
+            );
+            std::process::exit(2)
+        }
+    }
+}
+
+async fn dataplane(state: PathBuf) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let hosts = state.join("hosts");
+    let procs = runtime::Processes::new(state.join("procs"));
+    procs.kill_leftovers();
+    let powered_off = power::PoweredOff::default();
+    tracing::info!(state = %state.display(), "testbed data plane starting");
+    let stop = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    tokio::select! {
+        r = runtime::run(client.clone(), procs.clone(), hosts.clone(), powered_off.clone(), state.join("pods")) => r?,
+        r = proxy::run(client.clone(), hosts.clone()) => r?,
+        r = power::run(client.clone(), procs.clone(), powered_off.clone()) => r?,
+        _ = stop => tracing::info!("stopping"),
+    }
+    procs.kill_all();
+    Ok(())
+}

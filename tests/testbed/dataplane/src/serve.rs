@@ -1,0 +1,128 @@
+//! The test server a pod runs: it answers every HTTP request with 200 "ok"
+//! while each of its dependencies answers 200, and with 503 naming the
+//! first one that does not. That is how messaging depends on login.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub struct Config {
+    pub listen: String,
+    pub depends: Vec<String>,
+    pub hosts: Option<PathBuf>,
+    pub startup: Duration,
+    pub name: String,
+}
+
+/// How long a dependency may take to answer.
+const DEPENDENCY_TIMEOUT: Duration = Duration::from_millis(1500);
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // A real container takes a moment to start.
+    tokio::time::sleep(cfg.startup).await;
+    let listener = TcpListener::bind(&cfg.listen).await?;
+    let cfg = std::sync::Arc::new(cfg);
+    loop {
+        let (sock, _) = listener.accept().await?;
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let _ = answer(sock, &cfg).await;
+        });
+    }
+}
+
+async fn read_head(sock: &mut TcpStream) -> std::io::Result<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+async fn answer(mut sock: TcpStream, cfg: &Config) -> std::io::Result<()> {
+    let head = read_head(&mut sock).await?;
+    let method = head.split_whitespace().next().unwrap_or("GET").to_string();
+    let (status, body) = match first_failing(cfg).await {
+        None => ("200 OK", format!("ok {}\n", cfg.name)),
+        Some(why) => ("503 Service Unavailable", format!("{}: {why}\n", cfg.name)),
+    };
+    let body = if method == "HEAD" {
+        String::new()
+    } else {
+        body
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(resp.as_bytes()).await?;
+    sock.shutdown().await
+}
+
+/// The first dependency that does not answer 200, and why.
+async fn first_failing(cfg: &Config) -> Option<String> {
+    if cfg.depends.is_empty() {
+        return None;
+    }
+    let hosts = read_hosts(cfg.hosts.as_ref());
+    for url in &cfg.depends {
+        match tokio::time::timeout(DEPENDENCY_TIMEOUT, get_status(url, &hosts)).await {
+            Ok(Ok(200)) => {}
+            Ok(Ok(code)) => return Some(format!("{url} answered {code}")),
+            Ok(Err(e)) => return Some(format!("{url}: {e}")),
+            Err(_) => return Some(format!("{url}: no answer within {DEPENDENCY_TIMEOUT:?}")),
+        }
+    }
+    None
+}
+
+/// name → address, from a hosts file (`ADDR NAME...` lines).
+pub fn read_hosts(path: Option<&PathBuf>) -> HashMap<String, String> {
+    let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return HashMap::new();
+    };
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(addr) = words.next() else { continue };
+        if addr.starts_with('#') {
+            continue;
+        }
+        for name in words {
+            out.insert(name.to_string(), addr.to_string());
+        }
+    }
+    out
+}
+
+pub async fn get_status(url: &str, hosts: &HashMap<String, String>) -> anyhow::Result<u16> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("only http:// dependencies"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>()?),
+        None => (authority, 80),
+    };
+    let addr = hosts.get(host).map(String::as_str).unwrap_or(host);
+    let mut sock = TcpStream::connect((addr, port)).await?;
+    sock.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let head = read_head(&mut sock).await?;
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no HTTP answer"))
+}
