@@ -65,6 +65,7 @@ async fn main() {
         fault: Default::default(),
         target: Default::default(),
         guards: Default::default(),
+        fault_only: false,
         slos,
     };
     let obj = DataCenterFailure::new("jitter", spec);

@@ -78,6 +78,9 @@ struct OperatorArgs {
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", env = "FIREDRILL_METRICS_BIND")]
     metrics_bind: String,
+    /// Serve /healthz and /readyz on a port of their own too (e.g. 0.0.0.0:8081), for the kubelet.
+    #[arg(long, env = "FIREDRILL_HEALTH_BIND")]
+    health_bind: Option<String>,
     /// Elect a leader on a Lease, so only one operator acts at a time (--leader-elect=false to turn off).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -90,6 +93,14 @@ struct OperatorArgs {
     /// How long taking a zone down (marking, killing, tainting) may take before the experiment is aborted and restored.
     #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
     injection_timeout: Duration,
+    /// Namespaces whose Secrets probes may read (header values, bearer
+    /// tokens, CA bundles); comma-separated. Default: the operator's own.
+    #[arg(long, env = "FIREDRILL_SECRET_NAMESPACES", value_delimiter = ',')]
+    secret_namespaces: Vec<String>,
+    /// Let probes target link-local and cloud metadata addresses
+    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254). Off by default.
+    #[arg(long)]
+    allow_link_local_probes: bool,
     /// Look the probes' host names up in this hosts file (`ADDRESS NAME...`
     /// lines) before DNS, like `curl --resolve`: for an operator running
     /// outside the cluster that probes in-cluster names.
@@ -286,6 +297,31 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     if let Some(hosts) = &args.probe_hosts {
         crate::probe::use_hosts_file(hosts.clone());
     }
+    let mut secret_namespaces: std::collections::BTreeSet<String> = args
+        .secret_namespaces
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if secret_namespaces.is_empty()
+        && let Some(ns) = &args.namespace
+    {
+        secret_namespaces.insert(ns.clone());
+    }
+    let mut apiserver = vec![clients.apiserver.clone()];
+    if let (Ok(h), Ok(p)) = (
+        std::env::var("KUBERNETES_SERVICE_HOST"),
+        std::env::var("KUBERNETES_SERVICE_PORT"),
+    ) && let Ok(p) = p.parse()
+    {
+        apiserver.push((h, p));
+    }
+    tracing::info!(secret_namespaces = ?secret_namespaces, allow_link_local = args.allow_link_local_probes, "probe policy");
+    crate::probe::set_policy(crate::probe::Policy {
+        secret_namespaces,
+        allow_link_local: args.allow_link_local_probes,
+        apiserver,
+    });
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let lease_namespace = args
         .leader_elect_namespace
@@ -304,7 +340,14 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot serve metrics on {}: {e}", args.metrics_bind))?;
     let metrics_addr = listener.local_addr()?;
-    tokio::spawn(crate::metrics::serve(listener));
+    tokio::spawn(crate::metrics::serve(listener, crate::metrics::Paths::All));
+    if let Some(bind) = &args.health_bind {
+        let health = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve health probes on {bind}: {e}"))?;
+        tracing::info!(health = %health.local_addr()?, "health probes on a port of their own");
+        tokio::spawn(crate::metrics::serve(health, crate::metrics::Paths::Health));
+    }
     tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, metrics = %metrics_addr, "firedrill operator starting");
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

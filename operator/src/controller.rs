@@ -17,8 +17,8 @@
 //! would honour an abort, a deletion or the timeout.
 
 use crate::api::{
-    ABORT_ANNOTATION, DataCenterFailure, DataCenterFailureStatus, FINALIZER, FaultMode,
-    FaultStatus, MAX_LISTED, Phase, PhaseTransition, Verdict, parse_duration,
+    ABORT_ANNOTATION, DataCenterFailure, DataCenterFailureSpec, DataCenterFailureStatus, FINALIZER,
+    FaultMode, FaultStatus, MAX_LISTED, Phase, PhaseTransition, Verdict, parse_duration,
 };
 use crate::exclusion;
 use crate::fault::{self, Experiment, Injected, Injection, Keep, KeeperEnd, KeeperState};
@@ -93,6 +93,8 @@ impl Config {
 pub struct Clients {
     pub calls: Client,
     pub watches: Client,
+    /// Where the API server is (host, port), from the configuration.
+    pub apiserver: (String, u16),
 }
 
 /// How long a restore after a power loss waits for the zone's nodes to be Ready again.
@@ -111,6 +113,16 @@ impl Clients {
     }
 
     pub fn from_config(config: kube::Config) -> Result<Self, kube::Error> {
+        let apiserver = (
+            config.cluster_url.host().unwrap_or("").to_string(),
+            config.cluster_url.port_u16().unwrap_or(
+                if config.cluster_url.scheme_str() == Some("http") {
+                    80
+                } else {
+                    443
+                },
+            ),
+        );
         let mut calls = config.clone();
         calls.read_timeout = Some(CALL_TIMEOUT);
         calls.reset_reader_on_write = true;
@@ -120,6 +132,7 @@ impl Clients {
         Ok(Clients {
             calls: Client::try_from(calls)?,
             watches: Client::try_from(watches)?,
+            apiserver,
         })
     }
 }
@@ -472,9 +485,32 @@ enum Step {
 }
 
 /// The parts of the spec that the schema cannot fully check.
-struct Parsed {
-    duration: Duration,
-    scope: Scope,
+pub struct Parsed {
+    pub duration: Duration,
+    pub scope: Scope,
+}
+
+/// Check everything about a spec that the API server's schema cannot: the
+/// durations, the target's selector, the probes against the probe policy.
+/// The first problem, naming the field.
+pub fn parse_spec(
+    spec: &DataCenterFailureSpec,
+    operator_namespace: Option<String>,
+) -> std::result::Result<Parsed, String> {
+    let duration = parse_duration(&spec.duration).map_err(|e| format!("spec.duration: {e}"))?;
+    parse_duration(&spec.baseline).map_err(|e| format!("spec.baseline: {e}"))?;
+    for slo in &spec.slos {
+        for (field, value) in [
+            ("interval", &slo.interval),
+            ("timeout", &slo.timeout),
+            ("recoveryTimeObjective", &slo.recovery_time_objective),
+        ] {
+            parse_duration(value).map_err(|e| format!("spec.slos[{}].{field}: {e}", slo.name))?;
+        }
+    }
+    let scope = Scope::from_target(&spec.target, operator_namespace)?;
+    probe::check_spec(spec)?;
+    Ok(Parsed { duration, scope })
 }
 
 /// One reconcile of one experiment: the object as read, the status being
@@ -672,21 +708,7 @@ impl<'a> Drill<'a> {
     }
 
     fn parse(&self) -> std::result::Result<Parsed, String> {
-        let spec = &self.obj.spec;
-        let duration = parse_duration(&spec.duration).map_err(|e| format!("spec.duration: {e}"))?;
-        parse_duration(&spec.baseline).map_err(|e| format!("spec.baseline: {e}"))?;
-        for slo in &spec.slos {
-            for (field, value) in [
-                ("interval", &slo.interval),
-                ("timeout", &slo.timeout),
-                ("recoveryTimeObjective", &slo.recovery_time_objective),
-            ] {
-                parse_duration(value)
-                    .map_err(|e| format!("spec.slos[{}].{field}: {e}", slo.name))?;
-            }
-        }
-        let scope = Scope::from_target(&spec.target, self.ctx.config.namespace.clone())?;
-        Ok(Parsed { duration, scope })
+        parse_spec(&self.obj.spec, self.ctx.config.namespace.clone())
     }
 
     fn power_loss(&self) -> bool {

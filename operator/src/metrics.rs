@@ -9,7 +9,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,48 +116,86 @@ pub fn render() -> String {
     out
 }
 
-/// Serve `/metrics`, `/healthz` and `/readyz` on `listener` until the process ends.
-pub async fn serve(listener: TcpListener) {
+/// At most this many connections are served at once; more wait in the backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// A request head must arrive within this, and a whole exchange finish within
+/// `EXCHANGE_TIMEOUT`; slow or idle clients are dropped.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What one endpoint serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paths {
+    /// `/metrics`, `/healthz` and `/readyz`.
+    All,
+    /// `/healthz` and `/readyz` only (a port of their own for the kubelet).
+    Health,
+}
+
+fn respond(path: &str, paths: Paths) -> (u16, &'static str, String) {
+    match (path, paths) {
+        ("/metrics", Paths::All) => (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(),
+        ),
+        ("/healthz", _) => (200, "text/plain", "ok\n".to_string()),
+        ("/readyz", _) if READY.load(Ordering::Relaxed) => {
+            (200, "text/plain", "ready\n".to_string())
+        }
+        ("/readyz", _) => (503, "text/plain", "starting\n".to_string()),
+        _ => (404, "text/plain", "not found\n".to_string()),
+    }
+}
+
+/// Serve `paths` on `listener` until the process ends, with hyper: request
+/// heads must arrive within 5 s, an exchange must end within 30 s, at most
+/// 64 connections at once, and accept errors (out of file descriptors, say)
+/// back off instead of spinning.
+pub async fn serve(listener: TcpListener, paths: Paths) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = std::time::Duration::from_millis(10);
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
+        let permit = slots.clone().acquire_owned().await.expect("never closed");
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => {
+                backoff = std::time::Duration::from_millis(10);
+                sock
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "metrics endpoint: accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                continue;
+            }
         };
         tokio::spawn(async move {
-            // Read the whole request head; it may arrive in several pieces.
-            let mut buf = [0u8; 4096];
-            let mut n = 0;
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-            while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
-                match tokio::time::timeout_at(deadline, sock.read(&mut buf[n..])).await {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                    Ok(Ok(k)) => n += k,
-                }
-            }
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (status, ctype, body) = match path.split('?').next().unwrap_or("") {
-                "/metrics" => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    render(),
-                ),
-                "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                "/readyz" if READY.load(Ordering::Relaxed) => {
-                    ("200 OK", "text/plain", "ready\n".to_string())
-                }
-                "/readyz" => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "starting\n".to_string(),
-                ),
-                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
+            let _permit = permit;
+            let service = hyper::service::service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let (status, ctype, body) = if req.method() == hyper::Method::GET
+                        || req.method() == hyper::Method::HEAD
+                    {
+                        respond(req.uri().path(), paths)
+                    } else {
+                        (405, "text/plain", "method not allowed\n".to_string())
+                    };
+                    let resp = hyper::Response::builder()
+                        .status(status)
+                        .header("content-type", ctype)
+                        .body(Full::new(Bytes::from(body)))
+                        .expect("a valid response");
+                    Ok::<_, std::convert::Infallible>(resp)
+                },
             );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(sock), service);
+            let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, conn).await;
         });
     }
 }
@@ -167,11 +204,54 @@ pub async fn serve(listener: TcpListener) {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_request_head_that_arrives_in_pieces_is_read_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn server(paths: Paths) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener));
+        tokio::spawn(serve(listener, paths));
+        addr
+    }
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_dropped_and_does_not_block_others() {
+        let addr = server(Paths::All).await;
+        // Connects and says nothing.
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200 OK"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let mut buf = vec![];
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            silent.read_to_end(&mut buf),
+        )
+        .await
+        .expect("dropped after the header timeout")
+        .unwrap_or(0);
+        assert!(n == 0 || String::from_utf8_lossy(&buf).contains("408"));
+    }
+
+    #[tokio::test]
+    async fn the_health_port_serves_no_metrics() {
+        let addr = server(Paths::Health).await;
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200 OK"));
+        assert!(get(addr, "/metrics").await.starts_with("HTTP/1.1 404"));
+    }
+
+    #[tokio::test]
+    async fn a_request_head_that_arrives_in_pieces_is_read_whole() {
+        let addr = server(Paths::All).await;
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET ").await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -181,7 +261,7 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
-        assert!(out.ends_with("ok\n"));
+        assert!(out.ends_with("ok\n"), "{out}");
     }
 
     #[test]

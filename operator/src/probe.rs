@@ -21,6 +21,195 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::AbortHandle;
 
+/// What probes may read and reach, set once at start-up from the installer's
+/// flags. A DataCenterFailure may be created by anyone allowed to create
+/// one; these limits keep its probes from reading Secrets of other teams or
+/// being turned into a scanner of the cluster's network.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Namespaces whose Secrets probes may read (header values, bearer
+    /// tokens, CA bundles). Empty: none.
+    pub secret_namespaces: std::collections::BTreeSet<String>,
+    /// Allow link-local and cloud metadata addresses (169.254.0.0/16,
+    /// fe80::/10, fd00:ec2::254).
+    pub allow_link_local: bool,
+    /// The Kubernetes API server's addresses (host, port): never a probe target.
+    pub apiserver: Vec<(String, u16)>,
+}
+
+static POLICY: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+
+/// Set the probe policy (once, at start-up).
+pub fn set_policy(p: Policy) {
+    let _ = POLICY.set(p);
+}
+
+fn policy() -> Policy {
+    POLICY.get().cloned().unwrap_or_default()
+}
+
+/// Link-local or cloud metadata: never a probe target unless allowed.
+pub fn is_link_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6 == "fd00:ec2::254".parse::<std::net::Ipv6Addr>().unwrap()
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
+    }
+}
+
+/// Why a probe may not target `host:port`, if it may not.
+pub fn refused_target(p: &Policy, host: &str, port: u16) -> Option<String> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.as_str();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>()
+        && is_link_local(ip)
+        && !p.allow_link_local
+    {
+        return Some(format!(
+            "{host} is a link-local or cloud metadata address; the operator refuses those (it allows them only with --allow-link-local-probes)"
+        ));
+    }
+    let api_names = [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ];
+    if api_names.contains(&host)
+        || p.apiserver
+            .iter()
+            .any(|(h, ap)| h.trim_start_matches('[').trim_end_matches(']') == bare && *ap == port)
+    {
+        return Some(format!(
+            "{host}:{port} is the Kubernetes API server; probes may not target it"
+        ));
+    }
+    None
+}
+
+/// Check what the schema cannot: every Secret a probe names is in a listed
+/// namespace, and no probe targets a refused address. Err names the field.
+pub fn check_spec(spec: &crate::api::DataCenterFailureSpec) -> Result<(), String> {
+    check_spec_with(spec, &policy())
+}
+
+/// [`check_spec`] against a given policy.
+pub fn check_spec_with(spec: &crate::api::DataCenterFailureSpec, p: &Policy) -> Result<(), String> {
+    let secret_ok = |field: String, r: &SecretKeyRef| -> Result<(), String> {
+        if p.secret_namespaces.contains(&r.namespace) {
+            return Ok(());
+        }
+        let listed = if p.secret_namespaces.is_empty() {
+            "none".to_string()
+        } else {
+            p.secret_namespaces
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(format!(
+            "{field}.namespace: probes read Secrets only in the namespaces the operator was installed for ({listed}); {} is not one of them",
+            r.namespace
+        ))
+    };
+    for (i, slo) in spec.slos.iter().enumerate() {
+        let at = format!("spec.slos[{i}].probe");
+        if let Some(h) = &slo.probe.http {
+            for (j, hd) in h.headers.iter().enumerate() {
+                if let Some(v) = &hd.value_from {
+                    secret_ok(
+                        format!("{at}.http.headers[{j}].valueFrom.secretKeyRef"),
+                        &v.secret_key_ref,
+                    )?;
+                }
+            }
+            if let Some(ca) = h.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+                secret_ok(format!("{at}.http.tls.caSecretRef"), ca)?;
+            }
+            let (host, port) = url_target(&h.url);
+            if let Some(why) = refused_target(p, &host, port) {
+                return Err(format!("{at}.http.url: {why}"));
+            }
+        }
+        if let Some(t) = &slo.probe.tcp
+            && let Some(why) = refused_target(p, &t.host, t.port as u16)
+        {
+            return Err(format!("{at}.tcp: {why}"));
+        }
+        if let Some(pr) = &slo.probe.prometheus {
+            if let Some(r) = &pr.bearer_token_secret_ref {
+                secret_ok(format!("{at}.prometheus.bearerTokenSecretRef"), r)?;
+            }
+            let (host, port) = url_target(&pr.url);
+            if let Some(why) = refused_target(p, &host, port) {
+                return Err(format!("{at}.prometheus.url: {why}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The host and port an http(s) URL connects to.
+fn url_target(url: &str) -> (String, u16) {
+    match reqwest::Url::parse(url) {
+        Ok(u) => (
+            u.host_str().unwrap_or("").to_string(),
+            u.port_or_known_default().unwrap_or(0),
+        ),
+        Err(_) => (String::new(), 0),
+    }
+}
+
+/// Addresses a probe may connect to: link-local ones dropped unless allowed.
+fn allowed_addrs(
+    host: &str,
+    addrs: Vec<std::net::SocketAddr>,
+) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    if policy().allow_link_local {
+        return Ok(addrs);
+    }
+    let kept: Vec<_> = addrs
+        .into_iter()
+        .filter(|a| !is_link_local(a.ip()))
+        .collect();
+    if kept.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "{host} resolves only to link-local or metadata addresses (refused)"
+        )));
+    }
+    Ok(kept)
+}
+
+/// A response body read up to `cap` bytes: (the bytes, whether there was more).
+async fn read_capped(
+    resp: &mut reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+        if body.len() == cap {
+            return Ok((body, true));
+        }
+    }
+    Ok((body, false))
+}
+
+/// The most of an http probe's body that is searched for `bodyContains`.
+pub const BODY_CAP: usize = 64 * 1024;
+/// The most of a Prometheus answer that is read.
+pub const PROMETHEUS_CAP: usize = 1024 * 1024;
+
 /// A hosts file (`ADDRESS NAME...` lines) the probes look names up in first,
 /// like `curl --resolve`: how an operator running outside the cluster
 /// reaches in-cluster names. Set once, at start-up.
@@ -72,25 +261,41 @@ impl reqwest::dns::Resolve for HostsResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
-            if let Some(ip) = hosts_lookup(&host) {
-                let addrs: reqwest::dns::Addrs =
-                    Box::new(std::iter::once(std::net::SocketAddr::new(ip, 0)));
-                return Ok(addrs);
-            }
-            let found: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
+            let found: Vec<std::net::SocketAddr> = match hosts_lookup(&host) {
+                Some(ip) => vec![std::net::SocketAddr::new(ip, 0)],
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
+            let addrs: reqwest::dns::Addrs = Box::new(allowed_addrs(&host, found)?.into_iter());
             Ok(addrs)
         })
     }
 }
 
+/// Every probe's HTTP client resolves through the hosts file (if any) and
+/// drops refused addresses.
 fn with_hosts(b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
-    if HOSTS_FILE.get().is_some() {
-        b.dns_resolver(Arc::new(HostsResolver))
-    } else {
-        b
+    b.dns_resolver(Arc::new(HostsResolver))
+}
+
+/// Follow redirects only when asked, and then only to the same scheme, host
+/// and port: a header carrying a Secret never leaves the URL's own origin.
+fn same_origin_redirects(follow: bool) -> reqwest::redirect::Policy {
+    if !follow {
+        return reqwest::redirect::Policy::none();
     }
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first();
+        let same = first.is_some_and(|f| {
+            f.scheme() == attempt.url().scheme()
+                && f.host_str() == attempt.url().host_str()
+                && f.port_or_known_default() == attempt.url().port_or_known_default()
+        });
+        if attempt.previous().len() > 5 || !same {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -182,6 +387,12 @@ pub fn parse_comparison(s: &str) -> Result<(Comparison, f64), String> {
 }
 
 async fn secret_value(client: &Client, r: &SecretKeyRef) -> Result<String, String> {
+    if !policy().secret_namespaces.contains(&r.namespace) {
+        return Err(format!(
+            "secret {}/{}: probes read Secrets only in the namespaces the operator was installed for",
+            r.namespace, r.name
+        ));
+    }
     let secret = Api::<Secret>::namespaced(client.clone(), &r.namespace)
         .get_opt(&r.name)
         .await
@@ -211,7 +422,7 @@ impl Prober {
         if let Some(h) = &probe.http {
             let mut b = with_hosts(reqwest::Client::builder())
                 .timeout(timeout)
-                .redirect(reqwest::redirect::Policy::limited(5))
+                .redirect(same_origin_redirects(h.follow_redirects))
                 .no_proxy();
             if let Some(tls) = &h.tls {
                 if tls.insecure_skip_verify {
@@ -263,6 +474,7 @@ impl Prober {
             };
             let http = with_hosts(reqwest::Client::builder())
                 .timeout(timeout)
+                .redirect(same_origin_redirects(false))
                 .no_proxy()
                 .build()
                 .map_err(|e| format!("http client: {e}"))?;
@@ -313,7 +525,7 @@ impl Prober {
                 for (k, v) in headers {
                     req = req.header(k, v);
                 }
-                let resp = match req.send().await {
+                let mut resp = match req.send().await {
                     Ok(r) => r,
                     Err(e) => return (Outcome::Fail, Some(http_error(&e))),
                 };
@@ -327,8 +539,20 @@ impl Prober {
                     return (Outcome::Fail, Some(format!("HTTP {status}")));
                 }
                 if let Some(needle) = body_contains {
-                    match resp.text().await {
-                        Ok(body) if body.contains(needle.as_str()) => {}
+                    // Read no more than BODY_CAP: a huge or endless body is a
+                    // failed sample, never a full memory.
+                    match read_capped(&mut resp, BODY_CAP).await {
+                        Ok((body, _))
+                            if String::from_utf8_lossy(&body).contains(needle.as_str()) => {}
+                        Ok((_, true)) => {
+                            return (
+                                Outcome::Fail,
+                                Some(format!(
+                                    "HTTP {status}: no {needle:?} in the first {} KiB of the body",
+                                    BODY_CAP / 1024
+                                )),
+                            );
+                        }
                         Ok(_) => {
                             return (
                                 Outcome::Fail,
@@ -341,10 +565,17 @@ impl Prober {
                 (Outcome::Ok, None)
             }
             Prober::Tcp { host, port } => {
-                let connected = match hosts_lookup(host) {
-                    Some(ip) => tokio::net::TcpStream::connect((ip, *port)).await,
-                    None => tokio::net::TcpStream::connect((host.as_str(), *port)).await,
-                };
+                let connected = async {
+                    let found: Vec<std::net::SocketAddr> = match hosts_lookup(host) {
+                        Some(ip) => vec![std::net::SocketAddr::new(ip, *port)],
+                        None => tokio::net::lookup_host((host.as_str(), *port))
+                            .await?
+                            .collect(),
+                    };
+                    let addrs = allowed_addrs(host, found)?;
+                    tokio::net::TcpStream::connect(&addrs[..]).await
+                }
+                .await;
                 match connected {
                     Ok(_) => (Outcome::Ok, None),
                     Err(e) => (Outcome::Fail, Some(format!("connect {host}:{port}: {e}"))),
@@ -366,15 +597,34 @@ impl Prober {
                     req = req.bearer_auth(t);
                 }
                 let body: serde_json::Value = match req.send().await {
-                    Ok(r) if r.status().is_success() => match r.json().await {
-                        Ok(v) => v,
-                        Err(e) => {
-                            return (
-                                Outcome::Error,
-                                Some(format!("prometheus answer: {}", http_error(&e))),
-                            );
+                    Ok(mut r) if r.status().is_success() => {
+                        match read_capped(&mut r, PROMETHEUS_CAP).await {
+                            Ok((_, true)) => {
+                                return (
+                                    Outcome::Error,
+                                    Some(format!(
+                                        "prometheus: the answer is larger than {} MiB",
+                                        PROMETHEUS_CAP >> 20
+                                    )),
+                                );
+                            }
+                            Ok((bytes, false)) => match serde_json::from_slice(&bytes) {
+                                Ok(v) => v,
+                                Err(e) => {
+                                    return (
+                                        Outcome::Error,
+                                        Some(format!("prometheus answer: not JSON: {e}")),
+                                    );
+                                }
+                            },
+                            Err(e) => {
+                                return (
+                                    Outcome::Error,
+                                    Some(format!("prometheus answer: {}", http_error(&e))),
+                                );
+                            }
                         }
-                    },
+                    }
                     Ok(r) => {
                         return (
                             Outcome::Error,
@@ -710,6 +960,110 @@ async fn run_slo(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(probe: serde_json::Value) -> crate::api::DataCenterFailureSpec {
+        serde_json::from_value(serde_json::json!({
+            "zone": "zone-a",
+            "slos": [{"name": "x", "recoveryTimeObjective": "30s", "probe": probe}],
+        }))
+        .unwrap()
+    }
+
+    fn policy_for(ns: &[&str]) -> Policy {
+        Policy {
+            secret_namespaces: ns.iter().map(|s| s.to_string()).collect(),
+            allow_link_local: false,
+            apiserver: vec![("127.0.0.1".into(), 6443)],
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_only_in_the_listed_namespaces() {
+        let header = spec(
+            serde_json::json!({"http": {"url": "http://api.shop.svc/", "headers": [
+            {"name": "Authorization", "valueFrom": {"secretKeyRef": {"namespace": "kube-system", "name": "admin", "key": "token"}}}]}}),
+        );
+        let err = check_spec_with(&header, &policy_for(&["shop"])).unwrap_err();
+        assert_eq!(
+            err,
+            "spec.slos[0].probe.http.headers[0].valueFrom.secretKeyRef.namespace: probes read Secrets only in the namespaces the operator was installed for (shop); kube-system is not one of them"
+        );
+        assert_eq!(
+            check_spec_with(&header, &policy_for(&["kube-system"])),
+            Ok(())
+        );
+        let token = spec(
+            serde_json::json!({"prometheus": {"url": "http://prom.monitoring:9090", "query": "up", "successWhen": "> 0",
+            "bearerTokenSecretRef": {"namespace": "other", "name": "t", "key": "k"}}}),
+        );
+        assert!(
+            check_spec_with(&token, &policy_for(&[]))
+                .unwrap_err()
+                .starts_with("spec.slos[0].probe.prometheus.bearerTokenSecretRef.namespace")
+        );
+        let ca = spec(
+            serde_json::json!({"http": {"url": "https://api.shop.svc/", "tls": {"caSecretRef": {"namespace": "x", "name": "ca", "key": "ca.crt"}}}}),
+        );
+        assert!(
+            check_spec_with(&ca, &policy_for(&["shop"]))
+                .unwrap_err()
+                .contains("tls.caSecretRef")
+        );
+    }
+
+    #[test]
+    fn metadata_link_local_and_the_api_server_are_never_targets() {
+        let p = policy_for(&[]);
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fd00:ec2::254]/latest/meta-data/",
+            "http://[fe80::1]:8080/",
+        ] {
+            let err =
+                check_spec_with(&spec(serde_json::json!({"http": {"url": url}})), &p).unwrap_err();
+            assert!(
+                err.starts_with("spec.slos[0].probe.http.url:") && err.contains("link-local"),
+                "{url}: {err}"
+            );
+        }
+        let tcp = spec(serde_json::json!({"tcp": {"host": "169.254.169.254", "port": 80}}));
+        assert!(
+            check_spec_with(&tcp, &p)
+                .unwrap_err()
+                .starts_with("spec.slos[0].probe.tcp:")
+        );
+        let allowed = Policy {
+            allow_link_local: true,
+            ..p.clone()
+        };
+        assert_eq!(check_spec_with(&tcp, &allowed), Ok(()));
+        for url in [
+            "https://127.0.0.1:6443/api",
+            "https://kubernetes.default.svc/healthz",
+        ] {
+            let err =
+                check_spec_with(&spec(serde_json::json!({"http": {"url": url}})), &p).unwrap_err();
+            assert!(err.contains("is the Kubernetes API server"), "{url}: {err}");
+        }
+        let api =
+            spec(serde_json::json!({"tcp": {"host": "Kubernetes.Default.svc.", "port": 443}}));
+        assert!(
+            check_spec_with(&api, &p)
+                .unwrap_err()
+                .contains("is the Kubernetes API server")
+        );
+        // The same host on another port is fine (the testbed runs everything on loopback).
+        assert_eq!(
+            check_spec_with(
+                &spec(serde_json::json!({"http": {"url": "http://127.0.0.1:8080/"}})),
+                &p
+            ),
+            Ok(())
+        );
+        assert!(is_link_local("169.254.1.1".parse().unwrap()));
+        assert!(!is_link_local("10.0.0.1".parse().unwrap()));
+        assert!(is_link_local("::ffff:169.254.169.254".parse().unwrap()));
+    }
 
     #[test]
     fn comparisons() {

@@ -41,7 +41,7 @@ pub fn next_after(
     time_zone: Option<&str>,
     after: Timestamp,
 ) -> std::result::Result<Timestamp, String> {
-    let cron = parse(schedule)?;
+    let cron = parse_schedule(schedule)?;
     let tz = zone(time_zone)?;
     let zoned = jiff::Timestamp::from_millisecond(after.as_millisecond())
         .map_err(|e| e.to_string())?
@@ -52,15 +52,17 @@ pub fn next_after(
     Timestamp::from_millisecond(next.timestamp().as_millisecond()).map_err(|e| e.to_string())
 }
 
-fn parse(schedule: &str) -> std::result::Result<croner::Cron, String> {
+/// Parse a cron schedule (five fields, or an `@` name in any case).
+pub fn parse_schedule(schedule: &str) -> std::result::Result<croner::Cron, String> {
     let s = schedule.trim();
-    let expanded = match s {
+    let lower = s.to_ascii_lowercase();
+    let expanded = match lower.as_str() {
         "@yearly" | "@annually" => "0 0 1 1 *",
         "@monthly" => "0 0 1 * *",
         "@weekly" => "0 0 * * 0",
         "@daily" | "@midnight" => "0 0 * * *",
         "@hourly" => "0 * * * *",
-        other => other,
+        _ => s,
     };
     if expanded.split_whitespace().count() != 5 {
         return Err(format!(
@@ -315,14 +317,42 @@ async fn reconcile(sched: Arc<DataCenterFailureSchedule>, ctx: Arc<Ctx>) -> Resu
         })
         .collect();
     let now = Timestamp::now();
-    let decision = match decide(&sched, &runs, now) {
+    let mut st: DataCenterFailureScheduleStatus = sched.status.clone().unwrap_or_default();
+    let decision = decide(&sched, &runs, now);
+    let valid = match &decision {
+        Ok(_) => ("True", "Valid", String::new()),
+        Err(msg) => ("False", "InvalidSchedule", msg.clone()),
+    };
+    let changed = !st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Valid" && c.status == valid.0 && c.message == valid.2);
+    if changed {
+        st.conditions.retain(|c| c.type_ != "Valid");
+        st.conditions
+            .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Valid".into(),
+                status: valid.0.into(),
+                reason: valid.1.into(),
+                message: valid.2.clone(),
+                last_transition_time: Time(now),
+                observed_generation: sched.metadata.generation,
+            });
+    }
+    let decision = match decision {
         Ok(d) => d,
         Err(msg) => {
             event(&ctx, &sched, EventType::Warning, "InvalidSchedule", msg).await;
+            let patch = serde_json::json!({"apiVersion": "chaos.firedrill.dev/v1alpha1", "kind": "DataCenterFailureSchedule", "status": st});
+            api.patch_status(
+                &name,
+                &PatchParams::apply(crate::controller::MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
             return Ok(Action::requeue(Duration::from_secs(300)));
         }
     };
-    let mut st: DataCenterFailureScheduleStatus = sched.status.clone().unwrap_or_default();
     if let Some((tick, why)) = &decision.skip {
         st.last_schedule_time = Some(Time(*tick));
         event(&ctx, &sched, EventType::Warning, "Skipped", why.clone()).await;
@@ -398,6 +428,53 @@ mod tests {
         let mut s = DataCenterFailureSchedule::new("weekly", spec);
         s.metadata.creation_timestamp = Some(Time(ts(created)));
         s
+    }
+
+    /// Whatever the CRD's CEL rule lets through, the operator can parse and
+    /// find a tick for; what it refuses, the parser refuses too (for these).
+    #[test]
+    fn the_cel_cron_rule_and_the_parser_agree() {
+        let cel = regex::Regex::new(&crate::api::cron_pattern()).unwrap();
+        let accepted = [
+            "0 10 * * 3",
+            "*/15 * * * *",
+            "0 9-17/2 * * MON-FRI",
+            "30 2 1,15 * *",
+            "0 0 L * *",
+            "0 0 ? * 5L",
+            "0 0 ? * 1#2",
+            "0 0 1 JAN *",
+            "0 0 * * 7",
+            "@daily",
+            "@HOURLY",
+            "0  0  *  *  *",
+        ];
+        for s in accepted {
+            assert!(cel.is_match(&s.to_ascii_uppercase()), "CEL refuses {s:?}");
+            next_after(s, None, ts("2026-11-22T00:00:00Z"))
+                .unwrap_or_else(|e| panic!("CEL accepts {s:?} but the operator says {e}"));
+        }
+        let refused = [
+            "",
+            "* * * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 32 * *",
+            "* * * 13 *",
+            "* * * * 8",
+            "@reboot",
+            "0 0 * * * *",
+            "every day",
+            "1-",
+            "*/x * * * *",
+        ];
+        for s in refused {
+            assert!(!cel.is_match(&s.to_ascii_uppercase()), "CEL accepts {s:?}");
+            assert!(
+                next_after(s, None, ts("2026-11-22T00:00:00Z")).is_err(),
+                "{s:?}"
+            );
+        }
     }
 
     #[test]

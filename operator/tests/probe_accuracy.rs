@@ -149,6 +149,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
         fault: Default::default(),
         target: Default::default(),
         guards: Default::default(),
+        fault_only: false,
         slos: vec![
             slo(
                 "web",
@@ -160,6 +161,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
                         expected_status: vec![200],
                         body_contains: Some("healthy".into()),
                         tls: None,
+                        follow_redirects: false,
                     }),
                     ..Default::default()
                 },

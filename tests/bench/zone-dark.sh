@@ -52,7 +52,7 @@ cat <<YAML | kubectl apply -f - >/dev/null
 apiVersion: chaos.firedrill.dev/v1alpha1
 kind: DataCenterFailure
 metadata: {name: bench}
-spec: {zone: zone-a, duration: 20s, target: {namespaces: [bench]}}
+spec: {zone: zone-a, duration: 20s, faultOnly: true, target: {namespaces: [bench]}}
 YAML
 phase() { kubectl get dcf bench -o jsonpath='{.status.phase}'; }
 until [[ $(phase) == ZoneDown || $(phase) == Failed ]]; do sleep 0.1; done

@@ -24,19 +24,26 @@ use serde::{Deserialize, Serialize};
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     ),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason")
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
+    validation = Rule::new("self.spec == oldSelf.spec").message("spec is immutable: an experiment does what it planned; delete it and create a new one to change it")
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: an experiment does what it planned; delete it and create a new one to change it"))]
+#[x_kube(validation = Rule::new("(has(self.slos) && size(self.slos) > 0) || (has(self.faultOnly) && self.faultOnly)").message("an experiment without SLOs measures nothing: add slos, or set faultOnly: true for a drill that only takes the zone down"))]
 pub struct DataCenterFailureSpec {
     /// The zone to take down: the value of `topologyKey` on its nodes.
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new("self.trim() != ''").message("zone must not be blank"))]
     pub zone: String,
 
-    /// The node label that names a node's zone.
+    /// The node label that names a node's zone: a label key
+    /// (`[prefix/]name`, a DNS subdomain prefix up to 253 characters and a
+    /// name up to 63).
     #[serde(default = "default_topology_key")]
-    #[schemars(length(min = 1, max = 317))]
+    #[schemars(
+        length(min = 1, max = 317),
+        pattern(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
+    #[x_kube(validation = Rule::new("self.split('/').size() <= 2 && self.split('/')[self.split('/').size() - 1].size() <= 63 && (self.split('/').size() == 1 || self.split('/')[0].size() <= 253)").message("topologyKey must be a label key: an optional DNS-subdomain prefix of at most 253 characters, '/', and a name of at most 63"))]
     pub topology_key: String,
 
     /// How long the zone stays dark, e.g. `90s`, `10m`, `1h`. At least 1s, at most 24h.
@@ -70,6 +77,11 @@ pub struct DataCenterFailureSpec {
     /// Refusals checked before anything is touched.
     #[serde(default)]
     pub guards: GuardSpec,
+
+    /// A drill that only takes the zone down and measures nothing: allowed
+    /// without SLOs only when this is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fault_only: bool,
 
     /// The service-level objectives measured while the zone is dark.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -329,6 +341,11 @@ pub struct HttpProbe {
     pub body_contains: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Follow redirects, to the same scheme, host and port only (so headers
+    /// carrying Secrets never leave the URL's origin). Off by default: a
+    /// redirect answer is judged as it is.
+    #[serde(default)]
+    pub follow_redirects: bool,
 }
 
 #[derive(

@@ -7,6 +7,49 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The CEL rule for a cron schedule: five fields, each a list of `*`,
+/// values or ranges (with an optional `/step`), every value in its field's
+/// range; or one of the `@` names. Matched against the upper-cased value.
+pub fn cron_rule() -> String {
+    format!("self.upperAscii().matches('{}')", cron_pattern())
+}
+
+/// The regular expression behind [`cron_rule`] (RE2 syntax, as CEL uses).
+pub fn cron_pattern() -> String {
+    fn field(v: &str) -> String {
+        let item = format!("([*]|{v}(-{v})?)(/[0-9]+)?");
+        format!("{item}(,{item})*")
+    }
+    let minute = field("[0-5]?[0-9]");
+    let hour = field("([01]?[0-9]|2[0-3])");
+    let dom = format!("([?]|L|{})", field("(0?[1-9]|[12][0-9]|3[01])"));
+    let month = field("(0?[1-9]|1[0-2]|JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)");
+    let dow = format!(
+        "([?]|[0-7]L|[0-7]#[1-5]|{})",
+        field("([0-7]|SUN|MON|TUE|WED|THU|FRI|SAT)")
+    );
+    format!(
+        "^(@(ANNUALLY|YEARLY|MONTHLY|WEEKLY|DAILY|MIDNIGHT|HOURLY)|{minute} +{hour} +{dom} +{month} +{dow})$"
+    )
+}
+
+/// The CEL rule for a time zone: one of the names in the zone database the
+/// operator is built with (the same one it reads schedules in).
+pub fn time_zone_rule() -> String {
+    let mut names: Vec<String> = jiff::tz::db()
+        .available()
+        .map(|n| n.as_str().to_string())
+        .filter(|n| n != "Local")
+        .collect();
+    names.sort();
+    let list = names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!("self in [{list}]")
+}
+
 /// Creates a `DataCenterFailure` from `template` at every tick of `schedule`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -33,7 +76,13 @@ use std::collections::BTreeMap;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    printcolumn(
+        name = "Problem",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].message"
+    ),
+    validation = Rule::new("self.metadata.name.size() <= 52").message("a schedule's name is at most 52 characters: each run is named <schedule>-<minute> and labelled with the schedule's name, and a label value holds 63")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DataCenterFailureScheduleSpec {
@@ -41,15 +90,15 @@ pub struct DataCenterFailureScheduleSpec {
     /// one of `@hourly`, `@daily`, `@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually`.
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(
-        validation = Rule::new("self.matches('^(@(annually|yearly|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*,/?#-]+( +[0-9A-Za-z*,/?#-]+){4})$')").message("schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week) or @hourly, @daily, @weekly, @monthly, @yearly"),
-        validation = Rule::new("!self.contains('TZ=')").message("set the time zone in spec.timeZone, not in the schedule")
+        validation = Rule::new("!self.contains('TZ=')").message("set the time zone in spec.timeZone, not in the schedule"),
+        validation = Rule::new(cron_rule()).message("schedule must be 5 cron fields in range: minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-7 or SUN-SAT (or @hourly, @daily, @weekly, @monthly, @yearly)")
     )]
     pub schedule: String,
 
     /// IANA time zone name for the schedule, e.g. `Europe/Berlin`. Default: UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$') && self != 'Local'").message("timeZone must be an IANA time zone name such as UTC or Asia/Seoul"))]
+    #[x_kube(validation = Rule::new(time_zone_rule()).message("timeZone must be an IANA time zone name such as UTC or Asia/Seoul"))]
     pub time_zone: Option<String>,
 
     /// Create no new experiments while true; running ones are not touched.
@@ -134,4 +183,9 @@ pub struct DataCenterFailureScheduleStatus {
     /// Index into `spec.zones` of the zone the next run takes.
     #[serde(default)]
     pub next_zone_index: i32,
+    /// `Valid`: False with the reason when the schedule cannot be read
+    /// (what the schema cannot check); no run is created then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
 }

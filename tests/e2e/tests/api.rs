@@ -26,15 +26,21 @@ const VALID_SLOS: &str = r#"
       tcp: {host: 127.0.0.1, port: 5432}"#;
 
 /// A DataCenterFailure named `name` whose spec is `spec` (indented by two spaces).
+/// Without SLOs in `spec`, a fault-only drill (so it breaks no other rule).
 fn experiment(name: &str, spec: &str) -> String {
+    let fault_only = if spec.contains("slos") {
+        ""
+    } else {
+        "  faultOnly: true\n"
+    };
     format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n{spec}\n"
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n{fault_only}{spec}\n"
     )
 }
 
 fn schedule(name: &str, spec: &str) -> String {
     format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailureSchedule\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      zone: zone-a\n{spec}\n"
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailureSchedule\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      zone: zone-a\n      faultOnly: true\n{spec}\n"
     )
 }
 
@@ -127,7 +133,8 @@ fn schedules_get_shows_the_columns() {
             "SUSPEND",
             "LAST SCHEDULE",
             "LAST VERDICT",
-            "AGE"
+            "AGE",
+            "PROBLEM"
         ],
         "{table}"
     );
@@ -373,7 +380,14 @@ fn cron_schedule_is_well_formed() {
         "bad-cron",
         &schedule("bad-cron", "  schedule: 'every monday'"),
         "spec.schedule",
-        "schedule must be a 5-field cron expression",
+        "schedule must be 5 cron fields in range",
+    );
+    rejected(
+        "dcfs",
+        "cron-61",
+        &schedule("cron-61", "  schedule: '61 * * * *'"),
+        "spec.schedule",
+        "minute 0-59",
     );
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 fn drill(name: &str, ns: &str, zone: &str, duration: &str, extra: &str) -> String {
     format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n  zone: {zone}\n  duration: {duration}\n  target:\n    namespaces: [{ns}]\n{extra}"
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n  zone: {zone}\n  duration: {duration}\n  faultOnly: true\n  target:\n    namespaces: [{ns}]\n{extra}"
     )
 }
 

@@ -54,7 +54,7 @@ fn one_operator_leads_a_standby_takes_over_mid_drill_and_a_graceful_stop_hands_o
 
     let exp = Experiment("leader".into());
     let yaml = format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: leader}}\nspec:\n  zone: zone-a\n  duration: 10s\n  target: {{namespaces: [{}]}}\n",
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: leader}}\nspec:\n  zone: zone-a\n  duration: 10s\n  faultOnly: true\n  target: {{namespaces: [{}]}}\n",
         ns.0
     );
     assert!(apply(&yaml).ok);

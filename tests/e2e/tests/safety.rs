@@ -431,7 +431,7 @@ fn two_schedules_firing_on_the_same_tick_never_darken_two_zones() {
     let _op = Operator::start(&[]);
     let schedule = |name: &str, zone: &str| {
         format!(
-            "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailureSchedule\nmetadata: {{name: {name}}}\nspec:\n  schedule: '* * * * *'\n  zones: [{zone}]\n  template:\n    spec:\n      zone: {zone}\n      duration: 3s\n      baseline: 0s\n"
+            "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailureSchedule\nmetadata: {{name: {name}}}\nspec:\n  schedule: '* * * * *'\n  zones: [{zone}]\n  template:\n    spec:\n      zone: {zone}\n      duration: 3s\n      baseline: 0s\n      faultOnly: true\n"
         )
     };
     let _cleanup = Cleanup(vec!["dcfs/tick-a".into(), "dcfs/tick-b".into()]);

@@ -215,7 +215,7 @@ fn a_secret_used_in_a_probe_header_never_appears_anywhere() {
         None,
     )
     .expect_ok("create secret");
-    let op = Operator::start(&[]);
+    let op = Operator::start(&["--secret-namespaces", &ns.0]);
     let _exp = Experiment("secret".into());
     let yaml = format!(
         r#"apiVersion: chaos.firedrill.dev/v1alpha1

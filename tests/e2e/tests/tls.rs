@@ -163,7 +163,7 @@ fn https_probes_verify_with_a_ca_from_a_secret_or_skip_verification_when_told() 
         None,
     )
     .expect_ok("create the CA secret");
-    let _op = Operator::start(&[]);
+    let _op = Operator::start(&["--secret-namespaces", &ns.0]);
 
     // Without a CA and without insecureSkipVerify the certificate is checked
     // against the public roots, fails, and the drill never starts.
