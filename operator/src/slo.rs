@@ -264,11 +264,18 @@ impl Timeline {
         }
     }
 
-    /// Add one sample, taken at `at`. Samples must arrive in time order.
+    /// Add one sample, taken at `at`. Samples arrive in time order; one
+    /// taken no later than the previous one (the wall clock stepped back) is
+    /// placed a millisecond after it, so that every sample stands for some
+    /// time and a window edge never falls inside a merged run.
     pub fn push(&mut self, at: i64, outcome: Outcome) {
+        let at = match self.pending {
+            Some((p_at, _)) if at <= p_at => p_at + 1,
+            _ => at,
+        };
         if let Some((p_at, p_outcome)) = self.pending.take() {
             let end = at.min(p_at + self.cap()).max(p_at);
-            self.append(p_outcome, p_at, end);
+            self.append(p_outcome, p_at, end, true);
         }
         self.pending = Some((at, outcome));
         match outcome {
@@ -309,8 +316,8 @@ impl Timeline {
     }
 
     /// Add a sample's time `[start, end)`, split at marks, merging into the
-    /// last segment when it continues a plain run.
-    fn append(&mut self, outcome: Outcome, start: i64, end: i64) {
+    /// last segment when it continues a plain run (if `merge`).
+    fn append(&mut self, outcome: Outcome, start: i64, end: i64, merge: bool) {
         let mut cuts: Vec<i64> = self
             .marks
             .iter()
@@ -324,9 +331,10 @@ impl Timeline {
             // Only the piece where the sample starts counts it.
             let piece = Segment::sample(outcome, from, to, first as u64);
             first = false;
-            let merge = self.segments.last().is_some_and(|last| {
-                last.outcome == Some(outcome) && last.end == from && !self.marks.contains(&from)
-            });
+            let merge = merge
+                && self.segments.last().is_some_and(|last| {
+                    last.outcome == Some(outcome) && last.end == from && !self.marks.contains(&from)
+                });
             if merge {
                 let last = self.segments.last_mut().unwrap();
                 *last = last.then(&piece);
@@ -357,7 +365,9 @@ impl Timeline {
         let mut copy = self.clone();
         if let Some((at, o)) = copy.pending.take() {
             let end = now.min(at + self.cap()).max(at);
-            copy.append(o, at, end);
+            // A sample taken at `now` stands for no time yet: kept apart, it
+            // stays outside any window that ends at `now`.
+            copy.append(o, at, end, end > at);
         }
         copy.segments
     }

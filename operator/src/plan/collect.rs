@@ -437,7 +437,7 @@ pub fn node_info(n: &Node) -> NodeInfo {
         max_pods: alloc
             .and_then(|a| a.get("pods"))
             .and_then(|q| parse_quantity(&q.0))
-            .map(|v| v as i64)
+            .map(clamp_quantity)
             .unwrap_or(0),
         taints: n
             .spec
@@ -744,8 +744,12 @@ pub fn surviving_capacity(nodes: &[NodeInfo], keep: impl Fn(&NodeInfo) -> bool) 
         .filter(|n| keep(n) && !n.unschedulable && n.ready)
     {
         let r = n.requested.unwrap_or_default();
-        free.cpu_millis += n.cpu_millis - r.cpu_millis;
-        free.memory_bytes += n.memory_bytes - r.memory_bytes;
+        free.cpu_millis = free
+            .cpu_millis
+            .saturating_add(n.cpu_millis.saturating_sub(r.cpu_millis));
+        free.memory_bytes = free
+            .memory_bytes
+            .saturating_add(n.memory_bytes.saturating_sub(r.memory_bytes));
     }
     free
 }
@@ -766,8 +770,8 @@ async fn requested_per_node(client: &Client) -> kube::Result<HashMap<String, Req
                 continue;
             }
             let r = out.entry(info.node).or_default();
-            r.cpu_millis += info.cpu_millis;
-            r.memory_bytes += info.memory_bytes;
+            r.cpu_millis = r.cpu_millis.saturating_add(info.cpu_millis);
+            r.memory_bytes = r.memory_bytes.saturating_add(info.memory_bytes);
             r.pods += 1;
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -777,16 +781,28 @@ async fn requested_per_node(client: &Client) -> kube::Result<HashMap<String, Req
     }
 }
 
+/// The largest quantity the planner counts (2^53, where f64 stops being
+/// exact); negative or unreadable quantities count as 0. Sums saturate.
+const MAX_QUANTITY: f64 = 9_007_199_254_740_992.0;
+
+fn clamp_quantity(v: f64) -> i64 {
+    if v.is_nan() {
+        0
+    } else {
+        v.round().clamp(0.0, MAX_QUANTITY) as i64
+    }
+}
+
 /// CPU quantity in millicores: `250m`, `2`, `0.5`.
 pub fn cpu_millis(q: &Quantity) -> i64 {
     parse_quantity(&q.0)
-        .map(|v| (v * 1000.0).round() as i64)
+        .map(|v| clamp_quantity(v * 1000.0))
         .unwrap_or(0)
 }
 
 /// Memory quantity in bytes: `64Mi`, `1G`, `1e9`, `129e6`.
 pub fn bytes(q: &Quantity) -> i64 {
-    parse_quantity(&q.0).map(|v| v.round() as i64).unwrap_or(0)
+    parse_quantity(&q.0).map(clamp_quantity).unwrap_or(0)
 }
 
 fn parse_quantity(s: &str) -> Option<f64> {

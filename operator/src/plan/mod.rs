@@ -596,8 +596,9 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
         // DaemonSet pods are not displaced: their node is gone with the zone.
         let daemon = pod.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet");
         if !daemon {
-            out.capacity_needed.cpu_millis += pod.cpu_millis;
-            out.capacity_needed.memory_bytes += pod.memory_bytes;
+            let need = &mut out.capacity_needed;
+            need.cpu_millis = need.cpu_millis.saturating_add(pod.cpu_millis);
+            need.memory_bytes = need.memory_bytes.saturating_add(pod.memory_bytes);
             if let Some(reason) =
                 pinned_reason(pod, req, &zone_hostnames, &outside, &snap.pvc_topology)
             {

@@ -138,12 +138,16 @@ pub fn place(
         .map(|n| Slot {
             node: n,
             dark: zone_nodes.contains(n.name.as_str()),
-            free_cpu: n.requested.map(|r| n.cpu_millis - r.cpu_millis),
-            free_mem: n.requested.map(|r| n.memory_bytes - r.memory_bytes),
+            free_cpu: n
+                .requested
+                .map(|r| n.cpu_millis.saturating_sub(r.cpu_millis)),
+            free_mem: n
+                .requested
+                .map(|r| n.memory_bytes.saturating_sub(r.memory_bytes)),
             free_pods: n
                 .requested
                 .filter(|_| n.max_pods > 0)
-                .map(|r| n.max_pods - r.pods),
+                .map(|r| n.max_pods.saturating_sub(r.pods)),
         })
         .collect();
     let killed_keys: BTreeSet<String> = killed.iter().map(|p| p.key()).collect();
@@ -205,8 +209,8 @@ pub fn place(
             match choose(req, pod, &slots, &running) {
                 Ok(i) => {
                     let s = &mut slots[i];
-                    s.free_cpu = s.free_cpu.map(|c| c - pod.cpu_millis);
-                    s.free_mem = s.free_mem.map(|m| m - pod.memory_bytes);
+                    s.free_cpu = s.free_cpu.map(|c| c.saturating_sub(pod.cpu_millis));
+                    s.free_mem = s.free_mem.map(|m| m.saturating_sub(pod.memory_bytes));
                     s.free_pods = s.free_pods.map(|n| n - 1);
                     running.push(Placed {
                         pod,
