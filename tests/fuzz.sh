@@ -40,7 +40,8 @@ for t in $targets; do
     echo "   corpus: $(find "$corpus" -type f | wc -l) inputs"
   else
     status=1
-    tail -40 "$log"
+    grep -A4 "panicked at" "$log" | head -20
+    grep -E "^(SUMMARY|artifact_prefix|Base64)" "$log"
     echo "== $t FAILED: the input is in $artifacts; copy it into operator/fuzz/regressions/$t/" >&2
   fi
   rm -f "$log"

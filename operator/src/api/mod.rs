@@ -85,16 +85,77 @@ pub enum DurationError {
 }
 
 /// Parse a duration string the way the API server's CEL `duration()` does
-/// (Go's `time.ParseDuration`): `250ms`, `90s`, `10m`, `1h30m`.
+/// (Go's `time.ParseDuration`): `250ms`, `90s`, `10m`, `1h30m`, `1.5h`; at
+/// most 2562047h47m16.854775807s (what fits in an int64 of nanoseconds).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
-    let d: kube::core::Duration = s
-        .trim()
-        .parse()
-        .map_err(|_| DurationError::Malformed(s.to_string()))?;
-    if d.is_negative() {
+    let malformed = || DurationError::Malformed(s.to_string());
+    let text = s.trim();
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(malformed());
+    }
+    const MAX_NANOS: u128 = i64::MAX as u128;
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let digits = |t: &str| t.bytes().take_while(u8::is_ascii_digit).count();
+        let whole_len = digits(rest);
+        let (whole, after) = rest.split_at(whole_len);
+        let (frac, after) = match after.strip_prefix('.') {
+            Some(a) => {
+                let n = digits(a);
+                a.split_at(n)
+            }
+            None => ("", after),
+        };
+        if whole.is_empty() && frac.is_empty() {
+            return Err(malformed());
+        }
+        let unit_len = after
+            .char_indices()
+            .find(|(_, c)| *c == '.' || c.is_ascii_digit())
+            .map_or(after.len(), |(i, _)| i);
+        let (unit, after) = after.split_at(unit_len);
+        let nanos_per: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(malformed()),
+        };
+        // Whole part, exactly; any more than 19 digits overflows anyway.
+        let mut value: u128 = 0;
+        for b in whole.bytes() {
+            value = value * 10 + u128::from(b - b'0');
+            if value > MAX_NANOS {
+                return Err(malformed());
+            }
+        }
+        let mut nanos = value.checked_mul(nanos_per).ok_or_else(malformed)?;
+        // The fraction, as Go does it: digits scaled by the unit, truncated.
+        if !frac.is_empty() {
+            let kept = &frac[..frac.len().min(18)];
+            let f: u128 = kept.parse().map_err(|_| malformed())?;
+            nanos += f * nanos_per / 10u128.pow(kept.len() as u32);
+        }
+        total = total.checked_add(nanos).ok_or_else(malformed)?;
+        if total > MAX_NANOS {
+            return Err(malformed());
+        }
+        rest = after;
+    }
+    if negative && total > 0 {
         return Err(DurationError::Negative(s.to_string()));
     }
-    Ok(d.into())
+    Ok(std::time::Duration::from_nanos(total as u64))
 }
 
 #[cfg(test)]
@@ -120,5 +181,42 @@ mod tests {
             parse_duration("-5s"),
             Err(DurationError::Negative(_))
         ));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("-0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("+3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5.s"), Ok(Duration::from_secs(5)));
+        assert_eq!(
+            parse_duration("1h1m1s1ms1us1ns"),
+            Ok(Duration::new(3661, 1_001_001))
+        );
+        assert_eq!(parse_duration("3µs"), Ok(Duration::from_micros(3)));
+        assert_eq!(
+            parse_duration("2562047h47m16.854775807s"),
+            Ok(Duration::from_nanos(i64::MAX as u64))
+        );
+        for bad in [
+            "",
+            "s",
+            ".",
+            ".s",
+            "1",
+            "1x",
+            "1.2.3s",
+            "1s2",
+            "2562047h47m16.854775808s",
+            "9223372036854775808ns",
+            "74444444444444444444444444444444444444444m7m76.",
+            "1e3s",
+            " - 1s",
+            "--1s",
+        ] {
+            assert!(
+                matches!(parse_duration(bad), Err(DurationError::Malformed(_))),
+                "{bad:?}: {:?}",
+                parse_duration(bad)
+            );
+        }
     }
 }
