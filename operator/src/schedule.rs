@@ -77,9 +77,9 @@ pub fn parse_schedule(schedule: &str) -> std::result::Result<croner::Cron, Strin
 fn zone(time_zone: Option<&str>) -> std::result::Result<jiff::tz::TimeZone, String> {
     match time_zone {
         None | Some("UTC") => Ok(jiff::tz::TimeZone::UTC),
-        Some(name) => {
-            jiff::tz::TimeZone::get(name).map_err(|_| format!("unknown time zone {name:?}"))
-        }
+        Some(name) => crate::api::time_zones()
+            .get(name)
+            .map_err(|_| format!("unknown time zone {name:?}")),
     }
 }
 

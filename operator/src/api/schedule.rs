@@ -33,10 +33,18 @@ pub fn cron_pattern() -> String {
     )
 }
 
-/// The CEL rule for a time zone: one of the names in the zone database the
-/// operator is built with (the same one it reads schedules in).
+/// The time zone database schedules are read in: the one bundled into the
+/// binary, so the CRD and the operator agree wherever either runs (the
+/// system's, if any, may differ by release and holds names like `localtime`).
+pub fn time_zones() -> &'static jiff::tz::TimeZoneDatabase {
+    static DB: std::sync::LazyLock<jiff::tz::TimeZoneDatabase> =
+        std::sync::LazyLock::new(jiff::tz::TimeZoneDatabase::bundled);
+    &DB
+}
+
+/// The CEL rule for a time zone: one of the names in [`time_zones`].
 pub fn time_zone_rule() -> String {
-    let mut names: Vec<String> = jiff::tz::db()
+    let mut names: Vec<String> = time_zones()
         .available()
         .map(|n| n.as_str().to_string())
         .filter(|n| n != "Local")
