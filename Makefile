@@ -10,14 +10,17 @@ RUST_VERSION := $(shell rustc --version 2>/dev/null | cut -d' ' -f2)
 export FIREDRILL_CACHE
 export CARGO_TARGET_DIR ?= $(FIREDRILL_CACHE)/cargo/rust-$(RUST_VERSION)
 
-.PHONY: help demo test deps check unit e2e crds bench soak testbed-up testbed-down build
+.PHONY: help demo test deps check unit e2e crds manifest image bench soak fuzz testbed-up testbed-down build
 
 help:
-	@echo "make demo    start a local testbed cluster, show zones, nodes and the firedrill CRDs, stop it"
+	@echo "make demo    a local testbed cluster, the operator, the example game day twice (before and after a fix), the reports"
 	@echo "make test    the whole test suite: format and lint checks, unit tests, end-to-end tests on the testbed"
 	@echo "make bench   benchmarks that print numbers: probe scheduling jitter, apply-to-zone-dark time and operator memory"
 	@echo "make soak    SIGKILL the operator at 20 seeded random moments across a series of drills (SEED=n) and print what was left behind"
+	@echo "make fuzz    fuzz parsers, specs, the recording and the planner (FUZZ_SECONDS per target, default 60; needs nightly + cargo-fuzz)"
+	@echo "make image   the operator image as an OCI archive in out/ (static musl binary, no container engine)"
 	@echo "make crds    regenerate crds/ from the Rust types"
+	@echo "make manifest  regenerate deploy/firedrill.yaml from the chart"
 	@echo "make testbed-up / testbed-down    a testbed to play with (state in .testbed/)"
 
 build:
@@ -49,6 +52,15 @@ bench:
 # The crash soak at full length (a 5-kill version runs in `make test`).
 soak: build
 	FIREDRILL_SOAK_KILLS=$(or $(KILLS),20) FIREDRILL_SOAK_SEED=$(or $(SEED),1) tests/run-e2e.sh --test soak -- --nocapture
+
+fuzz:
+	tests/fuzz.sh $(or $(FUZZ_SECONDS),60)
+
+manifest:
+	deploy/render.sh > deploy/firedrill.yaml
+
+image:
+	image/build.sh
 
 crds:
 	cargo run -q -p firedrill -- crd --dir crds

@@ -3,6 +3,8 @@
 #   prometheus (Debian)      the prometheus probe tests
 #   chromium (Debian)        the HTML report is rendered and screenshotted
 #   nftables (Debian)        the node agent's partition, tested in a network namespace
+#   musl-tools (Debian)      the static binary in the operator image (make image)
+#   umoci, skopeo (Debian)   the image archive is unpacked and copied, checking digests
 #   junitparser, pillow      the JUnit report is parsed the way CI servers
 #   (PyPI)                   read it; the screenshot is checked not blank
 # Debian packages are installed without letting them start system services.
@@ -15,6 +17,9 @@ need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)
+command -v umoci >/dev/null 2>&1 || need+=(umoci)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 if ((${#need[@]})); then
   echo "[deps] installing from Debian's packages: ${need[*]}"
   created_policy=
@@ -30,4 +35,8 @@ fi
 if ! python3 -c 'import junitparser, PIL' 2>/dev/null; then
   echo "[deps] installing from PyPI: $(tr '\n' ' ' <"$HERE/requirements.txt")"
   python3 -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt"
+fi
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+  echo "[deps] adding the Rust target x86_64-unknown-linux-musl (the image's static binary)"
+  rustup target add x86_64-unknown-linux-musl
 fi

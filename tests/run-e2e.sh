@@ -17,4 +17,6 @@ trap 'exit 130' INT TERM
 eval "$("$HERE/testbed/testbed.sh" env)"
 export FIREDRILL_TESTBED_KUBECONFIG=$KUBECONFIG
 cargo build -p firedrill
+# The operator image (static musl binary); image.rs and helm.rs test it.
+"$HERE/../image/build.sh"
 cargo test --no-fail-fast -p firedrill-e2e "$@"

@@ -688,10 +688,16 @@ pub fn setup_chat_and_login(prefix: &str) -> Namespace {
     ns
 }
 
-/// A DataCenterFailure manifest: `extra` is added under `spec:` (indented two spaces).
+/// A DataCenterFailure manifest: `extra` is added under `spec:` (indented
+/// two spaces). Without SLOs in `extra`, it is a fault-only drill.
 pub fn drill_yaml(name: &str, zone: &str, duration: &str, extra: &str) -> String {
+    let fault_only = if extra.contains("slos:") {
+        ""
+    } else {
+        "  faultOnly: true\n"
+    };
     format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n  zone: {zone}\n  duration: {duration}\n  baseline: 0s\n{extra}"
+        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n  zone: {zone}\n  duration: {duration}\n  baseline: 0s\n{fault_only}{extra}"
     )
 }
 
@@ -833,4 +839,133 @@ pub fn firedrill_taints() -> Vec<(String, String, String)> {
         }
     }
     out
+}
+
+/// The image archive `make image` built: `FIREDRILL_IMAGE`, else
+/// `out/firedrill-<version>.oci.tar`.
+pub fn image_archive() -> PathBuf {
+    if let Ok(p) = std::env::var("FIREDRILL_IMAGE") {
+        return PathBuf::from(p);
+    }
+    let cargo = std::fs::read_to_string(repo_root().join("operator/Cargo.toml")).unwrap();
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let path = repo_root().join(format!("out/firedrill-{version}.oci.tar"));
+    assert!(
+        path.exists(),
+        "no image archive at {}: build it with `make image` (tests/run-e2e.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The version the image archive is tagged with (its only ref name).
+pub fn image_ref_name() -> String {
+    let name = image_archive();
+    let name = name.file_name().unwrap().to_string_lossy();
+    name.trim_start_matches("firedrill-")
+        .trim_end_matches(".oci.tar")
+        .to_string()
+}
+
+/// The image's root filesystem, unpacked once per test process by `umoci
+/// unpack` (which checks every blob against its digest), under the testbed's
+/// state directory (removed with it).
+pub fn image_rootfs() -> PathBuf {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS
+        .get_or_init(|| {
+            let base = std::env::var("FIREDRILL_TESTBED_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| std::env::temp_dir())
+                .join(format!("image-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&base);
+            let layout = base.join("layout");
+            std::fs::create_dir_all(&layout).unwrap();
+            run_ok(
+                Command::new("tar")
+                    .arg("-xf")
+                    .arg(image_archive())
+                    .arg("-C")
+                    .arg(&layout),
+                "unpacking the image archive",
+            );
+            let bundle = base.join("bundle");
+            let mut umoci = Command::new("umoci");
+            umoci.arg("unpack");
+            if euid() != 0 {
+                umoci.arg("--rootless");
+            }
+            run_ok(
+                umoci
+                    .arg("--image")
+                    .arg(format!("{}:{}", layout.display(), image_ref_name()))
+                    .arg(&bundle),
+                "umoci unpack",
+            );
+            bundle.join("rootfs")
+        })
+        .clone()
+}
+
+/// Run a command to success, or panic with its output.
+pub fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The effective user id (from /proc, without unsafe code).
+pub fn euid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// A command that runs the image's `firedrill` the way a container runtime
+/// would: chrooted into the image's root filesystem as uid/gid 65532 with
+/// no environment but `env`. Needs root (chroot).
+pub fn image_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    assert_eq!(
+        euid(),
+        0,
+        "running the image's binary needs root (chroot --userspec)"
+    );
+    // By absolute path: the child's PATH (the image's) is searched otherwise.
+    let chroot = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| PathBuf::from(d).join("chroot"))
+        .find(|p| p.exists())
+        .expect("chroot (coreutils) on PATH");
+    let mut cmd = Command::new(chroot);
+    cmd.arg("--userspec=65532:65532")
+        .arg(image_rootfs())
+        .arg("/usr/local/bin/firedrill")
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/local/bin")
+        .env("HOME", "/home/nonroot");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
 }

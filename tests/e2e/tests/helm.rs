@@ -1,7 +1,11 @@
-//! The Helm chart with real helm: it lints, installs into the testbed, and
-//! its RBAC is enough. The operator runs (out of cluster, since testbed pods
-//! run no processes) with the chart's ServiceAccount token through a whole
-//! experiment with an SLO; then the release uninstalls cleanly.
+//! The Helm chart with real helm: it lints, its schema refuses bad values,
+//! its manifests pass a server-side dry run, `deploy/firedrill.yaml` is what
+//! it renders, it installs two operator replicas in different zones with a
+//! PodDisruptionBudget, and its RBAC is enough and no more. The operator
+//! image's own binary (run from the image's root filesystem as uid 65532,
+//! since testbed pods run no processes) takes the chart's ServiceAccount
+//! token through a whole experiment with an SLO; then the release uninstalls
+//! cleanly.
 
 use firedrill_e2e::*;
 use std::process::Command;
@@ -79,8 +83,88 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
     let chart = repo_root().join("charts/firedrill");
     let lint = helm(&bin, &["lint", chart.to_str().unwrap(), "--strict"]);
     assert!(lint.ok, "{}{}", lint.stdout, lint.stderr);
-
+    let template = |extra: &[&str]| {
+        let mut args = vec![
+            "template",
+            "drill",
+            chart.to_str().unwrap(),
+            "-n",
+            "firedrill-system",
+        ];
+        args.extend_from_slice(extra);
+        helm(&bin, &args)
+    };
+    // values.schema.json refuses wrong types and unknown values at install.
+    for (set, says) in [
+        ("replicas=two", "/replicas"),
+        ("operator.logFormat=xml", "/operator/logFormat"),
+        ("secretNamespaces[0]=Not_A_Namespace", "/secretNamespaces/0"),
+        ("replica=2", "replica"),
+    ] {
+        let out = template(&["--set", set]);
+        assert!(!out.ok, "--set {set} was accepted");
+        assert!(out.stderr.contains(says), "--set {set}: {}", out.stderr);
+    }
+    let monitored = template(&["--set", "serviceMonitor.enabled=true"]);
+    assert!(monitored.ok, "{}", monitored.stderr);
+    assert!(monitored.stdout.contains("kind: ServiceMonitor"));
+    let defaults = template(&[]);
+    assert!(defaults.ok, "{}", defaults.stderr);
+    assert!(!defaults.stdout.contains("kind: ServiceMonitor"));
+    assert!(!defaults.stdout.contains("kind: NetworkPolicy"));
+    for needle in [
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "allowPrivilegeEscalation: false",
+        "drop: [ALL]",
+        "type: RuntimeDefault",
+        "image: \"ghcr.io/firedrill/firedrill:0.1.0\"",
+        "kind: PodDisruptionBudget",
+        "replicas: 2",
+    ] {
+        assert!(
+            defaults.stdout.contains(needle),
+            "the chart renders no {needle:?}"
+        );
+    }
+    // The rendered manifest in the repository is what the chart renders.
+    let rendered = Command::new(repo_root().join("deploy/render.sh"))
+        .env("HELM", &bin)
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let committed = std::fs::read_to_string(repo_root().join("deploy/firedrill.yaml")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&rendered.stdout) == committed,
+        "deploy/firedrill.yaml differs from what the chart renders: run `make manifest`"
+    );
+    // The API server accepts every object in it (a server-side dry run; the
+    // namespace must exist for that).
+    // A namespace left terminating by an earlier run is gone first.
+    wait_for(
+        "namespace firedrill-system to be gone",
+        Duration::from_secs(120),
+        || (!kubectl(&["get", "namespace", "firedrill-system"], None).ok).then_some(()),
+    );
     let _release = Release(bin.clone());
+    kubectl(&["create", "namespace", "firedrill-system"], None);
+    let dry = kubectl(
+        &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+        Some(&committed),
+    );
+    assert!(
+        dry.ok,
+        "server-side dry run of deploy/firedrill.yaml: {}",
+        dry.stderr
+    );
+
+    // Probes may read Secrets in this namespace only.
+    let ns = Namespace::create("e2e-helm");
+    let secret_ns = format!("secretNamespaces={{{}}}", ns.0);
     let install = helm(
         &bin,
         &[
@@ -90,17 +174,26 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
             "-n",
             "firedrill-system",
             "--create-namespace",
+            "--set",
+            &secret_ns,
             "--wait",
             "--timeout",
             "2m",
         ],
     );
     assert!(install.ok, "{}{}", install.stdout, install.stderr);
-    // The operator's pod is scheduled and Ready (KWOK runs no process in it).
-    wait_for("the operator pod", Duration::from_secs(60), || {
-        (ready_pods("firedrill-system", "app.kubernetes.io/name=firedrill").len() == 1)
-            .then_some(())
+    // Two operator pods, scheduled in different zones and Ready (KWOK runs
+    // no process in them), and a PodDisruptionBudget keeping one.
+    let pods = wait_for("the operator pods", Duration::from_secs(60), || {
+        let pods = ready_pods("firedrill-system", "app.kubernetes.io/name=firedrill");
+        (pods.len() == 2).then_some(pods)
     });
+    let zones = node_zones();
+    let pod_zones: std::collections::BTreeSet<&String> =
+        pods.iter().map(|(_, node)| &zones[node]).collect();
+    assert_eq!(pod_zones.len(), 2, "the replicas share a zone: {pods:?}");
+    let pdb = kubectl_json(&["-n", "firedrill-system", "get", "pdb", "drill-firedrill"]);
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
 
     // A kubeconfig with the chart's ServiceAccount token.
     let token = kubectl(
@@ -139,21 +232,34 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
         ),
     )
     .unwrap();
-    // The token cannot do what the chart did not grant.
-    let denied = Command::new("kubectl")
-        .args([
-            "--kubeconfig",
-            sa_config.to_str().unwrap(),
-            "auth",
-            "can-i",
-            "delete",
-            "nodes",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "no");
+    // The token can do what the operator does, and not more.
+    let can_i = |args: &[&str]| -> String {
+        let out = Command::new("kubectl")
+            .args(["--kubeconfig", sa_config.to_str().unwrap(), "auth", "can-i"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for (args, want) in [
+        (vec!["patch", "nodes"], "yes"),
+        (vec!["delete", "pods", "-n", "default"], "yes"),
+        (vec!["get", "secrets", "-n", ns.0.as_str()], "yes"),
+        (vec!["patch", "configmaps", "-n", "firedrill-system"], "yes"),
+        (vec!["delete", "nodes"], "no"),
+        (vec!["get", "secrets", "-n", "kube-system"], "no"),
+        (vec!["get", "secrets", "-n", "firedrill-system"], "no"),
+        (vec!["patch", "clusterroles"], "no"),
+        (
+            vec!["create", "pods", "--subresource=exec", "-n", ns.0.as_str()],
+            "no",
+        ),
+        (vec!["patch", "configmaps", "-n", ns.0.as_str()], "no"),
+        (vec!["create", "deployments", "-n", "default"], "no"),
+    ] {
+        assert_eq!(can_i(&args), want, "kubectl auth can-i {}", args.join(" "));
+    }
 
-    let ns = Namespace::create("e2e-helm");
     let app = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: 3\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      topologySpreadConstraints: [{{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: web}}}}}}]\n      containers: [{{name: web, image: registry.invalid/web:1}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}\n",
         ns = ns.0
@@ -163,17 +269,36 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
         (ready_pods(&ns.0, "app=web").len() == 3).then_some(())
     });
 
-    let mut op = std::process::Command::new(firedrill_bin())
-        .args(["operator", "--metrics-bind=127.0.0.1:0"])
-        .env("KUBECONFIG", &sa_config)
-        .env("POD_NAMESPACE", "firedrill-system")
-        .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::File::create(std::env::temp_dir().join("firedrill-helm-operator.log"))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
+    // The image's binary, in the image's root filesystem, as its user: the
+    // kubeconfig and CA go where it can read them.
+    let rootfs = image_rootfs();
+    std::fs::copy(&ca, rootfs.join("tmp/ca.crt")).unwrap();
+    std::fs::write(
+        rootfs.join("tmp/kubeconfig"),
+        std::fs::read_to_string(&sa_config).unwrap().replace(
+            &format!("certificate-authority: '{ca}'"),
+            "certificate-authority: '/tmp/ca.crt'",
+        ),
+    )
+    .unwrap();
+    let mut op = image_command(
+        &[
+            "operator",
+            "--metrics-bind=127.0.0.1:0",
+            "--secret-namespaces",
+            &ns.0,
+        ],
+        &[
+            ("KUBECONFIG", "/tmp/kubeconfig"),
+            ("POD_NAMESPACE", "firedrill-system"),
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(
+        std::fs::File::create(std::env::temp_dir().join("firedrill-helm-operator.log")).unwrap(),
+    )
+    .spawn()
+    .unwrap();
     let _exp = Experiment("helm-rbac".into()); // cleans up if the test fails early
     let drill = format!(
         "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: helm-rbac}}\nspec:\n  zone: zone-a\n  duration: 4s\n  baseline: 1s\n  target: {{namespaces: [{ns}]}}\n  slos:\n  - name: web\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe: {{kubernetes: {{service: {{namespace: {ns}, name: web, minReadyEndpoints: 2}}}}}}\n",

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Render deploy/firedrill.yaml, the chart with its defaults as one manifest
+# for `kubectl apply` (`make manifest`; a test fails when it drifts from the chart).
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HELM=${HELM:-$("$REPO/tests/testbed/testbed.sh" helm)}
+cat <<'YAML'
+# firedrill, rendered from charts/firedrill with its default values
+# (deploy/render.sh). Install without Helm:
+#   kubectl apply --server-side -f deploy/firedrill.yaml
+# The image is ghcr.io/firedrill/firedrill:<appVersion>; push the one
+# `make image` builds to your registry and change it below if needed.
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: firedrill-system
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+YAML
+"$HELM" template firedrill "$REPO/charts/firedrill" --namespace firedrill-system --include-crds \
+  | grep -v '^# Source: '

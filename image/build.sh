@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make image`: the operator's container image as an OCI archive, built with
+# no container engine: a fully static (musl) firedrill binary on an empty
+# base, written by image/oci.py. Prints the archive's path and digests.
+#
+#   out/firedrill-<version>.oci.tar      (OCI image layout in a tar)
+#
+# Load or push it with skopeo, for example:
+#   skopeo copy oci-archive:out/firedrill-0.1.0.oci.tar docker://REGISTRY/firedrill:0.1.0
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+TARGET=x86_64-unknown-linux-musl
+
+if ! command -v musl-gcc >/dev/null 2>&1; then
+  echo "image: musl-gcc is missing (Debian package musl-tools); run tests/deps.sh" >&2
+  exit 2
+fi
+if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+  echo "[image] adding the Rust target $TARGET"
+  rustup target add "$TARGET"
+fi
+
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' operator/Cargo.toml | head -1)
+REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+CACHE=${FIREDRILL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/firedrill}
+RUST_VERSION=$(rustc --version | cut -d' ' -f2)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/cargo/rust-$RUST_VERSION}
+CARGO_HOME_DIR=${CARGO_HOME:-$HOME/.cargo}
+
+# Reproducible: no build paths in the binary, symbols stripped.
+export CC_x86_64_unknown_linux_musl=musl-gcc
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$REPO=/firedrill --remap-path-prefix=$CARGO_HOME_DIR=/cargo"
+export CARGO_PROFILE_RELEASE_STRIP=symbols
+start=$(date +%s)
+cargo build --release --locked --target "$TARGET" -p firedrill --bin firedrill
+BIN=$CARGO_TARGET_DIR/$TARGET/release/firedrill
+echo "[image] binary built in $(($(date +%s) - start))s: $(stat -c %s "$BIN") bytes"
+
+mkdir -p out
+OUT=out/firedrill-$VERSION.oci.tar
+python3 image/oci.py --binary "$BIN" --version "$VERSION" --revision "$REVISION" --out "$OUT"
+echo "[image] $OUT: $(stat -c %s "$OUT") bytes, sha256 $(sha256sum "$OUT" | cut -d' ' -f1)"
