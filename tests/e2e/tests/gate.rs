@@ -257,7 +257,7 @@ fn usage_errors_exit_3() {
     let (code, _, err) = firedrill(&["run", "-f", "/nonexistent/drill.yaml", "--wait"]);
     assert_eq!(code, 3, "{err}");
     let bad = tmp("bad.yaml");
-    std::fs::write(&bad, "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {name: bad}\nspec: {zone: zone-a, duration: 48h}\n").unwrap();
+    std::fs::write(&bad, "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {name: bad}\nspec: {zone: zone-a, duration: 48h, faultOnly: true}\n").unwrap();
     install_crds();
     let (code, _, err) = firedrill(&["run", "-f", bad.to_str().unwrap(), "--wait"]);
     assert_eq!(code, 3, "{err}");
@@ -280,7 +280,7 @@ fn metrics_health_and_readiness_are_served() {
         get("/readyz").starts_with("HTTP/1.1 200").then_some(())
     });
     let _exp = Experiment("metered".into());
-    assert!(apply("apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {name: metered}\nspec: {zone: zone-x, duration: 5s}\n").ok);
+    assert!(apply("apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {name: metered}\nspec: {zone: zone-x, duration: 5s, faultOnly: true}\n").ok);
     wait_phase("metered", "Failed", Duration::from_secs(60));
     let metrics = get("/metrics");
     assert!(
