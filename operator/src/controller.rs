@@ -130,11 +130,22 @@ impl Clients {
         let mut watches = config;
         watches.connect_timeout = Some(Duration::from_secs(10));
         Ok(Clients {
-            calls: Client::try_from(calls)?,
-            watches: Client::try_from(watches)?,
+            calls: counted(calls)?,
+            watches: counted(watches)?,
             apiserver,
         })
     }
+}
+
+/// A client whose every request is counted in `firedrill_api_requests_total`.
+fn counted(config: kube::Config) -> Result<Client, kube::Error> {
+    let count = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
+        crate::metrics::count_request(req.method().as_str());
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
 }
 
 /// The tasks one experiment runs while this operator leads.

@@ -31,6 +31,12 @@ pub struct ErrorLabel {
     pub error: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    /// The HTTP method: GET (including lists and watches), PATCH, DELETE...
+    pub method: String,
+}
+
 pub struct Metrics {
     pub experiments: Family<VerdictLabel, Counter>,
     pub phase_transitions: Family<PhaseLabel, Counter>,
@@ -40,6 +46,7 @@ pub struct Metrics {
     pub time_to_recover: Family<SloLabel, Histogram>,
     pub reconcile_errors: Family<ErrorLabel, Counter>,
     pub leader: Gauge,
+    pub api_requests: Family<RequestLabel, Counter>,
     registry: Registry,
 }
 
@@ -61,6 +68,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         time_to_recover: Family::new_with_constructor(ttr_histogram as fn() -> Histogram),
         reconcile_errors: Family::default(),
         leader: Gauge::default(),
+        api_requests: Family::default(),
         registry: Registry::default(),
     };
     registry.register(
@@ -103,8 +111,23 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 while this operator holds the leader Lease (or runs without leader election)",
         m.leader.clone(),
     );
+    registry.register(
+        "api_requests",
+        "Requests this operator sent to the Kubernetes API server, by method",
+        m.api_requests.clone(),
+    );
     Metrics { registry, ..m }
 });
+
+/// Count one request to the API server.
+pub fn count_request(method: &str) {
+    METRICS
+        .api_requests
+        .get_or_create(&RequestLabel {
+            method: method.to_string(),
+        })
+        .inc();
+}
 
 /// Set once the controllers run.
 pub static READY: AtomicBool = AtomicBool::new(false);
