@@ -28,9 +28,12 @@ RUST_VERSION=$(rustc --version | cut -d' ' -f2)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/cargo/rust-$RUST_VERSION}
 CARGO_HOME_DIR=${CARGO_HOME:-$HOME/.cargo}
 
-# Reproducible: no build paths in the binary, symbols stripped.
+# Reproducible: symbols stripped, the registry's path remapped. Cargo hands
+# rustc this workspace's sources by relative path, so the clone's own path
+# is not in the binary, and the flags (part of cargo's cache key) are the
+# same for every clone: a new clone reuses the cached build.
 export CC_x86_64_unknown_linux_musl=musl-gcc
-export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$REPO=/firedrill --remap-path-prefix=$CARGO_HOME_DIR=/cargo"
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$CARGO_HOME_DIR=/cargo"
 export CARGO_PROFILE_RELEASE_STRIP=symbols
 start=$(date +%s)
 cargo build --release --locked --target "$TARGET" -p firedrill --bin firedrill
