@@ -22,6 +22,8 @@
 #
 # Environment:
 #   FIREDRILL_CACHE         cache root (default: ${XDG_CACHE_HOME:-~/.cache}/firedrill)
+#   FIREDRILL_TESTBED_DATAPLANE=0      no data plane (the scale benchmark)
+#   FIREDRILL_TESTBED_KWOK_PARALLELISM KWOK workers per stage kind (default 4)
 #   FIREDRILL_TESTBED_DIR   state directory: certs, kubeconfig, logs, pids
 #                           (default: <repo>/.testbed)
 set -euo pipefail
@@ -359,6 +361,19 @@ spec:
     namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-node-lease}}
 EOF
   kwok_stages >"$STATE/kwok.yaml"
+  # Large testbeds (the scale benchmark): more KWOK workers for pod and node
+  # stages and leases (KWOK's default is 4 each).
+  if [[ -n ${FIREDRILL_TESTBED_KWOK_PARALLELISM:-} ]]; then
+    cat >>"$STATE/kwok.yaml" <<EOF
+---
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokConfiguration
+options:
+  podPlayStageParallelism: $FIREDRILL_TESTBED_KWOK_PARALLELISM
+  nodePlayStageParallelism: $FIREDRILL_TESTBED_KWOK_PARALLELISM
+  nodeLeaseParallelism: $FIREDRILL_TESTBED_KWOK_PARALLELISM
+EOF
+  fi
   start kwok "$bin/kwok" --kubeconfig="$STATE/admin.kubeconfig" --config="$STATE/kwok.yaml" \
     --node-lease-duration-seconds=40 \
     --manage-all-nodes=false \
