@@ -451,6 +451,7 @@ mod tests {
         ];
         for s in accepted {
             assert!(cel.is_match(&s.to_ascii_uppercase()), "CEL refuses {s:?}");
+            assert!(crate::api::cron_ranges_ascend(s), "CEL refuses {s:?}");
             next_after(s, None, ts("2026-11-22T00:00:00Z"))
                 .unwrap_or_else(|e| panic!("CEL accepts {s:?} but the operator says {e}"));
         }
@@ -470,6 +471,15 @@ mod tests {
         ];
         for s in refused {
             assert!(!cel.is_match(&s.to_ascii_uppercase()), "CEL accepts {s:?}");
+            assert!(
+                next_after(s, None, ts("2026-11-22T00:00:00Z")).is_err(),
+                "{s:?}"
+            );
+        }
+        // Ranges that run downwards pass the pattern but not the ranges rule.
+        for s in ["3 9 19-9 9 2", "0 22-2 * * *", "0 0 * * 5-1/2"] {
+            assert!(cel.is_match(&s.to_ascii_uppercase()), "{s:?}");
+            assert!(!crate::api::cron_ranges_ascend(s), "CEL accepts {s:?}");
             assert!(
                 next_after(s, None, ts("2026-11-22T00:00:00Z")).is_err(),
                 "{s:?}"

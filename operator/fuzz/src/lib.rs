@@ -112,7 +112,7 @@ pub fn strings(data: &[u8]) {
     static CRON: OnceLock<regex::Regex> = OnceLock::new();
     let cron = CRON.get_or_init(|| regex::Regex::new(&firedrill::api::cron_pattern()).unwrap());
     let parsed = firedrill::schedule::parse_schedule(s);
-    if cron.is_match(&s.to_ascii_uppercase()) {
+    if cron.is_match(&s.to_ascii_uppercase()) && firedrill::api::cron_ranges_ascend(s) {
         assert!(
             parsed.is_ok(),
             "the CRD accepts schedule {s:?} but the operator cannot parse it: {:?}",

@@ -14,6 +14,36 @@ pub fn cron_rule() -> String {
     format!("self.upperAscii().matches('{}')", cron_pattern())
 }
 
+/// The CEL rule that every numeric range in a cron schedule runs upwards
+/// (`9-17`, not `19-9`): the parser refuses the others. Mirrored by
+/// [`cron_ranges_ascend`].
+pub const CRON_RANGES_RULE: &str =
+    "self.findAll('[0-9]+-[0-9]+').all(r, int(r.split('-')[0]) <= int(r.split('-')[1]))";
+
+/// [`CRON_RANGES_RULE`] in Rust, for schedules that match [`cron_pattern`]
+/// (where every `digits-digits` is a whole range item).
+pub fn cron_ranges_ascend(schedule: &str) -> bool {
+    schedule.split(' ').all(|f| {
+        f.split(',').all(|i| {
+            let range = i.split('/').next().unwrap_or("");
+            match range.split_once('-') {
+                Some((a, b))
+                    if !a.is_empty()
+                        && !b.is_empty()
+                        && a.bytes().all(|c| c.is_ascii_digit())
+                        && b.bytes().all(|c| c.is_ascii_digit()) =>
+                {
+                    match (a.parse::<u64>(), b.parse::<u64>()) {
+                        (Ok(a), Ok(b)) => a <= b,
+                        _ => false,
+                    }
+                }
+                _ => true,
+            }
+        })
+    })
+}
+
 /// The regular expression behind [`cron_rule`] (RE2 syntax, as CEL uses).
 pub fn cron_pattern() -> String {
     fn field(v: &str) -> String {
@@ -99,7 +129,8 @@ pub struct DataCenterFailureScheduleSpec {
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(
         validation = Rule::new("!self.contains('TZ=')").message("set the time zone in spec.timeZone, not in the schedule"),
-        validation = Rule::new(cron_rule()).message("schedule must be 5 cron fields in range: minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-7 or SUN-SAT (or @hourly, @daily, @weekly, @monthly, @yearly)")
+        validation = Rule::new(cron_rule()).message("schedule must be 5 cron fields in range: minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-7 or SUN-SAT (or @hourly, @daily, @weekly, @monthly, @yearly)"),
+        validation = Rule::new(CRON_RANGES_RULE).message("a range in the schedule must run upwards, like 9-17")
     )]
     pub schedule: String,
 
