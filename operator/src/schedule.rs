@@ -468,6 +468,8 @@ mod tests {
             "every day",
             "1-",
             "*/x * * * *",
+            "*/0 * * * *",
+            "1/1 * * * *",
         ];
         for s in refused {
             assert!(!cel.is_match(&s.to_ascii_uppercase()), "CEL accepts {s:?}");

@@ -7,9 +7,10 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The CEL rule for a cron schedule: five fields, each a list of `*`,
-/// values or ranges (with an optional `/step`), every value in its field's
-/// range; or one of the `@` names. Matched against the upper-cased value.
+/// The CEL rule for a cron schedule: five fields, each a list of values,
+/// `*` or ranges (these two with an optional `/step` of at least 1), every
+/// value in its field's range; or one of the `@` names. Matched against the
+/// upper-cased value.
 pub fn cron_rule() -> String {
     format!("self.upperAscii().matches('{}')", cron_pattern())
 }
@@ -47,7 +48,8 @@ pub fn cron_ranges_ascend(schedule: &str) -> bool {
 /// The regular expression behind [`cron_rule`] (RE2 syntax, as CEL uses).
 pub fn cron_pattern() -> String {
     fn field(v: &str) -> String {
-        let item = format!("([*]|{v}(-{v})?)(/[0-9]+)?");
+        // `*` or a range, each with an optional step of at least 1; or one value.
+        let item = format!("(([*]|{v}-{v})(/0*[1-9][0-9]*)?|{v})");
         format!("{item}(,{item})*")
     }
     let minute = field("[0-5]?[0-9]");
@@ -129,7 +131,7 @@ pub struct DataCenterFailureScheduleSpec {
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(
         validation = Rule::new("!self.contains('TZ=')").message("set the time zone in spec.timeZone, not in the schedule"),
-        validation = Rule::new(cron_rule()).message("schedule must be 5 cron fields in range: minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-7 or SUN-SAT (or @hourly, @daily, @weekly, @monthly, @yearly)"),
+        validation = Rule::new(cron_rule()).message("schedule must be 5 cron fields in range: minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-7 or SUN-SAT (or @hourly, @daily, @weekly, @monthly, @yearly); a /step of at least 1, only after * or a range"),
         validation = Rule::new(CRON_RANGES_RULE).message("a range in the schedule must run upwards, like 9-17")
     )]
     pub schedule: String,
