@@ -218,15 +218,34 @@ spec: {{zone: {ZONE}, duration: 5s, baseline: 0s, faultOnly: true, target: {{nam
     }
 
 
-def run_drain(rep):
-    nodes = [n.split("/", 1)[1] for n in zone_nodes()]
-    before = pods_on_zone()
+def run_capped(cmd, cap, before):
+    """Run a baseline; past `cap` seconds stop it (its whole process group)
+    and project its time from the share of the zone's pods it deleted."""
     t0 = time.monotonic()
-    run(["kubectl", "drain", *nodes, "--force", "--grace-period=0", "--disable-eviction",
-         "--ignore-daemonsets", "--delete-emptydir-data"], timeout=7200)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=cap)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        left = pods_on_zone()
+        deleted = before - left
+        projected = cap * before / deleted if deleted > 0 else None
+        log(f"  stopped after {cap}s: {deleted} of {before} pods deleted")
+        return {"seconds": projected, "capped": True, "measuredSeconds": cap, "deleted": deleted,
+                "pods": before, "left": left}
     seconds = time.monotonic() - t0
-    left = pods_on_zone()
-    return {"seconds": seconds, "nodes": len(nodes), "pods": before, "left": left}
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
+    return {"seconds": seconds, "pods": before, "left": pods_on_zone()}
+
+
+def run_drain(rep, cap):
+    nodes = [n.split("/", 1)[1] for n in zone_nodes()]
+    r = run_capped(["kubectl", "drain", *nodes, "--force", "--grace-period=0", "--disable-eviction",
+                    "--ignore-daemonsets", "--delete-emptydir-data"], cap, pods_on_zone())
+    r["nodes"] = len(nodes)
+    return r
 
 
 SCRIPT = """set -euo pipefail
@@ -237,13 +256,11 @@ done
 """
 
 
-def run_script(rep):
-    before = pods_on_zone()
+def run_script(rep, cap):
     nodes = len(zone_nodes())
-    t0 = time.monotonic()
-    run(["bash", "-c", SCRIPT.format(key=KEY, zone=ZONE)], timeout=7200)
-    seconds = time.monotonic() - t0
-    return {"seconds": seconds, "nodes": nodes, "pods": before, "left": pods_on_zone()}
+    r = run_capped(["bash", "-c", SCRIPT.format(key=KEY, zone=ZONE)], cap, pods_on_zone())
+    r["nodes"] = nodes
+    return r
 
 
 def run_limit(deleter, concurrency):
@@ -266,7 +283,8 @@ def svg_chart(results, path):
     names = ["firedrill", "kubectl drain", "cordon + delete script", "limit (parallel deleter)"]
     colors = ["#d9480f", "#1c7ed6", "#7048e8", "#2b8a3e"]
     sizes = [r["nodes"] for r in results]
-    series = {n: [r["contenders"].get(n, {}).get("seconds", {}) or {} for r in results] for n in names}
+    series = {n: [dict(r["contenders"].get(n, {}).get("seconds") or {}, capped=r["contenders"].get(n, {}).get("capped"))
+                  if r["contenders"].get(n, {}).get("seconds") else {} for r in results] for n in names}
     ymax = max([s.get("max", 0) for v in series.values() for s in v] + [1])
     W, H, L, B, T, R = 720, 420, 70, 60, 40, 200
     pw, ph = W - L - R, H - T - B
@@ -297,11 +315,16 @@ def svg_chart(results, path):
         out.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (color, " ".join(f"{a:.1f},{b:.1f}" for a, b, _ in pts)))
         for a, b, s in pts:
             out.append(f'<line x1="{a:.1f}" y1="{y(s["min"]):.1f}" x2="{a:.1f}" y2="{y(s["max"]):.1f}" stroke="{color}"/>')
-            out.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="{color}"/>')
+            fill = "white" if s.get("capped") else color
+            out.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="{fill}" stroke="{color}"/>')
     for k, (name, color) in enumerate(zip(names, colors)):
         yy = T + 10 + 20 * k
         out.append(f'<rect x="{L + pw + 16}" y="{yy - 9}" width="12" height="12" fill="{color}"/>')
         out.append(f'<text x="{L + pw + 34}" y="{yy + 1}">{name}</text>')
+    if any(s.get("capped") for v in series.values() for s in v):
+        yy = T + 10 + 20 * len(names) + 10
+        out.append(f'<circle cx="{L + pw + 22}" cy="{yy - 3}" r="3.5" fill="white" stroke="black"/>')
+        out.append(f'<text x="{L + pw + 34}" y="{yy + 1}">projected (run stopped)</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
@@ -317,14 +340,16 @@ def markdown(doc):
     lines = [f"Machine: {doc['machine']}", ""]
     for r in doc["results"]:
         zone = r["zone"]
-        lines.append(f"**{r['nodes']} nodes, {r['pods']} pods** (zone {ZONE}: {zone['nodes']} nodes, {zone['pods']} pods; median (min–max) of {r['reps']} runs)")
+        lines.append(f"**{r['nodes']} nodes, {r['pods']} pods** (zone {ZONE}: {zone['nodes']} nodes, {zone['pods']} pods; median (min–max) of the runs)")
         lines.append("")
-        lines.append("| contender | zone down | per pod | notes |")
-        lines.append("|---|---|---|---|")
+        lines.append("| contender | runs | zone down | per pod deleted | notes |")
+        lines.append("|---|---|---|---|---|")
         for name, c in r["contenders"].items():
-            per = c["seconds"]["median"] / max(1, zone["pods"]) * 1000 if c.get("seconds") else None
+            per = c["seconds"]["median"] / max(1, c.get("pods") or zone["pods"]) * 1000 if c.get("seconds") else None
             notes = c.get("notes", "")
-            lines.append(f"| {name} | {fmt(c.get('seconds'))} | {per:.2f} ms |{' ' + notes if notes else ''} |" if per is not None else f"| {name} | - | - | {notes} |")
+            took = ("~" if c.get("capped") else "") + fmt(c.get("seconds"))
+            runs = c.get("reps", len(c.get("runs", [])))
+            lines.append(f"| {name} | {runs} | {took} | {per:.2f} ms |{' ' + notes if notes else ''} |" if per is not None else f"| {name} | {runs} | - | - | {notes} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -351,6 +376,9 @@ def main():
     ap.add_argument("--deployments", type=int, default=30)
     ap.add_argument("--concurrency", default="64,256,1024", help="the limit: concurrencies tried on the first run; the best is kept")
     ap.add_argument("--contenders", default="firedrill,drain,script,limit")
+    ap.add_argument("--baseline-reps", type=int, help="runs of drain and the script at the main size (default: --reps)")
+    ap.add_argument("--baseline-cap", type=float, default=7200,
+                    help="stop drain or the script after this many seconds and project its time from the pods it deleted")
     ap.add_argument("--out", default=os.path.join(REPO, "out/bench"))
     ap.add_argument("--kwok-parallelism", default="16")
     args = ap.parse_args()
@@ -397,13 +425,16 @@ def main():
             try:
                 for rep in range(reps):
                     for c in contenders:
+                        if c in ("drain", "script") and main_size and args.baseline_reps is not None \
+                                and rep >= args.baseline_reps:
+                            continue
                         log(f"{c}, run {rep + 1} of {reps}")
                         if c == "firedrill":
                             r = run_firedrill(op, f"{nodes}-{rep}")
                         elif c == "drain":
-                            r = run_drain(rep)
+                            r = run_drain(rep, args.baseline_cap)
                         elif c == "script":
-                            r = run_script(rep)
+                            r = run_script(rep, args.baseline_cap)
                         elif c == "limit":
                             if best_concurrency is None:
                                 tried = {}
@@ -424,11 +455,12 @@ def main():
                 op.stop()
             names = {"firedrill": "firedrill", "drain": "kubectl drain", "script": "cordon + delete script",
                      "limit": "limit (parallel deleter)"}
-            result = {"nodes": nodes, "pods": total, "zone": zone, "reps": reps, "contenders": {},
+            result = {"nodes": nodes, "pods": total, "zone": zone, "contenders": {},
                       "settleSeconds": summary(settle_times)}
             for c in contenders:
                 rs = runs[c]
-                entry = {"seconds": summary([r["seconds"] for r in rs]), "runs": rs}
+                entry = {"seconds": summary([r["seconds"] for r in rs]), "reps": len(rs), "runs": rs,
+                         "pods": statistics.median([r["pods"] for r in rs if r.get("pods")] or [zone["pods"]])}
                 if c == "firedrill":
                     entry["restoreSeconds"] = summary([r["restoreSeconds"] for r in rs])
                     entry["requests"] = summary([r["requests"] for r in rs])
@@ -439,7 +471,14 @@ def main():
                     entry["concurrency"] = best_concurrency
                     entry["notes"] = f"concurrency {best_concurrency}; {rs[0].get('requests')} API requests"
                 if c in ("drain", "script"):
-                    entry["notes"] = "pods left on the zone: %s" % ",".join(str(r.get("left")) for r in rs)
+                    capped = [r for r in rs if r.get("capped")]
+                    if capped:
+                        entry["capped"] = True
+                        entry["notes"] = "; ".join(
+                            f"stopped after {r['measuredSeconds']:.0f}s with {r['deleted']} of {r['pods']} pods deleted, time projected"
+                            for r in capped)
+                    else:
+                        entry["notes"] = "pods left on the zone: %s" % ",".join(str(r.get("left")) for r in rs)
                 result["contenders"][names[c]] = entry
             doc["results"].append(result)
             with open(os.path.join(args.out, "bench-results.json"), "w") as f:
