@@ -367,6 +367,38 @@ def machine():
     return f"{cpus} CPUs ({model}), {mem:.0f} GiB memory, Linux {os.uname().release}"
 
 
+def build_result(nodes, total, zone, contenders, runs, settle_times, rss, best_concurrency):
+    """One size's entry of the results, from the runs so far."""
+    names = {"firedrill": "firedrill", "drain": "kubectl drain", "script": "cordon + delete script",
+             "limit": "limit (parallel deleter)"}
+    result = {"nodes": nodes, "pods": total, "zone": zone, "contenders": {},
+              "settleSeconds": summary(settle_times)}
+    for c in contenders:
+        rs = runs[c]
+        entry = {"seconds": summary([r["seconds"] for r in rs]), "reps": len(rs), "runs": rs,
+                 "pods": statistics.median([r["pods"] for r in rs if r.get("pods")] or [zone["pods"]])}
+        if c == "firedrill":
+            entry["restoreSeconds"] = summary([r["restoreSeconds"] for r in rs])
+            entry["requests"] = summary([r["requests"] for r in rs])
+            entry["peakRssMiB"] = rss
+            entry["notes"] = (f"restore {fmt(entry['restoreSeconds'], digits=2)}; "
+                              f"{entry['requests']['median']:.0f} API requests; peak RSS {rss:.0f} MiB")
+        if c == "limit":
+            entry["concurrency"] = best_concurrency
+            entry["notes"] = f"concurrency {best_concurrency}; {rs[0].get('requests')} API requests"
+        if c in ("drain", "script"):
+            capped = [r for r in rs if r.get("capped")]
+            if capped:
+                entry["capped"] = True
+                entry["notes"] = "; ".join(
+                    f"stopped after {r['measuredSeconds']:.0f}s with {r['deleted']} of {r['pods']} pods deleted, time projected"
+                    for r in capped)
+            else:
+                entry["notes"] = "pods left on the zone: %s" % ",".join(str(r.get("left")) for r in rs)
+        result["contenders"][names[c]] = entry
+    return result
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100:3000,300:9000,1000:30000",
@@ -449,37 +481,16 @@ def main():
                             r = run_limit(deleter, best_concurrency)
                         log(f"  {json.dumps({k: v for k, v in r.items() if k != 'phases'})}")
                         runs[c].append(r)
+                        partial = build_result(nodes, total, zone, [k for k in contenders if runs[k]], runs,
+                                               settle_times, op.peak_rss_mib(), best_concurrency)
+                        partial["partial"] = True
+                        with open(os.path.join(args.out, "bench-results.json"), "w") as f:
+                            json.dump(dict(doc, results=doc["results"] + [partial]), f, indent=2)
                         settle_times.append(settle(total))
                 rss = op.peak_rss_mib()
             finally:
                 op.stop()
-            names = {"firedrill": "firedrill", "drain": "kubectl drain", "script": "cordon + delete script",
-                     "limit": "limit (parallel deleter)"}
-            result = {"nodes": nodes, "pods": total, "zone": zone, "contenders": {},
-                      "settleSeconds": summary(settle_times)}
-            for c in contenders:
-                rs = runs[c]
-                entry = {"seconds": summary([r["seconds"] for r in rs]), "reps": len(rs), "runs": rs,
-                         "pods": statistics.median([r["pods"] for r in rs if r.get("pods")] or [zone["pods"]])}
-                if c == "firedrill":
-                    entry["restoreSeconds"] = summary([r["restoreSeconds"] for r in rs])
-                    entry["requests"] = summary([r["requests"] for r in rs])
-                    entry["peakRssMiB"] = rss
-                    entry["notes"] = (f"restore {fmt(entry['restoreSeconds'], digits=2)}; "
-                                      f"{entry['requests']['median']:.0f} API requests; peak RSS {rss:.0f} MiB")
-                if c == "limit":
-                    entry["concurrency"] = best_concurrency
-                    entry["notes"] = f"concurrency {best_concurrency}; {rs[0].get('requests')} API requests"
-                if c in ("drain", "script"):
-                    capped = [r for r in rs if r.get("capped")]
-                    if capped:
-                        entry["capped"] = True
-                        entry["notes"] = "; ".join(
-                            f"stopped after {r['measuredSeconds']:.0f}s with {r['deleted']} of {r['pods']} pods deleted, time projected"
-                            for r in capped)
-                    else:
-                        entry["notes"] = "pods left on the zone: %s" % ",".join(str(r.get("left")) for r in rs)
-                result["contenders"][names[c]] = entry
+            result = build_result(nodes, total, zone, contenders, runs, settle_times, rss, best_concurrency)
             doc["results"].append(result)
             with open(os.path.join(args.out, "bench-results.json"), "w") as f:
                 json.dump(doc, f, indent=2)
