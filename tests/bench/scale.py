@@ -134,11 +134,11 @@ def parse_rfc3339(s):
 
 
 class Operator:
-    def __init__(self, binary, outdir, size):
+    def __init__(self, binary, outdir, size, extra=()):
         self.port = free_port()
         self.log = open(os.path.join(outdir, f"operator-{size}.log"), "w")
         self.proc = subprocess.Popen(
-            [binary, "operator", f"--metrics-bind=127.0.0.1:{self.port}", "--log-format=json"],
+            [binary, "operator", f"--metrics-bind=127.0.0.1:{self.port}", "--log-format=json", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
         wait("the operator's metrics", lambda: self.metrics() is not None, 60, every=0.5)
 
@@ -413,6 +413,7 @@ def main():
                     help="stop drain or the script after this many seconds and project its time from the pods it deleted")
     ap.add_argument("--out", default=os.path.join(REPO, "out/bench"))
     ap.add_argument("--kwok-parallelism", default="16")
+    ap.add_argument("--operator-args", default="", help="extra arguments for `firedrill operator`, e.g. '--concurrency=256'")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     sizes = [tuple(int(v) for v in s.split(":")) for s in args.sizes.split(",")]
@@ -451,7 +452,7 @@ def main():
             have = nodes
             zone = {"nodes": len(zone_nodes()), "pods": pods_on_zone()}
             log(f"size {nodes} nodes / {total} pods: the zone has {zone['nodes']} nodes, {zone['pods']} pods")
-            op = Operator(binary, args.out, nodes)
+            op = Operator(binary, args.out, nodes, args.operator_args.split())
             runs = {c: [] for c in contenders}
             settle_times = []
             try:

@@ -362,7 +362,14 @@ async fn peers_of(
     list_pods_by(client, queries, conc).await
 }
 
-/// Pods matching each (namespace or every namespace, label selector), deduplicated.
+/// Pages of peer pods in flight at once. A selector can name a large share
+/// of the cluster (a spread constraint names every replica of its
+/// Deployment), so only a few pages of full Pod objects are ever held; each
+/// is reduced to its [`PodInfo`] as it arrives.
+const PEER_LISTS_IN_FLIGHT: usize = 4;
+
+/// Pods matching each (namespace or every namespace, label selector),
+/// deduplicated. Listed page by page.
 pub async fn list_pods_by(
     client: &Client,
     queries: BTreeSet<(Option<String>, String)>,
@@ -374,10 +381,18 @@ pub async fn list_pods_by(
                 Some(ns) => Api::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
-            let lp = ListParams::default().labels(&sel);
-            Ok::<_, kube::Error>(api.list(&lp).await?.items.iter().map(pod_info).collect())
+            let mut lp = ListParams::default().labels(&sel).limit(PAGE);
+            let mut out = Vec::new();
+            loop {
+                let page = api.list(&lp).await?;
+                out.extend(page.items.iter().map(pod_info));
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => lp = lp.continue_token(&token),
+                    None => return Ok::<_, kube::Error>(out),
+                }
+            }
         })
-        .buffer_unordered(conc.max(1))
+        .buffer_unordered(conc.clamp(1, PEER_LISTS_IN_FLIGHT))
         .try_collect()
         .await?;
     let mut seen = BTreeSet::new();
