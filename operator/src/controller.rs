@@ -1290,8 +1290,12 @@ impl<'a> Drill<'a> {
             .iter()
             .any(|c| c.type_ == "Restored" && c.status == "True");
         if !already {
+            let started = std::time::Instant::now();
             let n = match restore::restore(&ctx.client, &uid, ctx.config.concurrency).await {
-                Ok(n) => n,
+                Ok(n) => {
+                    tracing::info!(experiment = %self.exp.name, nodes = n, restore_ms = started.elapsed().as_millis() as u64, "zone restored");
+                    n
+                }
                 Err(e) => {
                     let msg = format!("restore failed, retrying with backoff: {e}");
                     self.condition("Restored", false, "RestoreFailed", &msg, now);
