@@ -381,16 +381,12 @@ pub async fn list_pods_by(
                 Some(ns) => Api::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
-            let mut lp = ListParams::default().labels(&sel).limit(PAGE);
             let mut out = Vec::new();
-            loop {
-                let page = api.list(&lp).await?;
-                out.extend(page.items.iter().map(pod_info));
-                match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                    Some(token) => lp = lp.continue_token(&token),
-                    None => return Ok::<_, kube::Error>(out),
-                }
-            }
+            for_each_page(&api, ListParams::default().labels(&sel), |items| {
+                out.extend(items.iter().map(pod_info))
+            })
+            .await?;
+            Ok::<_, kube::Error>(out)
         })
         .buffer_unordered(conc.clamp(1, PEER_LISTS_IN_FLIGHT))
         .try_collect()
@@ -403,19 +399,36 @@ pub async fn list_pods_by(
         .collect())
 }
 
+/// Lists `lp` page by page ([`PAGE`] objects at a time), handing each page
+/// to `f`, so no more than one page of full objects is held.
+async fn for_each_page<K>(
+    api: &Api<K>,
+    lp: ListParams,
+    mut f: impl FnMut(Vec<K>),
+) -> kube::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut lp = lp.limit(PAGE);
+    loop {
+        let page = api.list(&lp).await?;
+        f(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// Every node, paginated.
 pub async fn list_nodes(client: &Client) -> kube::Result<Vec<NodeInfo>> {
     let api = Api::<Node>::all(client.clone());
     let mut out = Vec::new();
-    let mut lp = ListParams::default().limit(PAGE);
-    loop {
-        let page = api.list(&lp).await?;
-        out.extend(page.items.iter().map(node_info));
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => lp = lp.continue_token(&token),
-            None => return Ok(out),
-        }
-    }
+    for_each_page(&api, ListParams::default(), |items| {
+        out.extend(items.iter().map(node_info))
+    })
+    .await?;
+    Ok(out)
 }
 
 /// The pods bound to one node.
@@ -773,13 +786,10 @@ pub fn surviving_capacity(nodes: &[NodeInfo], keep: impl Fn(&NodeInfo) -> bool) 
 /// by page; only the sums are kept.
 async fn requested_per_node(client: &Client) -> kube::Result<HashMap<String, Requested>> {
     let api = Api::<Pod>::all(client.clone());
-    let mut lp = ListParams::default()
-        .limit(PAGE)
-        .fields("status.phase!=Succeeded,status.phase!=Failed");
+    let lp = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
     let mut out: HashMap<String, Requested> = HashMap::new();
-    loop {
-        let page = api.list(&lp).await?;
-        for p in &page.items {
+    for_each_page(&api, lp, |items| {
+        for p in &items {
             let info = pod_info(p);
             if info.node.is_empty() {
                 continue;
@@ -789,11 +799,9 @@ async fn requested_per_node(client: &Client) -> kube::Result<HashMap<String, Req
             r.memory_bytes = r.memory_bytes.saturating_add(info.memory_bytes);
             r.pods += 1;
         }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => lp = lp.continue_token(&token),
-            None => return Ok(out),
-        }
-    }
+    })
+    .await?;
+    Ok(out)
 }
 
 /// The largest quantity the planner counts (2^53, where f64 stops being
