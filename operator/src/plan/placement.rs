@@ -57,16 +57,17 @@ fn replaced(kind: &str) -> bool {
 struct Slot<'a> {
     node: &'a NodeInfo,
     dark: bool,
+    /// The node's taints as a pod meets them after the fault.
+    taints: Vec<TaintInfo>,
     free_cpu: Option<i64>,
     free_mem: Option<i64>,
     free_pods: Option<i64>,
 }
 
 impl Slot<'_> {
-    /// The node's taints as a pod meets them after the fault.
-    fn taints(&self) -> Vec<TaintInfo> {
-        let mut t = self.node.taints.clone();
-        if self.dark {
+    fn taints(node: &NodeInfo, dark: bool) -> Vec<TaintInfo> {
+        let mut t = node.taints.clone();
+        if dark {
             t.push(TaintInfo {
                 key: DARK.into(),
                 value: String::new(),
@@ -110,10 +111,96 @@ fn term_covers(term: &PodTermInfo, owner_ns: &str, peer: &PodInfo) -> bool {
     ns_ok && term.selector.matches(&peer.labels)
 }
 
-/// A pod already placed somewhere: its labels, namespace and node.
-struct Placed<'a> {
-    pod: &'a PodInfo,
-    node: String,
+/// The pods running during the simulation, each on its slot, and for every
+/// selector a filter has asked about (a spread constraint's, a pod
+/// (anti-)affinity term's) how many of them it matches on each slot. A
+/// selector's counts are computed once, on first use, and kept up to date as
+/// replacements are placed, so each placement costs a pass over the nodes,
+/// not over every pod of the cluster.
+struct Running<'a> {
+    pods: Vec<(&'a PodInfo, usize)>,
+    slots: usize,
+    counted: HashMap<String, Counted<'a>>,
+}
+
+/// Running pods one selector matches, per slot.
+struct Counted<'a> {
+    covers: Box<dyn Fn(&PodInfo) -> bool + 'a>,
+    per_slot: Vec<u32>,
+}
+
+impl<'a> Running<'a> {
+    /// How many running pods `covers` matches on each slot; `key` names the
+    /// selector (the same key must always mean the same `covers`).
+    fn counts(&mut self, key: String, covers: impl Fn(&PodInfo) -> bool + 'a) -> &[u32] {
+        let (pods, slots) = (&self.pods, self.slots);
+        &self
+            .counted
+            .entry(key)
+            .or_insert_with(|| {
+                let mut per_slot = vec![0; slots];
+                for (p, i) in pods {
+                    if covers(p) {
+                        per_slot[*i] += 1;
+                    }
+                }
+                Counted {
+                    covers: Box::new(covers),
+                    per_slot,
+                }
+            })
+            .per_slot
+    }
+
+    fn push(&mut self, pod: &'a PodInfo, slot: usize) {
+        self.pods.push((pod, slot));
+        for c in self.counted.values_mut() {
+            if (c.covers)(pod) {
+                c.per_slot[slot] += 1;
+            }
+        }
+    }
+}
+
+/// The value of each topology key on each slot, as small numbers.
+#[derive(Default)]
+struct Domains {
+    by_key: HashMap<String, Domain>,
+}
+
+struct Domain {
+    /// Per slot: the index of its value in `names`, if it has the key.
+    of_slot: Vec<Option<usize>>,
+    names: Vec<String>,
+}
+
+impl Domains {
+    fn of(&mut self, key: &str, slots: &[Slot]) -> &Domain {
+        self.by_key.entry(key.to_string()).or_insert_with(|| {
+            let mut names: Vec<String> = Vec::new();
+            let mut index: HashMap<&str, usize> = HashMap::new();
+            let of_slot = slots
+                .iter()
+                .map(|s| {
+                    let v = s.node.labels.get(key)?;
+                    Some(*index.entry(v.as_str()).or_insert_with(|| {
+                        names.push(v.clone());
+                        names.len() - 1
+                    }))
+                })
+                .collect();
+            Domain { of_slot, names }
+        })
+    }
+}
+
+fn term_key(term: &PodTermInfo, owner_ns: &str) -> String {
+    format!(
+        "term\0{owner_ns}\0{}\0{}\0{}",
+        term.all_namespaces,
+        term.namespaces.join(","),
+        term.selector
+    )
 }
 
 /// The outcome of the simulation.
@@ -135,33 +222,45 @@ pub fn place(
     let mut slots: Vec<Slot> = snap
         .nodes
         .iter()
-        .map(|n| Slot {
-            node: n,
-            dark: zone_nodes.contains(n.name.as_str()),
-            free_cpu: n
-                .requested
-                .map(|r| n.cpu_millis.saturating_sub(r.cpu_millis)),
-            free_mem: n
-                .requested
-                .map(|r| n.memory_bytes.saturating_sub(r.memory_bytes)),
-            free_pods: n
-                .requested
-                .filter(|_| n.max_pods > 0)
-                .map(|r| n.max_pods.saturating_sub(r.pods)),
+        .map(|n| {
+            let dark = zone_nodes.contains(n.name.as_str());
+            Slot {
+                node: n,
+                dark,
+                taints: Slot::taints(n, dark),
+                free_cpu: n
+                    .requested
+                    .map(|r| n.cpu_millis.saturating_sub(r.cpu_millis)),
+                free_mem: n
+                    .requested
+                    .map(|r| n.memory_bytes.saturating_sub(r.memory_bytes)),
+                free_pods: n
+                    .requested
+                    .filter(|_| n.max_pods > 0)
+                    .map(|r| n.max_pods.saturating_sub(r.pods)),
+            }
         })
+        .collect();
+    let slot_of: HashMap<&str, usize> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.node.name.as_str(), i))
         .collect();
     let killed_keys: BTreeSet<String> = killed.iter().map(|p| p.key()).collect();
-    // Pods that keep running: peers of the constraints, not killed, not leaving.
-    let mut running: Vec<Placed> = snap
-        .peers
-        .iter()
-        .filter(|p| !p.node.is_empty() && !p.finished && !p.terminating)
-        .filter(|p| !killed_keys.contains(&p.key()))
-        .map(|p| Placed {
-            pod: p,
-            node: p.node.clone(),
-        })
-        .collect();
+    // Pods that keep running: peers of the constraints, not killed, not
+    // leaving, on a node the snapshot knows.
+    let mut running = Running {
+        pods: snap
+            .peers
+            .iter()
+            .filter(|p| !p.node.is_empty() && !p.finished && !p.terminating)
+            .filter(|p| !killed_keys.contains(&p.key()))
+            .filter_map(|p| Some((p, *slot_of.get(p.node.as_str())?)))
+            .collect(),
+        slots: slots.len(),
+        counted: HashMap::new(),
+    };
+    let mut domains = Domains::default();
 
     // Group by workload, in a stable order.
     let mut by_owner: BTreeMap<String, Vec<&PodInfo>> = BTreeMap::new();
@@ -206,16 +305,13 @@ pub fn place(
                 out.pods.insert(pod.key(), why.clone());
                 continue;
             }
-            match choose(req, pod, &slots, &running) {
+            match choose(req, pod, &slots, &mut running, &mut domains) {
                 Ok(i) => {
                     let s = &mut slots[i];
                     s.free_cpu = s.free_cpu.map(|c| c.saturating_sub(pod.cpu_millis));
                     s.free_mem = s.free_mem.map(|m| m.saturating_sub(pod.memory_bytes));
                     s.free_pods = s.free_pods.map(|n| n - 1);
-                    running.push(Placed {
-                        pod,
-                        node: s.node.name.clone(),
-                    });
+                    running.push(pod, i);
                 }
                 Err(why) => {
                     unplaceable += 1;
@@ -237,11 +333,12 @@ pub fn place(
 }
 
 /// The node a replacement of `pod` goes to, or the rule that leaves none.
-fn choose(
+fn choose<'a>(
     req: &Request,
-    pod: &PodInfo,
+    pod: &'a PodInfo,
     slots: &[Slot],
-    running: &[Placed],
+    running: &mut Running<'a>,
+    domains: &mut Domains,
 ) -> Result<usize, String> {
     let mut candidates: Vec<usize> = (0..slots.len())
         .filter(|&i| !slots[i].dark && !slots[i].node.unschedulable && slots[i].node.ready)
@@ -268,7 +365,7 @@ fn choose(
     )?;
     narrow(
         "taints on every remaining node it may use, without tolerations".into(),
-        &|i| tolerated(pod, &slots[i].taints()),
+        &|i| tolerated(pod, &slots[i].taints),
     )?;
     narrow(
         format!(
@@ -284,48 +381,50 @@ fn choose(
                 && s.free_pods.is_none_or(|n| n >= 1)
         },
     )?;
-    let domain = |i: usize, key: &str| slots[i].node.labels.get(key).cloned();
-    let node_of: HashMap<&str, usize> = slots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.node.name.as_str(), i))
-        .collect();
+    let ns = pod.namespace.as_str();
     for term in &pod.anti_affinity {
-        let taken: BTreeSet<String> = running
-            .iter()
-            .filter(|r| term_covers(term, &pod.namespace, r.pod))
-            .filter_map(|r| domain(*node_of.get(r.node.as_str())?, &term.topology_key))
-            .collect();
+        let per_slot = running.counts(term_key(term, ns), move |p| term_covers(term, ns, p));
+        let domain = domains.of(&term.topology_key, slots);
+        let mut taken = vec![false; domain.names.len()];
+        for (i, n) in per_slot.iter().enumerate() {
+            if let (true, Some(d)) = (*n > 0, domain.of_slot[i]) {
+                taken[d] = true;
+            }
+        }
         narrow(
             format!(
                 "required pod anti-affinity ({} {}): every remaining {} already runs a matching pod",
                 term.topology_key, term.selector, term.topology_key
             ),
-            &|i| domain(i, &term.topology_key).is_none_or(|d| !taken.contains(&d)),
+            &|i| domain.of_slot[i].is_none_or(|d| !taken[d]),
         )?;
     }
     for term in &pod.affinity {
-        let matching: Vec<&Placed> = running
-            .iter()
-            .filter(|r| term_covers(term, &pod.namespace, r.pod))
-            .collect();
-        if matching.is_empty() && term_covers(term, &pod.namespace, pod) {
+        let per_slot = running.counts(term_key(term, ns), move |p| term_covers(term, ns, p));
+        if per_slot.iter().all(|n| *n == 0) && term_covers(term, ns, pod) {
             continue; // the first pod of a group that is affine to itself
         }
-        let wanted: BTreeSet<String> = matching
-            .iter()
-            .filter_map(|r| domain(*node_of.get(r.node.as_str())?, &term.topology_key))
-            .collect();
+        let domain = domains.of(&term.topology_key, slots);
+        let mut wanted = vec![false; domain.names.len()];
+        for (i, n) in per_slot.iter().enumerate() {
+            if let (true, Some(d)) = (*n > 0, domain.of_slot[i]) {
+                wanted[d] = true;
+            }
+        }
         narrow(
             format!(
                 "required pod affinity ({} {}): no pod it must run beside is left outside {}",
                 term.topology_key, term.selector, req.zone
             ),
-            &|i| domain(i, &term.topology_key).is_some_and(|d| wanted.contains(&d)),
+            &|i| domain.of_slot[i].is_some_and(|d| wanted[d]),
         )?;
     }
     for c in &pod.spread {
-        let skew = spread_check(pod, c, slots, running, &node_of);
+        let key = format!("spread\0{ns}\0{}", c.selector);
+        let per_slot = running.counts(key, move |p| {
+            p.namespace == ns && c.selector.matches(&p.labels)
+        });
+        let skew = spread_check(pod, c, slots, per_slot, domains.of(&c.topology_key, slots));
         narrow(skew.1.clone(), &|i| skew.0(i))?;
     }
     // Of the nodes left, the one with the most CPU free (spreads load).
@@ -336,64 +435,59 @@ fn choose(
 }
 
 /// The spread filter for one constraint: a predicate on candidate nodes and
-/// the reason it gives when no node passes.
+/// the reason it gives when no node passes. `per_slot`: the running pods the
+/// constraint's selector matches, per slot.
 fn spread_check<'a>(
     pod: &'a PodInfo,
     c: &'a SpreadInfo,
     slots: &'a [Slot],
-    running: &[Placed],
-    node_of: &HashMap<&str, usize>,
+    per_slot: &[u32],
+    domain: &'a Domain,
 ) -> (Box<dyn Fn(usize) -> bool + 'a>, String) {
     let eligible = |i: usize| {
         let s = &slots[i];
-        s.node.labels.contains_key(&c.topology_key)
+        domain.of_slot[i].is_some()
             && (!c.honor_node_affinity || node_affinity_ok(pod, s.node))
-            && (!c.honor_taints || tolerated(pod, &s.taints()))
+            && (!c.honor_taints || tolerated(pod, &s.taints))
     };
-    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    // Domain index → matching pods, for the domains that count.
+    let mut by_domain: Vec<Option<i64>> = vec![None; domain.names.len()];
     for i in (0..slots.len()).filter(|&i| eligible(i)) {
-        counts
-            .entry(slots[i].node.labels[&c.topology_key].clone())
-            .or_default();
+        let d = domain.of_slot[i].expect("eligible slots have the key");
+        *by_domain[d].get_or_insert(0) += per_slot[i] as i64;
     }
-    for r in running {
-        if r.pod.namespace != pod.namespace || !c.selector.matches(&r.pod.labels) {
-            continue;
-        }
-        let Some(&i) = node_of.get(r.node.as_str()) else {
-            continue;
-        };
-        if !eligible(i) {
-            continue;
-        }
-        *counts
-            .entry(slots[i].node.labels[&c.topology_key].clone())
-            .or_default() += 1;
-    }
+    let counts: BTreeMap<&str, i64> = by_domain
+        .iter()
+        .enumerate()
+        .filter_map(|(d, n)| Some((domain.names[d].as_str(), (*n)?)))
+        .collect();
     let mut min = counts.values().copied().min().unwrap_or(0);
     if c.min_domains.is_some_and(|m| (counts.len() as i32) < m) {
         min = 0;
     }
     let self_match = c.selector.matches(&pod.labels) as i64;
-    let empty: Vec<String> = counts
+    let empty: Vec<&str> = counts
         .iter()
         .filter(|(_, n)| **n == min)
-        .map(|(d, _)| d.clone())
+        .map(|(d, _)| *d)
         .collect();
-    let dark_domains: BTreeSet<String> = slots
-        .iter()
-        .filter(|s| s.dark)
-        .filter_map(|s| s.node.labels.get(&c.topology_key).cloned())
+    let dark_domains: BTreeSet<&str> = (0..slots.len())
+        .filter(|&i| slots[i].dark)
+        .filter_map(|i| Some(domain.names[domain.of_slot[i]?].as_str()))
         .collect();
     let mut why = format!(
         "topology spread constraint ({}, maxSkew {}, DoNotSchedule): ",
         c.topology_key, c.max_skew
     );
-    let dark_min: Vec<&String> = empty.iter().filter(|d| dark_domains.contains(*d)).collect();
+    let dark_min: Vec<&str> = empty
+        .iter()
+        .copied()
+        .filter(|d| dark_domains.contains(d))
+        .collect();
     if !dark_min.is_empty() && !c.honor_taints {
         why.push_str(&format!(
             "{} still counts as a domain with {min} matching pods (nodeTaintsPolicy Ignore), so every other domain is already {} over",
-            dark_min.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", "),
+            dark_min.join(", "),
             c.max_skew
         ));
     } else {
@@ -403,13 +497,12 @@ fn spread_check<'a>(
             empty.join(", ")
         ));
     }
-    let key = c.topology_key.clone();
     let max_skew = c.max_skew as i64;
     let ok = move |i: usize| {
-        let Some(d) = slots[i].node.labels.get(&key) else {
+        let Some(d) = domain.of_slot[i] else {
             return false;
         };
-        counts.get(d).copied().unwrap_or(0) + self_match - min <= max_skew
+        by_domain[d].unwrap_or(0) + self_match - min <= max_skew
     };
     (Box::new(ok), why)
 }

@@ -676,6 +676,54 @@ fn required_anti_affinity_per_zone_and_per_host() {
 }
 
 #[test]
+fn each_placed_replacement_counts_for_the_next() {
+    // Per-host anti-affinity; cache-0..4 on a1 b1 c1 a2 b2: losing zone-a
+    // leaves one free host (c2) for two replacements. The first takes it;
+    // the second must see it taken.
+    let term = PodTermInfo {
+        selector: Selector::from_iter([("app".to_string(), "cache".to_string())]),
+        namespaces: vec![],
+        all_namespaces: false,
+        topology_key: "kubernetes.io/hostname".into(),
+    };
+    let mut pods = spread_pods("cache", 5);
+    for p in &mut pods {
+        p.anti_affinity = vec![term.clone()];
+    }
+    let mut snap = scheduled(pods);
+    with_workload(&mut snap, "cache", 5);
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(
+        (p.unplaceable[0].lost, p.unplaceable[0].unplaceable),
+        (2, 1),
+        "{:?}",
+        p.unplaceable
+    );
+
+    // Zone spread with maxSkew 1 and the dark zone not counted: b and c
+    // start even at 1 and 1 (web-1 on b1, web-2 on c1), so the two
+    // replacements must go one to each zone, never both to one.
+    let mut pods = spread_pods("web", 4);
+    for p in &mut pods {
+        let mut c = zone_spread("web", 1);
+        c.honor_taints = true;
+        p.spread = vec![c];
+    }
+    pods[3].node = "a1".into();
+    let mut snap = scheduled(pods);
+    with_workload(&mut snap, "web", 4);
+    let p = plan(&request("zone-a"), &snap);
+    assert!(p.unplaceable.is_empty(), "{:?}", p.unplaceable);
+    // Give zone-c no room: the second replacement would put zone-b 2 over
+    // zone-c, so it stays Pending.
+    for n in snap.nodes.iter_mut().filter(|n| n.name.starts_with('c')) {
+        n.unschedulable = true;
+    }
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(p.unplaceable[0].unplaceable, 1, "{:?}", p.unplaceable);
+}
+
+#[test]
 fn required_pod_affinity_to_pods_that_only_ran_in_the_zone() {
     let term = PodTermInfo {
         selector: Selector::from_iter([("app".to_string(), "db".to_string())]),
