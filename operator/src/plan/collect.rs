@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ListParams};
-use kube::core::{Expression, Selector};
+use kube::core::{Expression, Selector, SelectorExt};
 use kube::{Client, ResourceExt};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How many list/get calls run at once.
 pub const DEFAULT_CONCURRENCY: usize = 32;
@@ -46,6 +46,7 @@ pub async fn snapshot(
     opts: &Options,
 ) -> kube::Result<Snapshot> {
     let conc = opts.concurrency.max(1);
+    let started = std::time::Instant::now();
     let mut nodes = list_nodes(client).await?;
     let zone_nodes: Vec<String> = nodes
         .iter()
@@ -61,6 +62,7 @@ pub async fn snapshot(
             Ok(all)
         })
         .await?;
+    let listed_zone = started.elapsed();
 
     let owners: BTreeSet<OwnerKey> = pods.iter().filter_map(|p| p.owner.clone()).collect();
     let workloads: HashMap<OwnerKey, WorkloadInfo> = stream::iter(owners)
@@ -105,17 +107,37 @@ pub async fn snapshot(
         })
         .collect();
 
-    let surviving_free = if opts.measure_capacity {
-        let zone_set: BTreeSet<&str> = zone_nodes.iter().map(String::as_str).collect();
-        let requested = requested_per_node(client).await?;
-        for n in nodes.iter_mut() {
-            n.requested = Some(requested.get(&n.name).copied().unwrap_or_default());
+    let slo_targets = slo_targets(client, &opts.slos).await?;
+    // Every pod of the cluster is read at most once, node by node: for the
+    // capacity sums and the peers together.
+    let before_scan = started.elapsed();
+    let zone_set: BTreeSet<&str> = zone_nodes.iter().map(String::as_str).collect();
+    let other_nodes: Vec<String> = nodes
+        .iter()
+        .filter(|n| !zone_set.contains(n.name.as_str()))
+        .map(|n| n.name.clone())
+        .collect();
+    let scan = scan_pods(
+        client,
+        &pods,
+        other_nodes,
+        peer_queries(&pods, &slo_targets),
+        opts.measure_capacity,
+        conc,
+    )
+    .await?;
+    let scanned = started.elapsed();
+    let peers = scan.peers;
+    let surviving_free = match scan.requested {
+        Some(requested) => {
+            for n in nodes.iter_mut() {
+                n.requested = Some(requested.get(&n.name).copied().unwrap_or_default());
+            }
+            Some(surviving_capacity(&nodes, |n| {
+                !zone_set.contains(n.name.as_str())
+            }))
         }
-        Some(surviving_capacity(&nodes, |n| {
-            !zone_set.contains(n.name.as_str())
-        }))
-    } else {
-        None
+        None => None,
     };
 
     let leader_node = match &opts.leader_pod {
@@ -125,9 +147,6 @@ pub async fn snapshot(
             .and_then(|p| p.spec?.node_name),
         None => None,
     };
-    let slo_targets = slo_targets(client, &opts.slos).await?;
-    let peers = peers_of(client, &pods, &slo_targets, conc).await?;
-
     // Before the CRDs are installed there are no experiments (404), and
     // `firedrill plan` still works.
     let experiments = match Api::<DataCenterFailure>::all(client.clone())
@@ -163,6 +182,16 @@ pub async fn snapshot(
         None => None,
     };
 
+    tracing::debug!(
+        nodes = nodes.len(),
+        zone_pods = pods.len(),
+        peers = peers.len(),
+        zone_listed_ms = listed_zone.as_millis() as u64,
+        scan_started_ms = before_scan.as_millis() as u64,
+        scan_ms = (scanned - before_scan).as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "planning snapshot read"
+    );
     Ok(Snapshot {
         nodes,
         pods,
@@ -325,78 +354,134 @@ async fn workload_target(
         }))
 }
 
-/// The pods the zone's pods' spread constraints and pod (anti-)affinity
-/// terms count, and the pods behind the SLOs' probes, listed by those
-/// selectors (one list per namespace and selector), never every pod of the
-/// cluster.
-async fn peers_of(
-    client: &Client,
-    pods: &[PodInfo],
-    targets: &[SloTarget],
-    conc: usize,
-) -> kube::Result<Vec<PodInfo>> {
-    let mut queries: BTreeSet<(Option<String>, String)> = BTreeSet::new();
+/// What to look for among the cluster's pods: the pods the zone's pods'
+/// spread constraints and pod (anti-)affinity terms count, and the pods
+/// behind the SLOs' probes. Keyed by (namespace or every namespace, the
+/// selector written out), so each is looked for once.
+type PeerQueries = BTreeMap<(Option<String>, String), Selector>;
+
+fn peer_queries(pods: &[PodInfo], targets: &[SloTarget]) -> PeerQueries {
+    let mut queries = PeerQueries::new();
+    let mut add = |ns: Option<&str>, sel: &Selector| {
+        queries
+            .entry((ns.map(str::to_string), sel.to_string()))
+            .or_insert_with(|| sel.clone());
+    };
     for t in targets
         .iter()
         .flat_map(|t| t.backing.iter().chain(&t.prober))
     {
-        queries.insert((Some(t.namespace.clone()), t.selector.to_string()));
+        add(Some(&t.namespace), &t.selector);
     }
     for p in pods {
         for c in &p.spread {
-            queries.insert((Some(p.namespace.clone()), c.selector.to_string()));
+            add(Some(&p.namespace), &c.selector);
         }
         for t in p.affinity.iter().chain(&p.anti_affinity) {
-            let sel = t.selector.to_string();
             if t.all_namespaces {
-                queries.insert((None, sel));
+                add(None, &t.selector);
             } else if t.namespaces.is_empty() {
-                queries.insert((Some(p.namespace.clone()), sel));
+                add(Some(&p.namespace), &t.selector);
             } else {
                 for ns in &t.namespaces {
-                    queries.insert((Some(ns.clone()), sel.clone()));
+                    add(Some(ns), &t.selector);
                 }
             }
         }
     }
-    list_pods_by(client, queries, conc).await
+    queries
 }
 
-/// Pages of peer pods in flight at once. A selector can name a large share
-/// of the cluster (a spread constraint names every replica of its
-/// Deployment), so only a few pages of full Pod objects are ever held; each
-/// is reduced to its [`PodInfo`] as it arrives.
-const PEER_LISTS_IN_FLIGHT: usize = 4;
+/// What one pass over the cluster's pods found.
+struct PodScan {
+    queries: PeerQueries,
+    /// What the running pods request, per node, when asked for.
+    requested: Option<HashMap<String, Requested>>,
+    /// The pods some query matches, with only what counting them needs.
+    peers: Vec<PodInfo>,
+}
 
-/// Pods matching each (namespace or every namespace, label selector),
-/// deduplicated. Listed page by page.
-pub async fn list_pods_by(
+impl PodScan {
+    fn add(&mut self, info: &PodInfo) {
+        if info.finished {
+            return;
+        }
+        if let Some(requested) = self.requested.as_mut()
+            && !info.node.is_empty()
+        {
+            let r = requested.entry(info.node.clone()).or_default();
+            r.cpu_millis = r.cpu_millis.saturating_add(info.cpu_millis);
+            r.memory_bytes = r.memory_bytes.saturating_add(info.memory_bytes);
+            r.pods += 1;
+        }
+        let wanted = self.queries.iter().any(|((ns, _), sel)| {
+            ns.as_ref().is_none_or(|ns| *ns == info.namespace) && sel.matches(&info.labels)
+        });
+        if wanted {
+            self.peers.push(slim(info));
+        }
+    }
+}
+
+/// One pass over every pod not finished: the requests summed per node when
+/// `sums`, and the pods the queries match, kept in a slim form. The zone's
+/// pods are already read; the rest are listed node by node (`conc` lists in
+/// flight), plus the pods not yet scheduled, each list reduced as it
+/// arrives. Skipped when there is nothing to sum and nothing to look for.
+///
+/// Per-node lists are answered from the API server's watch cache through
+/// its index on `spec.nodeName`, in parallel; a paged list of every pod is
+/// sequential and one label-selector list per query costs far more (each
+/// later page is read by scanning everything after the previous one).
+async fn scan_pods(
     client: &Client,
-    queries: BTreeSet<(Option<String>, String)>,
+    zone_pods: &[PodInfo],
+    other_nodes: Vec<String>,
+    queries: PeerQueries,
+    sums: bool,
     conc: usize,
-) -> kube::Result<Vec<PodInfo>> {
-    let lists: Vec<Vec<PodInfo>> = stream::iter(queries)
-        .map(|(ns, sel)| async move {
-            let api: Api<Pod> = match &ns {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            let mut out = Vec::new();
-            for_each_page(&api, ListParams::default().labels(&sel), |items| {
-                out.extend(items.iter().map(pod_info))
-            })
-            .await?;
-            Ok::<_, kube::Error>(out)
-        })
-        .buffer_unordered(conc.clamp(1, PEER_LISTS_IN_FLIGHT))
-        .try_collect()
-        .await?;
-    let mut seen = BTreeSet::new();
-    Ok(lists
-        .into_iter()
-        .flatten()
-        .filter(|p| seen.insert(p.key()))
-        .collect())
+) -> kube::Result<PodScan> {
+    let mut scan = PodScan {
+        queries,
+        requested: sums.then(HashMap::new),
+        peers: Vec::new(),
+    };
+    if !sums && scan.queries.is_empty() {
+        return Ok(scan);
+    }
+    for p in zone_pods {
+        scan.add(p);
+    }
+    // "" lists the pods no node has taken yet.
+    let mut lists = stream::iter(other_nodes.into_iter().chain([String::new()]))
+        .map(|node| pods_on_node(client, node))
+        .buffer_unordered(conc);
+    while let Some(pods) = lists.try_next().await? {
+        for p in &pods {
+            scan.add(p);
+        }
+    }
+    Ok(scan)
+}
+
+/// A peer as the planner counts it: where it runs, its labels, whether it
+/// is leaving, what owns it. Its own scheduling rules are dropped.
+fn slim(p: &PodInfo) -> PodInfo {
+    PodInfo {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        node: p.node.clone(),
+        labels: p.labels.clone(),
+        owner: p.owner.clone(),
+        node_selector: BTreeMap::new(),
+        required_terms: Vec::new(),
+        pvcs: Vec::new(),
+        tolerations: Vec::new(),
+        spread: Vec::new(),
+        affinity: Vec::new(),
+        anti_affinity: Vec::new(),
+        ..*p
+    }
 }
 
 /// Lists `lp` page by page ([`PAGE`] objects at a time), handing each page
@@ -431,9 +516,12 @@ pub async fn list_nodes(client: &Client) -> kube::Result<Vec<NodeInfo>> {
     Ok(out)
 }
 
-/// The pods bound to one node.
+/// The pods bound to one node (`""`: the pods not scheduled yet), from the
+/// API server's cache.
 pub async fn pods_on_node(client: &Client, node: String) -> kube::Result<Vec<PodInfo>> {
-    let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let lp = ListParams::default()
+        .fields(&format!("spec.nodeName={node}"))
+        .match_any();
     Ok(Api::<Pod>::all(client.clone())
         .list(&lp)
         .await?
@@ -780,28 +868,6 @@ pub fn surviving_capacity(nodes: &[NodeInfo], keep: impl Fn(&NodeInfo) -> bool) 
             .saturating_add(n.memory_bytes.saturating_sub(r.memory_bytes));
     }
     free
-}
-
-/// What the running pods request, per node. Streams every running pod page
-/// by page; only the sums are kept.
-async fn requested_per_node(client: &Client) -> kube::Result<HashMap<String, Requested>> {
-    let api = Api::<Pod>::all(client.clone());
-    let lp = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-    let mut out: HashMap<String, Requested> = HashMap::new();
-    for_each_page(&api, lp, |items| {
-        for p in &items {
-            let info = pod_info(p);
-            if info.node.is_empty() {
-                continue;
-            }
-            let r = out.entry(info.node).or_default();
-            r.cpu_millis = r.cpu_millis.saturating_add(info.cpu_millis);
-            r.memory_bytes = r.memory_bytes.saturating_add(info.memory_bytes);
-            r.pods += 1;
-        }
-    })
-    .await?;
-    Ok(out)
 }
 
 /// The largest quantity the planner counts (2^53, where f64 stops being
