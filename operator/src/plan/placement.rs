@@ -174,6 +174,19 @@ struct Domain {
     names: Vec<String>,
 }
 
+impl Domain {
+    /// Per domain: whether any slot of it has a counted pod.
+    fn occupied(&self, per_slot: &[u32]) -> Vec<bool> {
+        let mut out = vec![false; self.names.len()];
+        for (n, d) in per_slot.iter().zip(&self.of_slot) {
+            if let (true, Some(d)) = (*n > 0, d) {
+                out[*d] = true;
+            }
+        }
+        out
+    }
+}
+
 impl Domains {
     fn of(&mut self, key: &str, slots: &[Slot]) -> &Domain {
         self.by_key.entry(key.to_string()).or_insert_with(|| {
@@ -385,12 +398,7 @@ fn choose<'a>(
     for term in &pod.anti_affinity {
         let per_slot = running.counts(term_key(term, ns), move |p| term_covers(term, ns, p));
         let domain = domains.of(&term.topology_key, slots);
-        let mut taken = vec![false; domain.names.len()];
-        for (i, n) in per_slot.iter().enumerate() {
-            if let (true, Some(d)) = (*n > 0, domain.of_slot[i]) {
-                taken[d] = true;
-            }
-        }
+        let taken = domain.occupied(per_slot);
         narrow(
             format!(
                 "required pod anti-affinity ({} {}): every remaining {} already runs a matching pod",
@@ -405,12 +413,7 @@ fn choose<'a>(
             continue; // the first pod of a group that is affine to itself
         }
         let domain = domains.of(&term.topology_key, slots);
-        let mut wanted = vec![false; domain.names.len()];
-        for (i, n) in per_slot.iter().enumerate() {
-            if let (true, Some(d)) = (*n > 0, domain.of_slot[i]) {
-                wanted[d] = true;
-            }
-        }
+        let wanted = domain.occupied(per_slot);
         narrow(
             format!(
                 "required pod affinity ({} {}): no pod it must run beside is left outside {}",

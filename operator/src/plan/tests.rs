@@ -641,14 +641,19 @@ fn min_domains_counts_missing_domains_as_empty() {
     assert!(p.unplaceable.is_empty(), "{:?}", p.unplaceable);
 }
 
-#[test]
-fn required_anti_affinity_per_zone_and_per_host() {
-    let term = |key: &str| PodTermInfo {
-        selector: Selector::from_iter([("app".to_string(), "cache".to_string())]),
+/// A required pod (anti-)affinity term on `app=<app>` in the pod's own namespace.
+fn app_term(app: &str, key: &str) -> PodTermInfo {
+    PodTermInfo {
+        selector: Selector::from_iter([("app".to_string(), app.to_string())]),
         namespaces: vec![],
         all_namespaces: false,
         topology_key: key.into(),
-    };
+    }
+}
+
+#[test]
+fn required_anti_affinity_per_zone_and_per_host() {
+    let term = |key: &str| app_term("cache", key);
     // One per zone: the zone-a replica has no zone to go to.
     let mut pods = spread_pods("cache", 3);
     for p in &mut pods {
@@ -680,12 +685,7 @@ fn each_placed_replacement_counts_for_the_next() {
     // Per-host anti-affinity; cache-0..4 on a1 b1 c1 a2 b2: losing zone-a
     // leaves one free host (c2) for two replacements. The first takes it;
     // the second must see it taken.
-    let term = PodTermInfo {
-        selector: Selector::from_iter([("app".to_string(), "cache".to_string())]),
-        namespaces: vec![],
-        all_namespaces: false,
-        topology_key: "kubernetes.io/hostname".into(),
-    };
+    let term = app_term("cache", "kubernetes.io/hostname");
     let mut pods = spread_pods("cache", 5);
     for p in &mut pods {
         p.anti_affinity = vec![term.clone()];
@@ -725,12 +725,7 @@ fn each_placed_replacement_counts_for_the_next() {
 
 #[test]
 fn required_pod_affinity_to_pods_that_only_ran_in_the_zone() {
-    let term = PodTermInfo {
-        selector: Selector::from_iter([("app".to_string(), "db".to_string())]),
-        namespaces: vec![],
-        all_namespaces: false,
-        topology_key: ZONE_KEY.into(),
-    };
+    let term = app_term("db", ZONE_KEY);
     let db = PodInfo {
         labels: BTreeMap::from([("app".to_string(), "db".to_string())]),
         required_terms: vec![vec![Requirement {
