@@ -164,7 +164,7 @@ struct PlanArgs {
     /// Only pods matching this label selector.
     #[arg(long, short = 'l')]
     selector: Option<String>,
-    /// Skip the capacity check (it reads every running pod, page by page).
+    /// Skip the capacity check (it reads every running pod, node by node).
     #[arg(long)]
     no_capacity: bool,
     #[arg(long, short = 'o', value_enum, default_value = "table")]

@@ -201,7 +201,7 @@ pub struct Snapshot {
     pub leader_node: Option<String>,
     /// Pods anywhere in the cluster that the zone's pods' spread constraints
     /// and pod (anti-)affinity terms count, and the pods behind the SLOs'
-    /// probes: listed by those selectors only.
+    /// probes, in a slim form (no scheduling rules of their own).
     pub peers: Vec<PodInfo>,
     /// What each SLO's probe depends on, where the cluster tells.
     pub slo_targets: Vec<SloTarget>,
