@@ -3,7 +3,7 @@
 //! when the experiment never got past planning.
 
 use crate::api::DataCenterFailure;
-use crate::fault::{MARK_LABEL, NodeMark, held_nodes, patch_node, restore_patch};
+use crate::fault::{MARK_LABEL, NodeMark, held_nodes, patch_seen_node, restore_patch};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
@@ -13,15 +13,11 @@ use std::collections::HashMap;
 /// Restore every node the experiment with this uid holds. Returns how many were restored.
 pub async fn restore(client: &Client, uid: &str, concurrency: usize) -> Result<i32, crate::Error> {
     let api = Api::<Node>::all(client.clone());
-    let held: Vec<String> = held_nodes(client, uid)
-        .await?
-        .iter()
-        .map(|n| n.name_any())
-        .collect();
+    let held = held_nodes(client, uid).await?;
     let restored = stream::iter(held)
         .map(|node| {
             let api = api.clone();
-            async move { patch_node(&api, &node, |n| Ok(restore_patch(n, uid))).await }
+            async move { patch_seen_node(&api, node, |n| Ok(restore_patch(n, uid))).await }
         })
         .buffer_unordered(concurrency.max(1))
         .try_fold(0, |n, done| async move { Ok(n + done as i32) })
@@ -60,7 +56,7 @@ pub async fn restore_orphans(client: &Client) -> Result<Vec<String>, crate::Erro
         }
         let name = node.name_any();
         tracing::warn!(node = %name, experiment = %experiment, "restoring a node held by an experiment that no longer exists");
-        if patch_node(&nodes, &name, |n| Ok(restore_patch(n, &uid))).await? {
+        if patch_seen_node(&nodes, node, |n| Ok(restore_patch(n, &uid))).await? {
             restored.push(name);
         }
     }
