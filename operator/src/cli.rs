@@ -69,8 +69,9 @@ struct OperatorArgs {
     /// Label selector of the operator's own pods (for the protectOperator guard).
     #[arg(long, default_value = "app.kubernetes.io/name=firedrill")]
     self_selector: String,
-    /// API calls in flight at once for node patches and pod deletes.
-    #[arg(long, default_value_t = 64)]
+    /// API calls in flight at once for node patches and pod deletes (a
+    /// throttled delete, HTTP 429, waits and is tried again).
+    #[arg(long, default_value_t = crate::fault::DEFAULT_WRITE_CONCURRENCY)]
     concurrency: usize,
     /// How long past spec.duration an experiment may run before it is ended and restored.
     #[arg(long, default_value = "2m", value_parser = parse_duration_arg)]

@@ -71,7 +71,7 @@ impl Default for Config {
         Config {
             namespace: None,
             self_selector: None,
-            concurrency: 64,
+            concurrency: crate::fault::DEFAULT_WRITE_CONCURRENCY,
             restore_grace: Duration::from_secs(120),
             injection_timeout: Duration::from_secs(600),
             inject_pause: None,
