@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make image`: the operator's container image as an OCI archive, built with
 # no container engine: a fully static (musl) firedrill binary on an empty
-# base, written by image/oci.py. Prints the archive's path and digests.
+# base, written by image/oci.py; and the node agent's image, the same binary
+# with nft beside it. Prints the archives' paths and digests.
 #
-#   out/firedrill-<version>.oci.tar      (OCI image layout in a tar)
+#   out/firedrill-<version>.oci.tar        (OCI image layout in a tar)
+#   out/firedrill-agent-<version>.oci.tar  (the agent: root, nft and its libraries)
 #
 # Load or push it with skopeo, for example:
 #   skopeo copy oci-archive:out/firedrill-0.1.0.oci.tar docker://REGISTRY/firedrill:0.1.0
@@ -44,3 +46,13 @@ mkdir -p out
 OUT=out/firedrill-$VERSION.oci.tar
 python3 image/oci.py --binary "$BIN" --version "$VERSION" --revision "$REVISION" --out "$OUT"
 echo "[image] $OUT: $(stat -c %s "$OUT") bytes, sha256 $(sha256sum "$OUT" | cut -d' ' -f1)"
+
+# The node agent's image (the chart's agent DaemonSet, for PowerLoss drills):
+# the same binary, run as root, with this machine's nft and its libraries.
+if ! command -v nft >/dev/null 2>&1; then
+  echo "image: nft is missing (Debian package nftables); the agent image carries it; run tests/deps.sh" >&2
+  exit 2
+fi
+AGENT=out/firedrill-agent-$VERSION.oci.tar
+python3 image/oci.py --agent --binary "$BIN" --version "$VERSION" --revision "$REVISION" --out "$AGENT"
+echo "[image] $AGENT: $(stat -c %s "$AGENT") bytes, sha256 $(sha256sum "$AGENT" | cut -d' ' -f1)"

@@ -2,11 +2,18 @@
 """Write a reproducible OCI image archive for the firedrill binary, with no
 container engine: an OCI image layout (oci-layout, index.json, blobs) in a tar.
 
-The image is one layer on an empty base: the static binary, /etc/passwd and
-/etc/group naming uid/gid 65532 (nonroot), its home and /tmp. Every
-timestamp is 0 (or SOURCE_DATE_EPOCH), owners and modes are fixed, entries
-are sorted and gzip has no name or time, so the same binary always gives the
-same digest.
+The operator image is one layer on an empty base: the static binary,
+/etc/passwd and /etc/group naming uid/gid 65532 (nonroot), its home and
+/tmp. Every timestamp is 0 (or SOURCE_DATE_EPOCH), owners and modes are
+fixed, entries are sorted and gzip has no name or time, so the same binary
+always gives the same digest.
+
+With --agent it writes the node agent's image instead: the same binary,
+run as root with `agent` as its command, and beside it the `nft` program
+given by --nft with every shared library it loads (as `ldd` lists them,
+the dynamic loader included), each at the path the loader looks for it.
+The agent programs nftables in its node's network namespace; that needs
+root and nft, and nothing else of a distribution.
 """
 
 import argparse
@@ -15,6 +22,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import subprocess
 import tarfile
 
 UID = 65532
@@ -60,6 +69,35 @@ def canonical(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
+def shared_libraries(program):
+    """The absolute paths of the shared objects `program` loads, the dynamic
+    loader included, as `ldd` resolves them on this machine."""
+    out = subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout
+    paths = []
+    for line in out.splitlines():
+        m = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)", line)
+        if m:
+            paths.append(m.group(1))
+        elif "not found" in line:
+            raise SystemExit(f"{program}: a library is missing: {line.strip()}")
+    if not paths:
+        raise SystemExit(f"{program}: ldd lists no libraries (is it dynamically linked?)")
+    return sorted(set(paths))
+
+
+def with_parents(files):
+    """Directory entries for every parent of `files`, then the files, sorted."""
+    dirs = set()
+    for path, *_ in files:
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            dirs.add("/".join(parts[:i]))
+    entries = {d: (d, "dir", 0o755, 0, None) for d in dirs}
+    for f in files:
+        entries[f[0]] = f
+    return [entries[k] for k in sorted(entries)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--binary", required=True, help="the static firedrill binary")
@@ -68,6 +106,8 @@ def main():
     ap.add_argument("--source", default="https://github.com/firedrill/firedrill")
     ap.add_argument("--arch", default="amd64")
     ap.add_argument("--out", required=True, help="the archive to write (.tar)")
+    ap.add_argument("--agent", action="store_true", help="the node agent's image (root, nft beside the binary)")
+    ap.add_argument("--nft", help="with --agent: the nft program to put in the image (default: the one on PATH)")
     args = ap.parse_args()
 
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
@@ -81,8 +121,26 @@ def main():
     with open(args.binary, "rb") as f:
         binary = f.read()
 
-    layer = tar_bytes(
-        [
+    if args.agent:
+        nft = args.nft or subprocess.run(["sh", "-c", "command -v nft"], capture_output=True, text=True).stdout.strip()
+        if not nft:
+            raise SystemExit("the agent image needs nft (Debian package nftables); none on PATH, and no --nft")
+        nft_version = subprocess.run([nft, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+        files = [("usr/local/bin/firedrill", "file", 0o755, 0, binary)]
+        with open(nft, "rb") as f:
+            files.append(("usr/sbin/nft", "file", 0o755, 0, f.read()))
+        for lib in shared_libraries(nft):
+            with open(lib, "rb") as f:
+                # The content, at the path the loader asks for (no symlinks).
+                files.append((lib.lstrip("/"), "file", 0o755, 0, f.read()))
+        entries = with_parents(files + [("tmp", "dir", 0o1777, 0, None)])
+        user, cmd, path = "0:0", ["agent"], "/usr/local/bin:/usr/sbin"
+        title = "firedrill-agent"
+        description = "The firedrill node agent: cuts its node off the network during a PowerLoss drill"
+        workdir = "/"
+        created_by = f"image/oci.py --agent: firedrill binary, {nft_version} and its libraries"
+    else:
+        entries = [
             ("etc", "dir", 0o755, 0, None),
             ("etc/group", "file", 0o644, 0, GROUP.encode()),
             ("etc/passwd", "file", 0o644, 0, PASSWD.encode()),
@@ -93,14 +151,18 @@ def main():
             ("usr/local", "dir", 0o755, 0, None),
             ("usr/local/bin", "dir", 0o755, 0, None),
             ("usr/local/bin/firedrill", "file", 0o755, 0, binary),
-        ],
-        epoch,
-    )
+        ]
+        user, cmd, path = f"{UID}:{UID}", ["operator"], "/usr/local/bin"
+        title = "firedrill"
+        description = "Rehearse the loss of a whole data center and measure whether services fail over within their SLOs"
+        workdir = "/home/nonroot"
+        created_by = "image/oci.py: firedrill binary, passwd, group"
+    layer = tar_bytes(entries, epoch)
     layer_gz = gzip_bytes(layer)
 
     labels = {
-        "org.opencontainers.image.title": "firedrill",
-        "org.opencontainers.image.description": "Rehearse the loss of a whole data center and measure whether services fail over within their SLOs",
+        "org.opencontainers.image.title": title,
+        "org.opencontainers.image.description": description,
         "org.opencontainers.image.version": args.version,
         "org.opencontainers.image.revision": args.revision,
         "org.opencontainers.image.source": args.source,
@@ -113,15 +175,15 @@ def main():
             "os": "linux",
             "created": created,
             "config": {
-                "User": f"{UID}:{UID}",
+                "User": user,
                 "Entrypoint": ["/usr/local/bin/firedrill"],
-                "Cmd": ["operator"],
-                "Env": ["PATH=/usr/local/bin"],
-                "WorkingDir": "/home/nonroot",
+                "Cmd": cmd,
+                "Env": [f"PATH={path}"],
+                "WorkingDir": workdir,
                 "Labels": labels,
             },
             "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]},
-            "history": [{"created": created, "created_by": "image/oci.py: firedrill binary, passwd, group"}],
+            "history": [{"created": created, "created_by": created_by}],
         }
     )
     manifest = canonical(

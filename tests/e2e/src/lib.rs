@@ -847,6 +847,15 @@ pub fn image_archive() -> PathBuf {
     if let Ok(p) = std::env::var("FIREDRILL_IMAGE") {
         return PathBuf::from(p);
     }
+    archive_in_out("firedrill")
+}
+
+/// The node agent's image archive `make image` writes beside the operator's.
+pub fn agent_image_archive() -> PathBuf {
+    archive_in_out("firedrill-agent")
+}
+
+fn archive_in_out(name: &str) -> PathBuf {
     let cargo = std::fs::read_to_string(repo_root().join("operator/Cargo.toml")).unwrap();
     let version = cargo
         .lines()
@@ -854,7 +863,7 @@ pub fn image_archive() -> PathBuf {
         .and_then(|v| v.strip_suffix('"'))
         .unwrap()
         .to_string();
-    let path = repo_root().join(format!("out/firedrill-{version}.oci.tar"));
+    let path = repo_root().join(format!("out/{name}-{version}.oci.tar"));
     assert!(
         path.exists(),
         "no image archive at {}: build it with `make image` (tests/run-e2e.sh does)",
@@ -865,11 +874,17 @@ pub fn image_archive() -> PathBuf {
 
 /// The version the image archive is tagged with (its only ref name).
 pub fn image_ref_name() -> String {
-    let name = image_archive();
-    let name = name.file_name().unwrap().to_string_lossy();
-    name.trim_start_matches("firedrill-")
-        .trim_end_matches(".oci.tar")
-        .to_string()
+    ref_name_of(&image_archive())
+}
+
+fn ref_name_of(archive: &std::path::Path) -> String {
+    let name = archive.file_name().unwrap().to_string_lossy();
+    let name = name.trim_end_matches(".oci.tar");
+    let version = name
+        .strip_prefix("firedrill-agent-")
+        .or_else(|| name.strip_prefix("firedrill-"))
+        .unwrap_or(name);
+    version.to_string()
 }
 
 /// The image's root filesystem, unpacked once per test process by `umoci
@@ -878,38 +893,48 @@ pub fn image_ref_name() -> String {
 pub fn image_rootfs() -> PathBuf {
     static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
     ROOTFS
-        .get_or_init(|| {
-            let base = std::env::var("FIREDRILL_TESTBED_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| std::env::temp_dir())
-                .join(format!("image-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&base);
-            let layout = base.join("layout");
-            std::fs::create_dir_all(&layout).unwrap();
-            run_ok(
-                Command::new("tar")
-                    .arg("-xf")
-                    .arg(image_archive())
-                    .arg("-C")
-                    .arg(&layout),
-                "unpacking the image archive",
-            );
-            let bundle = base.join("bundle");
-            let mut umoci = Command::new("umoci");
-            umoci.arg("unpack");
-            if euid() != 0 {
-                umoci.arg("--rootless");
-            }
-            run_ok(
-                umoci
-                    .arg("--image")
-                    .arg(format!("{}:{}", layout.display(), image_ref_name()))
-                    .arg(&bundle),
-                "umoci unpack",
-            );
-            bundle.join("rootfs")
-        })
+        .get_or_init(|| unpack(&image_archive(), "image"))
         .clone()
+}
+
+/// The agent image's root filesystem, unpacked as [`image_rootfs`] is.
+pub fn agent_image_rootfs() -> PathBuf {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS
+        .get_or_init(|| unpack(&agent_image_archive(), "agent-image"))
+        .clone()
+}
+
+fn unpack(archive: &std::path::Path, what: &str) -> PathBuf {
+    let base = std::env::var("FIREDRILL_TESTBED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir())
+        .join(format!("{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let layout = base.join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(archive)
+            .arg("-C")
+            .arg(&layout),
+        "unpacking the image archive",
+    );
+    let bundle = base.join("bundle");
+    let mut umoci = Command::new("umoci");
+    umoci.arg("unpack");
+    if euid() != 0 {
+        umoci.arg("--rootless");
+    }
+    run_ok(
+        umoci
+            .arg("--image")
+            .arg(format!("{}:{}", layout.display(), ref_name_of(archive)))
+            .arg(&bundle),
+        "umoci unpack",
+    );
+    bundle.join("rootfs")
 }
 
 /// Run a command to success, or panic with its output.

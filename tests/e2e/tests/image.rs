@@ -1,7 +1,9 @@
 //! The operator image `make image` builds (tests/run-e2e.sh builds it before
 //! the tests): reproducible, digest-valid, configured to run as uid 65532,
 //! with a static binary that works from the image's own root filesystem.
-//! `helm.rs` runs a whole experiment with this image's binary.
+//! `helm.rs` runs a whole experiment with this image's binary. The node
+//! agent's image (the same binary with nft) partitions a network namespace
+//! from its own root filesystem.
 
 use firedrill_e2e::*;
 use serde_json::Value;
@@ -205,4 +207,96 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The node agent's image: the same binary as root, with its own nft and the
+/// libraries nft loads. From the unpacked image alone (a chroot with nothing
+/// of this machine's PATH), inside a network namespace of its own, `agent
+/// cut` installs the partition with the image's nft, a server on that
+/// namespace's loopback stops answering, and `agent lift` brings it back.
+#[test]
+fn the_agent_image_cuts_a_network_namespace_off_with_its_own_nft() {
+    assert_eq!(euid(), 0, "chroot and network namespaces need root");
+    let archive = agent_image_archive();
+    let reference = format!("oci-archive:{}:{}", archive.display(), image_ref_name());
+    let config: Value = serde_json::from_str(&run_ok(
+        Command::new("skopeo").args(["inspect", "--config", &reference]),
+        "skopeo inspect --config (agent)",
+    ))
+    .unwrap();
+    let c = &config["config"];
+    assert_eq!(
+        c["User"], "0:0",
+        "nftables in the host's namespace needs root"
+    );
+    assert_eq!(
+        c["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/firedrill"])
+    );
+    assert_eq!(c["Cmd"], serde_json::json!(["agent"]));
+    assert_eq!(
+        c["Env"],
+        serde_json::json!(["PATH=/usr/local/bin:/usr/sbin"])
+    );
+    assert_eq!(
+        c["Labels"]["org.opencontainers.image.title"],
+        "firedrill-agent"
+    );
+
+    let rootfs = agent_image_rootfs();
+    // The agent's binary is the operator image's, byte for byte.
+    assert!(
+        std::fs::read(rootfs.join("usr/local/bin/firedrill")).unwrap()
+            == std::fs::read(image_rootfs().join("usr/local/bin/firedrill")).unwrap(),
+        "the agent image carries another firedrill binary"
+    );
+    let chroot = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| std::path::PathBuf::from(d).join("chroot"))
+        .find(|p| p.exists())
+        .expect("chroot (coreutils) on PATH");
+    let script = r#"
+in_image() { env -i PATH=/usr/local/bin:/usr/sbin "$CHROOT" "$ROOTFS" "$@"; }
+ip link set lo up
+python3 -c 'import socket
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", 18182)); s.listen(16)
+while True:
+    c,_=s.accept(); c.sendall(b"up\n"); c.close()' &
+server=$!
+trap 'kill $server' EXIT
+sleep 0.5
+try() { python3 -c 'import socket
+s=socket.create_connection(("127.0.0.1", 18182), timeout=1.5)
+print(s.recv(16).decode().strip() or "empty")' 2>/dev/null || echo "timed out"; }
+echo "nft: $(in_image nft --version)"
+echo "before: $(try)"
+in_image firedrill agent cut --until $(( $(date +%s) + 600 )) --no-spare-loopback
+echo "rules: $(in_image nft list table inet firedrill_power_loss | grep -c 'meta time')"
+echo "during: $(try)"
+in_image firedrill agent lift
+echo "tables after lift: $(in_image nft list tables | wc -l)"
+echo "lifted: $(try)"
+"#;
+    let out = Command::new("unshare")
+        .args(["-n", "bash", "-euo", "pipefail", "-c", script])
+        .env("CHROOT", &chroot)
+        .env("ROOTFS", &rootfs)
+        .output()
+        .expect("unshare");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("nft: nftables v"), "{text}");
+    assert!(text.contains("before: up"), "{text}");
+    assert!(text.contains("rules: 3"), "{text}");
+    assert!(
+        text.contains("during: timed out"),
+        "dropped, not refused:\n{text}"
+    );
+    assert!(text.contains("tables after lift: 0"), "{text}");
+    assert!(text.contains("lifted: up"), "{text}");
 }
