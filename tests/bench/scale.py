@@ -427,6 +427,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO, "out/bench"))
     ap.add_argument("--kwok-parallelism", default="16")
     ap.add_argument("--operator-args", default="", help="extra arguments for `firedrill operator`, e.g. '--concurrency=256'")
+    ap.add_argument("--reuse", action="store_true",
+                    help="use the testbed already running in FIREDRILL_TESTBED_DIR (grown to the first size or more) "
+                         "and leave it running")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     sizes = [tuple(int(v) for v in s.split(":")) for s in args.sizes.split(",")]
@@ -448,15 +451,19 @@ def main():
     doc = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "settings": vars(args), "results": []}
     try:
-        log(f"starting the testbed with {sizes[0][0]} nodes")
-        run([TESTBED, "up", str(sizes[0][0])], capture=False)
+        if args.reuse:
+            log(f"using the testbed in {state}")
+        else:
+            log(f"starting the testbed with {sizes[0][0]} nodes")
+            run([TESTBED, "up", str(sizes[0][0])], capture=False)
         for line in run([TESTBED, "env"]).stdout.splitlines():
             m = re.match(r"export (\w+)=(.*)", line)
             if m:
                 os.environ[m.group(1)] = m.group(2).strip("'\"").replace("$PATH", os.environ.get("PATH", ""))
         kubectl("apply", "--server-side", "-f", os.path.join(REPO, "crds"))
-        kubectl("create", "namespace", NS)
-        have = sizes[0][0]
+        if not args.reuse:
+            kubectl("create", "namespace", NS)
+        have = len(kubectl("get", "nodes", "-o", "name").split()) if args.reuse else sizes[0][0]
         best_concurrency = None
         for idx, (nodes, pods) in enumerate(sizes):
             main_size = idx == len(sizes) - 1
@@ -510,7 +517,8 @@ def main():
                 json.dump(doc, f, indent=2)
             log("\n" + markdown({"machine": doc["machine"], "results": [result]}))
     finally:
-        run([TESTBED, "down"], check=False, capture=False)
+        if not args.reuse:
+            run([TESTBED, "down"], check=False, capture=False)
     doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with open(os.path.join(args.out, "bench-results.json"), "w") as f:
         json.dump(doc, f, indent=2)
