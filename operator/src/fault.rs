@@ -1319,16 +1319,11 @@ mod tests {
         assert!(waits.len() > 50, "{} distinct waits", waits.len());
     }
 
-    /// A client whose every request is answered by `respond(n)` for the n-th
-    /// request (0-based); returns the number of requests seen.
-    async fn with_server<F, Fut, T>(
+    /// Kill [`victim`] against a server that answers the n-th request
+    /// (0-based) with `respond(n)`; the outcome and the requests seen.
+    async fn kill_with(
         respond: impl Fn(usize) -> (u16, String) + Send + 'static,
-        run: F,
-    ) -> (T, usize)
-    where
-        F: FnOnce(Client) -> Fut,
-        Fut: std::future::Future<Output = T>,
-    {
+    ) -> (Result<bool, KillError>, usize) {
         let (svc, mut handle) = tower_test::mock::pair::<
             http::Request<kube::client::Body>,
             http::Response<kube::client::Body>,
@@ -1348,7 +1343,9 @@ mod tests {
             }
             n
         });
-        let out = run(Client::new(svc, "default")).await;
+        let client = Client::new(svc, "default");
+        let out = kill(&client, &victim(), Some("u1".into())).await;
+        drop(client);
         (out, server.await.unwrap())
     }
 
@@ -1371,16 +1368,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn throttling_is_waited_out_and_does_not_use_up_the_attempts() {
         let throttled = status(429, "TooManyRequests");
-        let (out, seen) = with_server(
-            move |n| {
-                if n < 12 {
-                    (429, throttled.clone())
-                } else {
-                    (200, DELETED.to_string())
-                }
-            },
-            |client| async move { kill(&client, &victim(), Some("u1".into())).await },
-        )
+        let (out, seen) = kill_with(move |n| {
+            if n < 12 {
+                (429, throttled.clone())
+            } else {
+                (200, DELETED.to_string())
+            }
+        })
         .await;
         assert!(out.unwrap(), "the pod is killed once the throttling stops");
         assert_eq!(seen, 13);
@@ -1390,11 +1384,7 @@ mod tests {
     async fn endless_throttling_gives_up_within_its_budget() {
         let throttled = status(429, "TooManyRequests");
         let start = tokio::time::Instant::now();
-        let (out, seen) = with_server(
-            move |_| (429, throttled.clone()),
-            |client| async move { kill(&client, &victim(), None).await },
-        )
-        .await;
+        let (out, seen) = kill_with(move |_| (429, throttled.clone())).await;
         let err = out.unwrap_err().to_string();
         assert!(err.starts_with("shop/cart-1: HTTP 429"), "{err}");
         assert!(start.elapsed() <= THROTTLE_BUDGET, "{:?}", start.elapsed());
@@ -1409,11 +1399,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn server_errors_are_retried_a_bounded_number_of_times() {
         let broken = status(503, "ServiceUnavailable");
-        let (out, seen) = with_server(
-            move |_| (503, broken.clone()),
-            |client| async move { kill(&client, &victim(), None).await },
-        )
-        .await;
+        let (out, seen) = kill_with(move |_| (503, broken.clone())).await;
         let err = out.unwrap_err().to_string();
         assert!(
             err.contains("HTTP 503") && err.contains("after 5 attempts"),
@@ -1425,19 +1411,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_pod_gone_or_replaced_is_not_a_kill_and_a_refusal_is_not_retried() {
         let gone = status(404, "NotFound");
-        let (out, seen) = with_server(
-            move |_| (404, gone.clone()),
-            |client| async move { kill(&client, &victim(), None).await },
-        )
-        .await;
+        let (out, seen) = kill_with(move |_| (404, gone.clone())).await;
         assert!(!out.unwrap());
         assert_eq!(seen, 1);
         let denied = status(403, "Forbidden");
-        let (out, seen) = with_server(
-            move |_| (403, denied.clone()),
-            |client| async move { kill(&client, &victim(), None).await },
-        )
-        .await;
+        let (out, seen) = kill_with(move |_| (403, denied.clone())).await;
         assert!(out.unwrap_err().to_string().contains("HTTP 403"));
         assert_eq!(seen, 1);
     }

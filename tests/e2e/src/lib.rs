@@ -968,20 +968,24 @@ pub fn euid() -> u32 {
 /// A command that runs the image's `firedrill` the way a container runtime
 /// would: chrooted into the image's root filesystem as uid/gid 65532 with
 /// no environment but `env`. Needs root (chroot).
+/// chroot(8) by absolute path: a child given the image's PATH would search
+/// that instead.
+pub fn chroot_program() -> PathBuf {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| PathBuf::from(d).join("chroot"))
+        .find(|p| p.exists())
+        .expect("chroot (coreutils) on PATH")
+}
+
 pub fn image_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     assert_eq!(
         euid(),
         0,
         "running the image's binary needs root (chroot --userspec)"
     );
-    // By absolute path: the child's PATH (the image's) is searched otherwise.
-    let chroot = std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|d| PathBuf::from(d).join("chroot"))
-        .find(|p| p.exists())
-        .expect("chroot (coreutils) on PATH");
-    let mut cmd = Command::new(chroot);
+    let mut cmd = Command::new(chroot_program());
     cmd.arg("--userspec=65532:65532")
         .arg(image_rootfs())
         .arg("/usr/local/bin/firedrill")

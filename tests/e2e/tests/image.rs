@@ -250,12 +250,6 @@ fn the_agent_image_cuts_a_network_namespace_off_with_its_own_nft() {
             == std::fs::read(image_rootfs().join("usr/local/bin/firedrill")).unwrap(),
         "the agent image carries another firedrill binary"
     );
-    let chroot = std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|d| std::path::PathBuf::from(d).join("chroot"))
-        .find(|p| p.exists())
-        .expect("chroot (coreutils) on PATH");
     let script = r#"
 in_image() { env -i PATH=/usr/local/bin:/usr/sbin "$CHROOT" "$ROOTFS" "$@"; }
 ip link set lo up
@@ -280,7 +274,7 @@ echo "lifted: $(try)"
 "#;
     let out = Command::new("unshare")
         .args(["-n", "bash", "-euo", "pipefail", "-c", script])
-        .env("CHROOT", &chroot)
+        .env("CHROOT", chroot_program())
         .env("ROOTFS", &rootfs)
         .output()
         .expect("unshare");
