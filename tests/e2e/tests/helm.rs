@@ -268,6 +268,10 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
     wait_for("web ready", Duration::from_secs(60), || {
         (ready_pods(&ns.0, "app=web").len() == 3).then_some(())
     });
+    // The probe reads EndpointSlices, which follow the pods a moment later.
+    wait_for("web endpoints ready", Duration::from_secs(60), || {
+        (ready_endpoints(&ns.0, "web") == 3).then_some(())
+    });
 
     // The image's binary, in the image's root filesystem, as its user: the
     // kubeconfig and CA go where it can read them.
