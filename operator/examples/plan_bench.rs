@@ -7,7 +7,7 @@
 
 use firedrill::api::GuardSpec;
 use firedrill::plan::{
-    Capacity, NodeInfo, OwnerKey, PodInfo, Request, Requested, Scope, Snapshot, SpreadInfo,
+    Capacity, Labels, NodeInfo, OwnerKey, PodInfo, Request, Requested, Scope, Snapshot, SpreadInfo,
     parse_selector, plan,
 };
 use std::collections::BTreeMap;
@@ -54,6 +54,8 @@ fn main() {
     let mut placed = vec![0i64; nodes];
     for d in 0..deployments {
         let app = format!("app-{d:02}");
+        // One label set per Deployment, shared as the operator shares it.
+        let labels = Labels::new(BTreeMap::from([("app".to_string(), app.clone())]));
         let spread = SpreadInfo {
             max_skew: 1,
             topology_key: ZONE_KEY.into(),
@@ -69,7 +71,7 @@ fn main() {
                 namespace: "bench".into(),
                 name: format!("{app}-{r:05}"),
                 node: snap.nodes[n].name.clone(),
-                labels: BTreeMap::from([("app".to_string(), app.clone())]),
+                labels: labels.clone(),
                 owner: Some(OwnerKey {
                     kind: "ReplicaSet".into(),
                     namespace: "bench".into(),
@@ -81,10 +83,15 @@ fn main() {
                 spread: vec![spread.clone()],
                 ..Default::default()
             };
+            // Peers are kept without their own scheduling rules.
+            let peer = PodInfo {
+                spread: Vec::new(),
+                ..pod.clone()
+            };
             if n % 3 == 0 {
-                snap.pods.push(pod.clone());
+                snap.pods.push(pod);
             }
-            snap.peers.push(pod);
+            snap.peers.push(peer);
         }
     }
     for (n, count) in snap.nodes.iter_mut().zip(placed) {

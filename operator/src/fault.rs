@@ -567,21 +567,16 @@ pub async fn kill_pods_on(
         ListFailed(kube::Error),
     }
     let conc = concurrency.max(1);
-    let pods = Api::<Pod>::all(client.clone());
     let found = stream::iter(nodes.iter().cloned())
         .map(|node| {
-            let pods = pods.clone();
-            async move {
-                let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
-                pods.list(&lp).await
-            }
+            let client = client.clone();
+            async move { crate::plan::lite::pods_on_node(&client, &node, false).await }
         })
         .buffer_unordered(conc.min(32))
         .flat_map(|list| {
             let found: Vec<Found> = match list {
                 Err(e) => vec![Found::ListFailed(e)],
                 Ok(list) => list
-                    .items
                     .into_iter()
                     .filter_map(|p| {
                         let info = collect::pod_info(&p);

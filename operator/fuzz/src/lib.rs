@@ -661,8 +661,12 @@ fn cluster_inner(u: &mut Unstructured) -> Result<()> {
                 "conditions": [{"type": "Ready", "status": pick(u, &["True", "False"])?}],
             },
         });
+        // The slim list parser reads every pod as the full type does.
+        let lite = plan::lite::parse_list(&json!({"items": [&pod]}).to_string()).unwrap();
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
-        all_pods.push(plan::collect::pod_info(&pod));
+        let info = plan::collect::pod_info(&pod);
+        assert_eq!(plan::collect::pod_info(&lite[0]), info);
+        all_pods.push(info);
     }
     let zone_nodes: BTreeSet<String> = nodes
         .iter()

@@ -5,8 +5,9 @@
 //! sums and slim peers are kept.
 
 use super::{
-    Capacity, NodeInfo, OwnerKey, PdbInfo, PodInfo, PodTermInfo, Requested, Requirement, SloTarget,
-    Snapshot, SpreadInfo, TaintInfo, Target, TolerationInfo, VolumeTopology, WorkloadInfo,
+    Capacity, LabelSets, Labels, NodeInfo, OwnerKey, PdbInfo, PodInfo, PodTermInfo, Requested,
+    Requirement, SloTarget, Snapshot, SpreadInfo, TaintInfo, Target, TolerationInfo,
+    VolumeTopology, WorkloadInfo,
 };
 use crate::api::{DataCenterFailure, Phase, SloSpec, WorkloadKind};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -55,14 +56,19 @@ pub async fn snapshot(
         .map(|n| n.name.clone())
         .collect();
 
-    let pods: Vec<PodInfo> = stream::iter(zone_nodes.iter().cloned())
+    let mut label_sets = LabelSets::default();
+    let mut pods: Vec<PodInfo> = Vec::new();
+    let mut lists = stream::iter(zone_nodes.iter().cloned())
         .map(|node| pods_on_node(client, node))
-        .buffer_unordered(conc)
-        .try_fold(Vec::new(), |mut all, mut some| async move {
-            all.append(&mut some);
-            Ok(all)
-        })
-        .await?;
+        .buffer_unordered(conc);
+    while let Some(some) = lists.try_next().await? {
+        pods.extend(some.into_iter().map(|mut p| {
+            p.labels = label_sets.share(&p.labels);
+            p
+        }));
+    }
+    drop(lists);
+    pods.shrink_to_fit();
     let listed_zone = started.elapsed();
 
     let owners: BTreeSet<OwnerKey> = pods.iter().filter_map(|p| p.owner.clone()).collect();
@@ -125,6 +131,7 @@ pub async fn snapshot(
         peer_queries(&pods, &slo_targets),
         opts.measure_capacity,
         conc,
+        label_sets,
     )
     .await?;
     let scan_ms = scan_started.elapsed().as_millis() as u64;
@@ -399,6 +406,7 @@ struct PodScan {
     requested: Option<HashMap<String, Requested>>,
     /// The pods some query matches, with only what counting them needs.
     peers: Vec<PodInfo>,
+    label_sets: LabelSets,
 }
 
 impl PodScan {
@@ -418,7 +426,9 @@ impl PodScan {
             ns.as_ref().is_none_or(|ns| *ns == info.namespace) && sel.matches(&info.labels)
         });
         if wanted {
-            self.peers.push(slim(info));
+            let mut peer = slim(info);
+            peer.labels = self.label_sets.share(&info.labels);
+            self.peers.push(peer);
         }
     }
 }
@@ -440,11 +450,13 @@ async fn scan_pods(
     queries: PeerQueries,
     sums: bool,
     conc: usize,
+    label_sets: LabelSets,
 ) -> kube::Result<PodScan> {
     let mut scan = PodScan {
         queries,
         requested: sums.then(HashMap::new),
         peers: Vec::new(),
+        label_sets,
     };
     if !sums && scan.queries.is_empty() {
         return Ok(scan);
@@ -461,6 +473,7 @@ async fn scan_pods(
             scan.add(p);
         }
     }
+    scan.peers.shrink_to_fit();
     Ok(scan)
 }
 
@@ -519,13 +532,8 @@ pub async fn list_nodes(client: &Client) -> kube::Result<Vec<NodeInfo>> {
 /// The pods bound to one node (`""`: the pods not scheduled yet), from the
 /// API server's cache.
 pub async fn pods_on_node(client: &Client, node: String) -> kube::Result<Vec<PodInfo>> {
-    let lp = ListParams::default()
-        .fields(&format!("spec.nodeName={node}"))
-        .match_any();
-    Ok(Api::<Pod>::all(client.clone())
-        .list(&lp)
+    Ok(super::lite::pods_on_node(client, &node, true)
         .await?
-        .items
         .iter()
         .map(pod_info)
         .collect())
@@ -648,7 +656,7 @@ pub fn pod_info(p: &Pod) -> PodInfo {
                 .collect()
         })
         .unwrap_or_default();
-    let labels = p.labels().clone();
+    let labels = Labels::new(p.labels().clone());
     let affinity = spec.and_then(|s| s.affinity.as_ref());
     let required =
         |terms: Option<&Vec<k8s_openapi::api::core::v1::PodAffinityTerm>>| -> Vec<PodTermInfo> {
@@ -719,7 +727,7 @@ pub fn pod_info(p: &Pod) -> PodInfo {
         node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
         labels,
         owner,
-        mirror: p.annotations().contains_key("kubernetes.io/config.mirror"),
+        mirror: p.annotations().contains_key(super::lite::MIRROR_ANNOTATION),
         ready: status
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),

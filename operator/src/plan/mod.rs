@@ -13,6 +13,7 @@
 //! - and whether a guard refuses the experiment.
 
 pub mod collect;
+pub mod lite;
 pub mod placement;
 
 use crate::api::{
@@ -126,7 +127,9 @@ pub struct PodInfo {
     pub namespace: String,
     pub name: String,
     pub node: String,
-    pub labels: BTreeMap<String, String>,
+    /// Shared: the replicas of a workload carry the same labels, and the
+    /// planner holds one copy of each set (see [`LabelSets`]).
+    pub labels: Labels,
     pub owner: Option<OwnerKey>,
     /// A static pod's mirror: the API server cannot delete the real one.
     pub mirror: bool,
@@ -147,6 +150,26 @@ pub struct PodInfo {
     pub anti_affinity: Vec<PodTermInfo>,
     /// Being deleted already.
     pub terminating: bool,
+}
+
+/// A pod's labels, shared between pods that carry the same set.
+pub type Labels = std::sync::Arc<BTreeMap<String, String>>;
+
+/// One copy of each distinct label set: at 30,000 pods the replicas of 30
+/// Deployments carry 30 sets, and a set held per pod would weigh more than
+/// the rest of the pod's record.
+#[derive(Default)]
+pub struct LabelSets(std::collections::HashSet<Labels>);
+
+impl LabelSets {
+    /// The shared copy of `labels`.
+    pub fn share(&mut self, labels: &Labels) -> Labels {
+        if let Some(known) = self.0.get(labels) {
+            return known.clone();
+        }
+        self.0.insert(labels.clone());
+        labels.clone()
+    }
 }
 
 impl PodInfo {

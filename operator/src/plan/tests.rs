@@ -23,10 +23,10 @@ fn pod(ns: &str, name: &str, node: &str, owner: Option<(&str, &str)>) -> PodInfo
         namespace: ns.into(),
         name: name.into(),
         node: node.into(),
-        labels: BTreeMap::from([(
+        labels: Labels::new(BTreeMap::from([(
             "app".to_string(),
             name.split('-').next().unwrap().to_string(),
-        )]),
+        )])),
         owner: owner.map(|(kind, n)| OwnerKey {
             kind: kind.into(),
             namespace: ns.into(),
@@ -508,7 +508,7 @@ fn spread_pods(app: &str, n: usize) -> Vec<PodInfo> {
     let nodes = ["a1", "b1", "c1", "a2", "b2", "c2"];
     (0..n)
         .map(|i| PodInfo {
-            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            labels: Labels::new(BTreeMap::from([("app".to_string(), app.to_string())])),
             ..pod(
                 "shop",
                 &format!("{app}-{i}"),
@@ -727,7 +727,7 @@ fn each_placed_replacement_counts_for_the_next() {
 fn required_pod_affinity_to_pods_that_only_ran_in_the_zone() {
     let term = app_term("db", ZONE_KEY);
     let db = PodInfo {
-        labels: BTreeMap::from([("app".to_string(), "db".to_string())]),
+        labels: Labels::new(BTreeMap::from([("app".to_string(), "db".to_string())])),
         required_terms: vec![vec![Requirement {
             key: ZONE_KEY.into(),
             operator: "In".into(),
@@ -864,7 +864,7 @@ fn an_slo_is_predicted_from_the_pods_behind_its_probe_only() {
     }
     pods.extend(spread_pods("api", 3));
     let cart = PodInfo {
-        labels: BTreeMap::from([("app".to_string(), "cart".to_string())]),
+        labels: Labels::new(BTreeMap::from([("app".to_string(), "cart".to_string())])),
         node_selector: BTreeMap::from([(ZONE_KEY.to_string(), "zone-a".to_string())]),
         ..pod("shop", "cart-0", "a1", Some(("ReplicaSet", "cart-5d")))
     };
@@ -935,7 +935,10 @@ fn an_slo_is_predicted_from_the_pods_behind_its_probe_only() {
 #[test]
 fn a_prometheus_that_runs_only_in_the_zone_makes_the_slo_unmeasurable() {
     let prom = PodInfo {
-        labels: BTreeMap::from([("app".to_string(), "prometheus".to_string())]),
+        labels: Labels::new(BTreeMap::from([(
+            "app".to_string(),
+            "prometheus".to_string(),
+        )])),
         ..pod(
             "monitoring",
             "prometheus-0",
@@ -1016,7 +1019,7 @@ fn power_loss_refuses_while_the_leader_runs_in_the_zone() {
 #[test]
 fn under_power_loss_nothing_is_spared_and_statefulset_pods_stay_stuck() {
     let db = PodInfo {
-        labels: BTreeMap::from([("app".to_string(), "db".to_string())]),
+        labels: Labels::new(BTreeMap::from([("app".to_string(), "db".to_string())])),
         ..pod("shop", "db-0", "a1", Some(("StatefulSet", "db")))
     };
     let system = pod("kube-system", "dns-1", "a1", None);
