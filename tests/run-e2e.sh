@@ -5,10 +5,14 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export FIREDRILL_TESTBED_DIR=${FIREDRILL_E2E_TESTBED_DIR:-$(mktemp -d /tmp/firedrill-e2e.XXXXXX)}
 NODES=${FIREDRILL_E2E_NODES:-6}
+# What the tests write (operator logs, reports, kubeconfigs) goes in a scratch
+# directory of this run, removed with the testbed; failures print what matters.
+SCRATCH=$(mktemp -d /tmp/firedrill-e2e-scratch.XXXXXX)
+chmod 755 "$SCRATCH"
 
 cleanup() {
   "$HERE/testbed/testbed.sh" down || true
-  [[ -n ${FIREDRILL_KEEP_TESTBED_STATE:-} ]] || rm -rf "$FIREDRILL_TESTBED_DIR"
+  [[ -n ${FIREDRILL_KEEP_TESTBED_STATE:-} ]] || rm -rf "$FIREDRILL_TESTBED_DIR" "$SCRATCH"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -19,4 +23,4 @@ export FIREDRILL_TESTBED_KUBECONFIG=$KUBECONFIG
 cargo build -p firedrill
 # The operator image (static musl binary); image.rs and helm.rs test it.
 "$HERE/../image/build.sh"
-cargo test --no-fail-fast -p firedrill-e2e "$@"
+TMPDIR=$SCRATCH cargo test --no-fail-fast -p firedrill-e2e "$@"
