@@ -444,6 +444,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO, "out/bench"))
     ap.add_argument("--kwok-parallelism", default="16")
     ap.add_argument("--operator-args", default="", help="extra arguments for `firedrill operator`, e.g. '--concurrency=256'")
+    ap.add_argument("--operator-binary",
+                    help="the firedrill binary to bench (default: this checkout's release build), e.g. the image's "
+                         "static musl build, to measure the allocator that ships")
     ap.add_argument("--reuse", action="store_true",
                     help="use the testbed already running in FIREDRILL_TESTBED_DIR (grown to the first size or more) "
                          "and leave it running")
@@ -458,7 +461,7 @@ def main():
     env = dict(os.environ, CARGO_TARGET_DIR=target)
     log("building the operator and the parallel deleter (release)")
     run(["cargo", "build", "--release", "-q", "-p", "firedrill", "--bin", "firedrill", "--example", "bench_deleter"], env=env, capture=False)
-    binary = os.path.join(target, "release/firedrill")
+    binary = args.operator_binary or os.path.join(target, "release/firedrill")
     deleter = os.path.join(target, "release/examples/bench_deleter")
 
     state = os.environ.get("FIREDRILL_TESTBED_DIR") or run(["mktemp", "-d", "/tmp/firedrill-bench.XXXXXX"]).stdout.strip()
