@@ -1033,3 +1033,17 @@ fn under_power_loss_nothing_is_spared_and_statefulset_pods_stay_stuck() {
     );
     assert_eq!(p.slo_predictions[0].verdict, Some(Verdict::Failed));
 }
+
+#[test]
+fn equal_label_sets_are_held_once() {
+    let mut sets = LabelSets::default();
+    let web = || Labels::new(BTreeMap::from([("app".to_string(), "web".to_string())]));
+    let (a, b) = (sets.share(&web()), sets.share(&web()));
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    let db = sets.share(&Labels::new(BTreeMap::from([(
+        "app".to_string(),
+        "db".to_string(),
+    )])));
+    assert!(!std::sync::Arc::ptr_eq(&a, &db));
+    assert_eq!(db.get("app").map(String::as_str), Some("db"));
+}
