@@ -965,9 +965,6 @@ pub fn euid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-/// A command that runs the image's `firedrill` the way a container runtime
-/// would: chrooted into the image's root filesystem as uid/gid 65532 with
-/// no environment but `env`. Needs root (chroot).
 /// chroot(8) by absolute path: a child given the image's PATH would search
 /// that instead.
 pub fn chroot_program() -> PathBuf {
@@ -979,6 +976,9 @@ pub fn chroot_program() -> PathBuf {
         .expect("chroot (coreutils) on PATH")
 }
 
+/// A command that runs the image's `firedrill` the way a container runtime
+/// would: chrooted into the image's root filesystem as uid/gid 65532 with
+/// no environment but `env`. Needs root (chroot).
 pub fn image_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     assert_eq!(
         euid(),
