@@ -67,7 +67,6 @@ pub async fn snapshot(
             p
         }));
     }
-    drop(lists);
     pods.shrink_to_fit();
     let listed_zone = started.elapsed();
 
