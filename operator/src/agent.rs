@@ -14,7 +14,7 @@
 //! even if the agent died or never hears from the API server again. The
 //! agent also deletes the table then, and whenever the label goes.
 
-use crate::fault::{AGENT_LABEL, POWER_LABEL};
+use crate::api::{AGENT_LABEL, POWER_LABEL};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};

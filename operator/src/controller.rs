@@ -20,6 +20,7 @@ use crate::api::{
     ABORT_ANNOTATION, DataCenterFailure, DataCenterFailureSpec, DataCenterFailureStatus, FINALIZER,
     FaultMode, FaultStatus, MAX_LISTED, Phase, PhaseTransition, Verdict, parse_duration,
 };
+use crate::event::publish;
 use crate::exclusion;
 use crate::fault::{self, Experiment, Injected, Injection, Keep, KeeperEnd, KeeperState};
 use crate::metrics::{ErrorLabel, METRICS, PhaseLabel, SloLabel, VerdictLabel};
@@ -29,13 +30,12 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -43,7 +43,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// The field manager for everything the operator writes.
-pub const MANAGER: &str = "firedrill";
 
 /// Operator settings.
 #[derive(Clone, Debug)]
@@ -255,35 +254,6 @@ impl Context {
         for uid in uids {
             self.stop_tasks(&uid);
         }
-    }
-}
-
-/// Publish an Event through the one shared recorder. Notes over 1 kB are
-/// rejected by the API server, so longer ones are cut.
-pub(crate) async fn publish(
-    recorder: &Recorder,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-    type_: EventType,
-    reason: &str,
-    mut note: String,
-) {
-    if note.len() > 1000 {
-        let mut cut = 997;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-        note.push_str("...");
-    }
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&ev, reference).await {
-        tracing::warn!(error = %e, "cannot publish event");
     }
 }
 
@@ -559,20 +529,9 @@ impl<'a> Drill<'a> {
     /// from: if anything changed the object meanwhile, the write fails with a
     /// conflict and the reconcile starts again from a fresh read.
     async fn write(&mut self) -> Result<()> {
-        let patch = json!({
-            "apiVersion": "chaos.firedrill.dev/v1alpha1",
-            "kind": "DataCenterFailure",
-            "metadata": {"name": self.exp.name, "resourceVersion": self.rv},
-            "status": self.st,
-        });
-        let written = self
-            .api
-            .patch_status(
-                &self.exp.name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        let written =
+            crate::api::write_status(&self.api, &self.exp.name, self.rv.as_deref(), &self.st)
+                .await?;
         self.rv = written.resource_version();
         Ok(())
     }

@@ -37,13 +37,7 @@ pub const MARK_LABEL: &str = "chaos.firedrill.dev/experiment";
 pub const MARK_ANNOTATION: &str = "chaos.firedrill.dev/prior-state";
 /// Key of the taint that keeps the zone dark; its value is the same as the mark label's.
 pub const TAINT_KEY: &str = "chaos.firedrill.dev/zone-down";
-/// Label that cuts a node's power (PowerLoss mode); its value is the Unix
-/// second at which the node agent restores power on its own, even if it
-/// cannot reach the API server (its dead-man timer).
-pub const POWER_LABEL: &str = "chaos.firedrill.dev/power-loss";
-/// Label the node agent puts on each node it runs on: PowerLoss can only be
-/// rehearsed where it is.
-pub const AGENT_LABEL: &str = "chaos.firedrill.dev/agent";
+use crate::api::POWER_LABEL;
 
 /// The longest label (and taint) value Kubernetes accepts.
 const MAX_LABEL_VALUE: usize = 63;

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod event;
 pub mod exclusion;
 pub mod fault;
 pub mod leader;

@@ -112,7 +112,7 @@ pub async fn save_planned_nodes(
         nodes: nodes.to_vec(),
     })
     .unwrap();
-    apply_key(client, ns, obj, crate::controller::MANAGER, PLAN_KEY, text).await
+    apply_key(client, ns, obj, crate::api::MANAGER, PLAN_KEY, text).await
 }
 
 /// The nodes the plan found, if planning recorded them.

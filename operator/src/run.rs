@@ -8,7 +8,7 @@ use crate::probe::{self, Recording};
 use crate::report;
 use crate::slo::Outcome;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -124,8 +124,8 @@ pub async fn apply(client: &Client, exp: &DataCenterFailure) -> anyhow::Result<D
         }
     }
     let mut body = serde_json::to_value(exp)?;
-    body["apiVersion"] = "chaos.firedrill.dev/v1alpha1".into();
-    body["kind"] = "DataCenterFailure".into();
+    body["apiVersion"] = DataCenterFailure::api_version(&()).into();
+    body["kind"] = DataCenterFailure::kind(&()).into();
     if let Some(m) = body["metadata"].as_object_mut() {
         for k in [
             "resourceVersion",

@@ -22,7 +22,7 @@ use crate::{Error, Result};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -273,7 +273,7 @@ async fn event(
     reason: &str,
     note: String,
 ) {
-    crate::controller::publish(&ctx.recorder, &sched.object_ref(&()), type_, reason, note).await;
+    crate::event::publish(&ctx.recorder, &sched.object_ref(&()), type_, reason, note).await;
 }
 
 async fn reconcile(sched: Arc<DataCenterFailureSchedule>, ctx: Arc<Ctx>) -> Result<Action> {
@@ -343,13 +343,7 @@ async fn reconcile(sched: Arc<DataCenterFailureSchedule>, ctx: Arc<Ctx>) -> Resu
         Ok(d) => d,
         Err(msg) => {
             event(&ctx, &sched, EventType::Warning, "InvalidSchedule", msg).await;
-            let patch = serde_json::json!({"apiVersion": "chaos.firedrill.dev/v1alpha1", "kind": "DataCenterFailureSchedule", "status": st});
-            api.patch_status(
-                &name,
-                &PatchParams::apply(crate::controller::MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+            crate::api::write_status(&api, &name, None, &st).await?;
             return Ok(Action::requeue(Duration::from_secs(300)));
         }
     };
@@ -401,13 +395,7 @@ async fn reconcile(sched: Arc<DataCenterFailureSchedule>, ctx: Arc<Ctx>) -> Resu
         st.active.dedup();
     }
     st.active.truncate(crate::api::MAX_LISTED);
-    let patch = serde_json::json!({"apiVersion": "chaos.firedrill.dev/v1alpha1", "kind": "DataCenterFailureSchedule", "status": st});
-    api.patch_status(
-        &name,
-        &PatchParams::apply(crate::controller::MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    crate::api::write_status(&api, &name, None, &st).await?;
     Ok(Action::requeue(decision.requeue))
 }
 

@@ -556,7 +556,7 @@ fn cluster_inner(u: &mut Unstructured) -> Result<()> {
             );
         }
         if u.arbitrary()? {
-            l.insert(firedrill::fault::AGENT_LABEL.to_string(), "true".into());
+            l.insert(firedrill::api::AGENT_LABEL.to_string(), "true".into());
         }
         let taints: Vec<Value> = (0..u.int_in_range(0..=2u8)?)
             .map(|_| {

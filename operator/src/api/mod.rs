@@ -29,6 +29,49 @@ pub const FINALIZER: &str = "chaos.firedrill.dev/restore";
 /// Annotation that asks a running experiment to stop and restore the zone now.
 pub const ABORT_ANNOTATION: &str = "chaos.firedrill.dev/abort";
 
+/// The field manager of every server-side apply firedrill makes.
+pub const MANAGER: &str = "firedrill";
+
+/// Label that cuts a node's power (PowerLoss mode); its value is the Unix
+/// second at which the node agent restores power on its own, even if it
+/// cannot reach the API server (its dead-man timer).
+pub const POWER_LABEL: &str = "chaos.firedrill.dev/power-loss";
+
+/// Label the node agent puts on each node it runs on: PowerLoss can only be
+/// rehearsed where it is.
+pub const AGENT_LABEL: &str = "chaos.firedrill.dev/agent";
+
+/// Write the status of a firedrill resource by server-side apply under
+/// [`MANAGER`], with the type's own apiVersion and kind (the API server refuses
+/// an apply patch without them). With `resource_version`, the write is
+/// conditional: it fails with a conflict if the object changed since it was read.
+pub async fn write_status<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    resource_version: Option<&str>,
+    status: &impl serde::Serialize,
+) -> kube::Result<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut metadata = serde_json::json!({ "name": name });
+    if let Some(rv) = resource_version {
+        metadata["resourceVersion"] = rv.into();
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": metadata,
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::apply(MANAGER).force(),
+        &kube::api::Patch::Apply(&patch),
+    )
+    .await
+}
+
 /// The CEL rule bounding a duration field. It only evaluates `duration()` on
 /// strings that match the schema's pattern, so a malformed value gets the one
 /// clear pattern error instead of a CEL conversion error on top.

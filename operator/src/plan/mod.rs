@@ -590,7 +590,7 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
             .nodes
             .iter()
             .filter(|n| zone_nodes.contains(n.name.as_str()))
-            .filter(|n| !n.labels.contains_key(crate::fault::AGENT_LABEL))
+            .filter(|n| !n.labels.contains_key(crate::api::AGENT_LABEL))
             .map(|n| n.name.clone())
             .collect(),
         capacity_free: snap.surviving_free,

@@ -981,7 +981,7 @@ fn power_request(zone: &str) -> Request {
 fn with_agents(mut snap: Snapshot) -> Snapshot {
     for n in &mut snap.nodes {
         n.labels
-            .insert(crate::fault::AGENT_LABEL.into(), "0.1.0".into());
+            .insert(crate::api::AGENT_LABEL.into(), "0.1.0".into());
     }
     snap
 }
@@ -989,7 +989,7 @@ fn with_agents(mut snap: Snapshot) -> Snapshot {
 #[test]
 fn power_loss_needs_the_agent_on_every_node_of_the_zone() {
     let mut snap = with_agents(cluster());
-    snap.nodes[1].labels.remove(crate::fault::AGENT_LABEL);
+    snap.nodes[1].labels.remove(crate::api::AGENT_LABEL);
     let req = power_request("zone-a");
     let p = plan(&req, &snap);
     let refusal = check_guards(&req, &p, &snap).unwrap_err().0;
