@@ -23,6 +23,7 @@ pub mod restore;
 pub mod run;
 pub mod schedule;
 pub mod slo;
+pub mod spec;
 pub mod verdict;
 
 /// Everything that can go wrong in the operator.

@@ -265,7 +265,10 @@ fn spec_inner(u: &mut Unstructured) -> Result<()> {
     } else {
         None
     };
-    match firedrill::controller::parse_spec(&exp.spec, namespace) {
+    if let Err(why) = firedrill::probe::check_spec(&exp.spec) {
+        assert!(!why.trim().is_empty(), "refused without a reason");
+    }
+    match firedrill::spec::parse(&exp.spec, namespace) {
         Ok(p) => {
             // Accepted: the scope and duration are what the spec says.
             assert_eq!(

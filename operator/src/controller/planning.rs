@@ -1,0 +1,110 @@
+//! Pending → Planning → Baseline: read the cluster, plan the loss of the
+//! zone, check the guards, claim the one-zone-at-a-time turn. Nothing in the
+//! cluster is changed here; a refusal ends the experiment Failed with the
+//! reason, and a dry run ends Completed with the plan.
+
+use super::drill::{Drill, Step};
+use crate::api::Phase;
+use crate::plan::{self, Plan, Request, collect};
+use crate::spec::Checked;
+use crate::{Result, exclusion, record};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::EventType;
+
+impl Drill<'_> {
+    pub(super) async fn pending(&mut self, now: Timestamp) -> Result<Step> {
+        let zone = self.obj.spec.zone.clone();
+        self.enter(Phase::Planning, now, format!("planning the loss of {zone}"));
+        self.write().await?;
+        Ok(Step::Next)
+    }
+
+    pub(super) async fn planning(&mut self, spec: &Checked, now: Timestamp) -> Result<Step> {
+        let req = self.request(spec);
+        let snap = collect::snapshot(
+            &self.ctx.client,
+            &req.zone,
+            &req.topology_key,
+            &self.snapshot_options(),
+        )
+        .await?;
+        let p = plan::plan(&req, &snap);
+        self.st.plan = Some(p.summary());
+        let mut refusal = plan::check_guards(&req, &p, &snap).err().map(|r| r.0);
+        if refusal.is_none() {
+            refusal = self.claim_turn(&req).await?;
+        }
+        if let Some(refusal) = refusal {
+            let msg = format!("refused: {refusal}; nothing was changed");
+            self.finish(Phase::Failed, "Refused", &msg, now);
+            self.write().await?;
+            self.event(EventType::Warning, "Refused", refusal).await;
+            return Ok(Step::Next);
+        }
+        self.planned(&p, now).await
+    }
+
+    /// What planning reads of the cluster.
+    fn snapshot_options(&self) -> collect::Options {
+        let config = &self.ctx.config;
+        collect::Options {
+            measure_capacity: self.obj.spec.guards.require_capacity,
+            experiment: Some(self.exp.name.clone()),
+            operator_pods: config.namespace.clone().zip(config.self_selector.clone()),
+            concurrency: config.concurrency.min(collect::DEFAULT_CONCURRENCY),
+            slos: self.obj.spec.slos.clone(),
+            leader_pod: config
+                .namespace
+                .clone()
+                .zip(std::env::var("POD_NAME").ok().filter(|n| !n.is_empty())),
+        }
+    }
+
+    /// One zone dark at a time, race-free: claim a turn before anything is
+    /// touched (a dry run touches nothing and claims none). Some(refusal)
+    /// when another experiment holds the turn.
+    async fn claim_turn(&self, req: &Request) -> Result<Option<String>> {
+        if self.obj.spec.guards.dry_run {
+            return Ok(None);
+        }
+        let me = exclusion::Claim {
+            name: self.exp.name.clone(),
+            zone: req.zone.clone(),
+            exclusive: !self.obj.spec.guards.allow_overlap,
+        };
+        let ns = self.ctx.config.home_namespace();
+        Ok(
+            match exclusion::claim(&self.ctx.client, &ns, &self.exp.uid, &me).await? {
+                Ok(()) => None,
+                Err(blocking) => Some(format!(
+                    "another DataCenterFailure is active ({}); set guards.allowOverlap to run both",
+                    blocking.join(", ")
+                )),
+            },
+        )
+    }
+
+    /// The plan passed the guards: a dry run ends here; otherwise the nodes
+    /// planned are recorded and the baseline starts.
+    async fn planned(&mut self, p: &Plan, now: Timestamp) -> Result<Step> {
+        let planned = format!(
+            "{} nodes, {} pods in scope ({} spared), {} workloads lose every replica, {} pods pinned to the zone",
+            p.nodes.len(),
+            p.pods_in_scope.len(),
+            p.pods_spared.len(),
+            p.lost_workloads.len(),
+            p.pinned.len()
+        );
+        if self.obj.spec.guards.dry_run {
+            let msg = format!("dry run: {planned}; nothing was changed");
+            self.finish(Phase::Completed, "DryRun", &msg, now);
+        } else {
+            let ns = self.ctx.config.home_namespace();
+            record::save_planned_nodes(&self.ctx.client, &ns, &self.obj, &p.nodes).await?;
+            self.enter(Phase::Baseline, now, format!("planned: {planned}"));
+        }
+        self.write().await?;
+        self.event(EventType::Normal, "Planned", planned).await;
+        Ok(Step::Next)
+    }
+}

@@ -1,0 +1,304 @@
+//! The operator process: its two clients, the [`Context`] every reconcile
+//! shares, the controllers it runs, the sweep that restores nodes of
+//! experiments that vanished, and the stand-down that leaves no zone dark
+//! when the last operator stops.
+
+use super::drill::{Drill, reconcile};
+use super::tasks::Tasks;
+use crate::api::{DataCenterFailure, Phase};
+use crate::metrics::{ErrorLabel, METRICS};
+use crate::{Error, Result, restore};
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Operator settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The operator's own namespace: its pods are never killed; recordings
+    /// and the drills' claims live there.
+    pub namespace: Option<String>,
+    /// Label selector of the operator's own pods, when it runs in the cluster
+    /// (for the `protectOperator` guard).
+    pub self_selector: Option<String>,
+    /// API calls in flight at once for node patches and pod deletes.
+    pub concurrency: usize,
+    /// How long past `spec.duration` an experiment may take before it is
+    /// ended and restored regardless.
+    pub restore_grace: Duration,
+    /// How long taking the zone down may take before the experiment is aborted.
+    pub injection_timeout: Duration,
+    /// Pause between node changes while injecting (for rehearsing an operator
+    /// crash in the middle of injection).
+    pub inject_pause: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: None,
+            self_selector: None,
+            concurrency: crate::fault::DEFAULT_WRITE_CONCURRENCY,
+            restore_grace: Duration::from_secs(120),
+            injection_timeout: Duration::from_secs(600),
+            inject_pause: None,
+        }
+    }
+}
+
+impl Config {
+    /// Where records and claims are kept.
+    pub fn home_namespace(&self) -> String {
+        self.namespace.clone().unwrap_or_else(|| "default".into())
+    }
+}
+
+/// The two clients the operator talks through: one whose every call has a
+/// deadline, and one for long-running watches (which have idle timeouts of
+/// their own).
+#[derive(Clone)]
+pub struct Clients {
+    pub calls: Client,
+    pub watches: Client,
+    /// Where the API server is (host, port), from the configuration.
+    pub apiserver: (String, u16),
+}
+
+/// How long one ordinary API call may take before it fails.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Clients {
+    /// Build both from the usual configuration (KUBECONFIG, ~/.kube/config or in-cluster).
+    pub async fn infer() -> Result<Self, kube::Error> {
+        let config = kube::Config::infer()
+            .await
+            .map_err(kube::Error::InferConfig)?;
+        Self::from_config(config)
+    }
+
+    pub fn from_config(config: kube::Config) -> Result<Self, kube::Error> {
+        let default_port = if config.cluster_url.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        };
+        let apiserver = (
+            config.cluster_url.host().unwrap_or("").to_string(),
+            config.cluster_url.port_u16().unwrap_or(default_port),
+        );
+        let mut calls = config.clone();
+        calls.read_timeout = Some(CALL_TIMEOUT);
+        calls.reset_reader_on_write = true;
+        calls.connect_timeout = Some(Duration::from_secs(10));
+        let mut watches = config;
+        watches.connect_timeout = Some(Duration::from_secs(10));
+        Ok(Clients {
+            calls: counted(calls)?,
+            watches: counted(watches)?,
+            apiserver,
+        })
+    }
+}
+
+/// A client whose every request is counted in `firedrill_api_requests_total`.
+fn counted(config: kube::Config) -> Result<Client, kube::Error> {
+    let count = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
+        crate::metrics::count_request(req.method().as_str());
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
+}
+
+/// Built once, shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub watch_client: Client,
+    pub recorder: Recorder,
+    pub config: Config,
+    /// The tasks of each experiment this operator runs, by uid.
+    pub(super) tasks: Mutex<HashMap<String, Tasks>>,
+    /// Failed reconciles in a row, by uid (the retry backoff).
+    pub(super) failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(clients: Clients, config: Config) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: "firedrill".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Arc::new(Context {
+            recorder: Recorder::new(clients.calls.clone(), reporter),
+            client: clients.calls,
+            watch_client: clients.watches,
+            config,
+            tasks: Mutex::default(),
+            failures: Mutex::default(),
+        })
+    }
+
+    /// Forget the failures of an experiment: its next failure starts the
+    /// backoff from the beginning.
+    pub(super) fn forget_failures(&self, uid: &str) {
+        self.failures.lock().unwrap().remove(uid);
+    }
+}
+
+/// Run the experiment and schedule controllers until `stop` resolves. The
+/// caller then either hands over ([`Context::save_all`]) or stands down
+/// ([`stand_down`]).
+pub async fn run(
+    clients: Clients,
+    config: Config,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Arc<Context>> {
+    let client = clients.calls.clone();
+    let restored = restore::restore_orphans(&client).await?;
+    if !restored.is_empty() {
+        tracing::warn!(nodes = ?restored, "restored nodes held by experiments that no longer exist");
+    }
+    let ctx = Context::new(clients.clone(), config);
+    crate::metrics::READY.store(true, Ordering::Relaxed);
+    let api = Api::<DataCenterFailure>::all(clients.watches.clone());
+    let experiments = Controller::new(api, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(stopped(stop.clone()))
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(experiment = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+            }
+        });
+    let schedules = crate::schedule::run(clients.clone(), stopped(stop.clone()));
+    tokio::select! {
+        _ = async { tokio::join!(experiments, schedules) } => {}
+        _ = sweep_orphans(&client) => {}
+    }
+    Ok(ctx)
+}
+
+/// Nodes whose experiment vanished without a cleanup (its finalizer removed
+/// by hand, say) are restored within a minute. Runs until dropped.
+async fn sweep_orphans(client: &Client) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match restore::restore_orphans(client).await {
+            Ok(nodes) if !nodes.is_empty() => {
+                tracing::warn!(
+                    ?nodes,
+                    "restored nodes held by experiments that no longer exist"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot look for orphaned node marks"),
+        }
+    }
+}
+
+/// A future that resolves once `stop` turns true (Send + Sync, as the
+/// controller's graceful shutdown wants).
+async fn stopped(stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// On a stop with no other operator to take over, no zone is left dark
+/// without an operator watching it: every experiment that holds nodes is
+/// restored and ends Aborted.
+pub async fn stand_down(ctx: &Context) {
+    ctx.save_all().await;
+    let api = Api::<DataCenterFailure>::all(ctx.client.clone());
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        tracing::error!(
+            "shutting down: cannot list experiments; a restarted operator will restore them"
+        );
+        return;
+    };
+    for obj in list.items {
+        let phase = obj
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or(Phase::Pending);
+        if !phase.is_terminal() {
+            stand_down_one(Drill::new(ctx, obj)).await;
+        }
+    }
+}
+
+/// Restore one experiment's zone and end it Aborted.
+async fn stand_down_one(mut d: Drill<'_>) {
+    let ctx = d.ctx;
+    match restore::restore(&ctx.client, &d.exp.uid, ctx.config.concurrency).await {
+        Ok(n) => {
+            let now = Timestamp::now();
+            d.record_restored(n, now);
+            d.finish(
+                Phase::Aborted,
+                "OperatorShutdown",
+                "the operator shut down during the experiment with no other replica to take over; the zone was restored",
+                now,
+            );
+            if let Err(e) = d.write().await {
+                tracing::error!(experiment = %d.exp.name, error = %e, "cannot record the abort");
+            }
+            d.event(
+                EventType::Warning,
+                "Aborted",
+                "operator shut down; zone restored".into(),
+            )
+            .await;
+            d.release_turn().await;
+        }
+        Err(e) => {
+            tracing::error!(experiment = %d.exp.name, error = %e, "shutting down: restore failed; a restarted operator will restore it")
+        }
+    }
+}
+
+fn error_policy(obj: Arc<DataCenterFailure>, err: &Error, ctx: Arc<Context>) -> Action {
+    let uid = obj.uid().unwrap_or_default();
+    let n = {
+        let mut f = ctx.failures.lock().unwrap();
+        let n = f.entry(uid).or_default();
+        *n += 1;
+        *n
+    };
+    let delay = retry_delay(n);
+    METRICS
+        .reconcile_errors
+        .get_or_create(&ErrorLabel {
+            error: err.metric_label().into(),
+        })
+        .inc();
+    if err.is_conflict() {
+        tracing::debug!(experiment = %obj.name_any(), "status changed meanwhile; reconciling again");
+        return Action::requeue(Duration::from_millis(200));
+    }
+    tracing::warn!(experiment = %obj.name_any(), error = %err, attempt = n, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Wait before retry `n` (1-based) of a failed reconcile: 1 s doubling, capped
+/// low because a failed restore is retried with it, and every minute of it is
+/// a minute the zone stays dark for nothing.
+pub(super) fn retry_delay(n: u32) -> Duration {
+    let delay = Duration::from_millis(500) * 2u32.saturating_pow(n.min(6));
+    delay.min(Duration::from_secs(30))
+}

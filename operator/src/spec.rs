@@ -1,0 +1,161 @@
+//! The spec, parsed once: a `DataCenterFailure`'s strings become a typed,
+//! checked value at the edge, and everything downstream (the state machine,
+//! the probe runner, the verdict, the report, the CLI) reads that value.
+//!
+//! The invariant: nothing after [`parse`] parses a duration or picks a
+//! fallback. A value the schema should have refused (an object written
+//! under an older CRD, say) is an error naming the field, never a silent 0.
+
+use crate::api::{DataCenterFailureSpec, SloSpec, parse_duration};
+use crate::plan::Scope;
+use std::time::Duration;
+
+/// A checked `DataCenterFailure` spec.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// How long the zone stays dark.
+    pub duration: Duration,
+    /// How long every probe must be healthy before the fault.
+    pub baseline: Duration,
+    /// How long the probes keep running after the restore (zero: not at all).
+    pub observe: Duration,
+    /// What the fault may touch.
+    pub scope: Scope,
+    /// The SLOs, in the spec's order.
+    pub slos: Vec<Slo>,
+}
+
+/// One SLO with its times parsed.
+#[derive(Clone, Debug)]
+pub struct Slo {
+    pub spec: SloSpec,
+    /// Time between probes.
+    pub interval: Duration,
+    /// How long one probe may take.
+    pub timeout: Duration,
+    /// The recovery-time objective.
+    pub rto: Duration,
+    /// For a guard SLO: how long it may stay breached before the fault ends.
+    pub tolerance: Option<Duration>,
+}
+
+impl Slo {
+    /// Parse one SLO's times; the error names the field.
+    pub fn parse(slo: &SloSpec) -> Result<Self, String> {
+        let field = |f: &str, v: &str| {
+            parse_duration(v).map_err(|e| format!("spec.slos[{}].{f}: {e}", slo.name))
+        };
+        Ok(Slo {
+            interval: field("interval", &slo.interval)?,
+            timeout: field("timeout", &slo.timeout)?,
+            rto: field("recoveryTimeObjective", &slo.recovery_time_objective)?,
+            tolerance: slo
+                .guard
+                .as_ref()
+                .map(|g| field("guard.tolerance", &g.tolerance))
+                .transpose()?,
+            spec: slo.clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+/// Parse every SLO of a spec (for readers that need only the SLOs, such as
+/// the report of a finished experiment).
+pub fn slos(spec: &DataCenterFailureSpec) -> Result<Vec<Slo>, String> {
+    spec.slos.iter().map(Slo::parse).collect()
+}
+
+/// Check everything about a spec's values that the API server's schema
+/// cannot: the durations and the target's selector. The first problem,
+/// naming the field. (What the probes may reach is the probe policy's to
+/// check: [`crate::probe`].)
+pub fn parse(
+    spec: &DataCenterFailureSpec,
+    operator_namespace: Option<String>,
+) -> Result<Checked, String> {
+    let top = |f: &str, v: &str| parse_duration(v).map_err(|e| format!("spec.{f}: {e}"));
+    Ok(Checked {
+        duration: top("duration", &spec.duration)?,
+        baseline: top("baseline", &spec.baseline)?,
+        observe: spec
+            .observe
+            .as_deref()
+            .map(|o| top("observe", o))
+            .transpose()?
+            .unwrap_or_default(),
+        slos: slos(spec)?,
+        scope: Scope::from_target(&spec.target, operator_namespace)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: serde_json::Value) -> DataCenterFailureSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn good() -> serde_json::Value {
+        serde_json::json!({
+            "zone": "zone-a", "duration": "30s", "baseline": "5s", "observe": "1m",
+            "slos": [{"name": "login", "interval": "250ms", "timeout": "2s",
+                      "recoveryTimeObjective": "20s", "guard": {"tolerance": "3s"},
+                      "probe": {"tcp": {"host": "login", "port": 80}}}]
+        })
+    }
+
+    #[test]
+    fn every_time_is_parsed_once_into_its_field() {
+        let c = parse(&spec(good()), None).unwrap();
+        assert_eq!(c.duration, Duration::from_secs(30));
+        assert_eq!(c.baseline, Duration::from_secs(5));
+        assert_eq!(c.observe, Duration::from_secs(60));
+        let s = &c.slos[0];
+        assert_eq!(s.name(), "login");
+        assert_eq!(s.interval, Duration::from_millis(250));
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        assert_eq!(s.rto, Duration::from_secs(20));
+        assert_eq!(s.tolerance, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn no_observe_window_and_no_guard_are_none_not_errors() {
+        let mut v = good();
+        v.as_object_mut().unwrap().remove("observe");
+        v["slos"][0].as_object_mut().unwrap().remove("guard");
+        let c = parse(&spec(v), None).unwrap();
+        assert_eq!(c.observe, Duration::ZERO);
+        assert_eq!(c.slos[0].tolerance, None);
+    }
+
+    #[test]
+    fn an_unreadable_value_is_an_error_naming_its_field_never_a_zero() {
+        for (path, bad, field) in [
+            ("/duration", "ten", "spec.duration"),
+            ("/baseline", "5", "spec.baseline"),
+            ("/observe", "-1m", "spec.observe"),
+            ("/slos/0/interval", "fast", "spec.slos[login].interval"),
+            ("/slos/0/timeout", "1 s", "spec.slos[login].timeout"),
+            (
+                "/slos/0/recoveryTimeObjective",
+                "soon",
+                "spec.slos[login].recoveryTimeObjective",
+            ),
+            (
+                "/slos/0/guard/tolerance",
+                "3x",
+                "spec.slos[login].guard.tolerance",
+            ),
+        ] {
+            let mut v = good();
+            *v.pointer_mut(path).unwrap() = bad.into();
+            let err = parse(&spec(v), None).unwrap_err();
+            assert!(err.starts_with(field), "{path}={bad}: {err}");
+        }
+    }
+}
