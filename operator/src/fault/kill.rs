@@ -2,7 +2,7 @@
 //! for server errors and patience for throttling.
 
 use crate::plan::{PodInfo, Scope, collect};
-use futures::{StreamExt, stream};
+use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Preconditions};
@@ -143,43 +143,8 @@ pub async fn kill_pods_on(
     scope: &Scope,
     concurrency: usize,
 ) -> Result<KillReport, crate::Error> {
-    enum Found {
-        Victim(Box<PodInfo>, Option<String>),
-        Spared,
-        ListFailed(kube::Error),
-    }
-    enum Done {
-        Kill(Result<bool, KillError>),
-        Spared,
-        ListFailed(kube::Error),
-    }
     let conc = concurrency.max(1);
-    let found = stream::iter(nodes.iter().cloned())
-        .map(|node| {
-            let client = client.clone();
-            async move { crate::plan::lite::pods_on_node(&client, &node, false).await }
-        })
-        .buffer_unordered(conc.min(32))
-        .flat_map(|list| {
-            let found: Vec<Found> = match list {
-                Err(e) => vec![Found::ListFailed(e)],
-                Ok(list) => list
-                    .into_iter()
-                    .filter_map(|p| {
-                        let info = collect::pod_info(&p);
-                        if info.finished {
-                            None
-                        } else if scope.in_scope(&info) {
-                            Some(Found::Victim(Box::new(info), p.metadata.uid))
-                        } else {
-                            Some(Found::Spared)
-                        }
-                    })
-                    .collect(),
-            };
-            stream::iter(found)
-        });
-    let mut done = found
+    let done = found_on(client, nodes, scope, conc.min(32))
         .map(|f| async move {
             match f {
                 Found::Victim(info, uid) => Done::Kill(kill(client, &info, uid).await),
@@ -188,6 +153,64 @@ pub async fn kill_pods_on(
             }
         })
         .buffer_unordered(conc);
+    tally(done).await
+}
+
+/// A pod [`kill_pods_on`] found, or a node whose pods could not be listed.
+enum Found {
+    Victim(Box<PodInfo>, Option<String>),
+    Spared,
+    ListFailed(kube::Error),
+}
+
+/// What [`kill_pods_on`] did about one [`Found`].
+enum Done {
+    Kill(Result<bool, KillError>),
+    Spared,
+    ListFailed(kube::Error),
+}
+
+/// The pods on `nodes`, listed per node with `lists` lists in flight; each
+/// node's pods come as soon as its list arrives.
+fn found_on<'a>(
+    client: &'a Client,
+    nodes: &'a [String],
+    scope: &'a Scope,
+    lists: usize,
+) -> impl Stream<Item = Found> + 'a {
+    stream::iter(nodes.iter().cloned())
+        .map(move |node| {
+            let client = client.clone();
+            async move { crate::plan::lite::pods_on_node(&client, &node, false).await }
+        })
+        .buffer_unordered(lists)
+        .flat_map(move |list| stream::iter(sort_pods(list, scope)))
+}
+
+/// One node's pod list as victims and spared pods; finished pods are left out.
+fn sort_pods(list: kube::Result<Vec<Pod>>, scope: &Scope) -> Vec<Found> {
+    match list {
+        Err(e) => vec![Found::ListFailed(e)],
+        Ok(list) => list
+            .into_iter()
+            .filter_map(|p| {
+                let info = collect::pod_info(&p);
+                if info.finished {
+                    None
+                } else if scope.in_scope(&info) {
+                    Some(Found::Victim(Box::new(info), p.metadata.uid))
+                } else {
+                    Some(Found::Spared)
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Count what was done, as it is done; a node whose pods could not be listed
+/// ends the pass with that error.
+async fn tally(done: impl Stream<Item = Done>) -> Result<KillReport, crate::Error> {
+    let mut done = std::pin::pin!(done);
     let mut report = KillReport::default();
     while let Some(d) = done.next().await {
         match d {
