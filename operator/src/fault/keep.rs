@@ -4,7 +4,7 @@ use super::kill::{kill, kill_pods_on};
 use super::mark::{Experiment, MARK_LABEL, NodeMark, has_own_taint};
 use crate::api::{DataCenterFailure, Phase};
 use crate::plan::{Scope, collect};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
@@ -163,76 +163,118 @@ async fn follow_nodes(
         api.clone(),
         watcher::Config::default().labels(MARK_LABEL)
     ));
-    let mut listing: BTreeSet<String> = BTreeSet::new();
-    let mut moved: BTreeSet<String> = BTreeSet::new();
-    let is_dark =
-        |n: &Node| NodeMark::read(n).is_some_and(|m| m.uid == keep.exp.uid && has_own_taint(n, &m));
+    let mut nodes = DarkNodes {
+        api,
+        keep,
+        dark,
+        state,
+        listing: BTreeSet::new(),
+        moved: BTreeSet::new(),
+    };
     while let Some(ev) = events.next().await {
         match ev {
-            Ok(watcher::Event::Init) => listing.clear(),
-            Ok(watcher::Event::InitApply(n)) => {
-                if is_dark(&n) {
-                    listing.insert(n.name_any());
-                }
-            }
+            Ok(watcher::Event::Init) => nodes.listing.clear(),
+            Ok(watcher::Event::InitApply(n)) => nodes.listed(&n),
             Ok(watcher::Event::InitDone) => {
-                let mut d = dark.write().unwrap();
-                for gone in d.difference(&listing) {
-                    state.note(format!(
-                        "node {gone} no longer carries the drill's mark and taint; its pods are left alone"
-                    ));
-                }
-                *d = std::mem::take(&mut listing);
-                drop(d);
+                nodes.listed_all();
                 let _ = ready.send(true);
             }
-            Ok(watcher::Event::Apply(n)) => {
-                let name = n.name_any();
-                let ours = NodeMark::read(&n).is_some_and(|m| m.uid == keep.exp.uid);
-                if ours
-                    && n.labels().get(&keep.topology_key) != Some(&keep.zone)
-                    && moved.insert(name.clone())
-                {
-                    state.note(format!(
-                        "node {name} was relabelled out of {} ({}={}) while dark; it stays held and is restored with the zone",
-                        keep.zone,
-                        keep.topology_key,
-                        n.labels().get(&keep.topology_key).map(String::as_str).unwrap_or("")
-                    ));
-                }
-                let mut d = dark.write().unwrap();
-                if is_dark(&n) {
-                    d.insert(name);
-                } else if d.remove(&name) {
-                    state.note(format!(
-                        "node {name} no longer carries the drill's mark and taint; its pods are left alone"
-                    ));
-                }
-            }
-            Ok(watcher::Event::Delete(n)) => {
-                let name = n.name_any();
-                let was = dark.write().unwrap().remove(&name);
-                let ours = NodeMark::read(&n).is_some_and(|m| m.uid == keep.exp.uid);
-                // The watch says "deleted" both when the node is gone and
-                // when it merely stopped matching (its mark label was taken
-                // off), with the last state it saw either way: ask.
-                let now = api.get_opt(&name).await.ok().flatten();
-                let gone = match &now {
-                    None => true,
-                    Some(current) => current.uid() != n.uid(),
-                };
-                if ours && gone {
-                    state.deleted.lock().unwrap().insert(name.clone());
-                    state.note(format!(
-                        "node {name} was deleted while dark; nothing of the drill is left on it"
-                    ));
-                } else if was {
-                    state.note(format!(
-                        "node {name} no longer carries the drill's mark and taint; its pods are left alone"
-                    ));
-                }
-            }
+            Ok(watcher::Event::Apply(n)) => nodes.applied(&n),
+            Ok(watcher::Event::Delete(n)) => nodes.deleted(&n).await,
             Err(e) => tracing::debug!(error = %e, "keep-dark: node watch error; it retries"),
+        }
+    }
+}
+
+/// What [`follow_nodes`] keeps between node events.
+struct DarkNodes<'a> {
+    api: Api<Node>,
+    keep: &'a Keep,
+    dark: Arc<RwLock<BTreeSet<String>>>,
+    state: Arc<KeeperState>,
+    /// The dark nodes seen so far by the (re)list in progress.
+    listing: BTreeSet<String>,
+    /// Nodes already noted as relabelled out of the zone.
+    moved: BTreeSet<String>,
+}
+
+impl DarkNodes<'_> {
+    /// The node carries this experiment's mark.
+    fn ours(&self, n: &Node) -> bool {
+        NodeMark::read(n).is_some_and(|m| m.uid == self.keep.exp.uid)
+    }
+
+    /// The node carries this experiment's mark and taint.
+    fn is_dark(&self, n: &Node) -> bool {
+        NodeMark::read(n).is_some_and(|m| m.uid == self.keep.exp.uid && has_own_taint(n, &m))
+    }
+
+    fn note_left_alone(&self, name: &str) {
+        self.state.note(format!(
+            "node {name} no longer carries the drill's mark and taint; its pods are left alone"
+        ));
+    }
+
+    /// A node of a (re)list.
+    fn listed(&mut self, n: &Node) {
+        if self.is_dark(n) {
+            self.listing.insert(n.name_any());
+        }
+    }
+
+    /// The (re)list is complete: it replaces the dark set.
+    fn listed_all(&mut self) {
+        let mut d = self.dark.write().unwrap();
+        for gone in d.difference(&self.listing) {
+            self.note_left_alone(gone);
+        }
+        *d = std::mem::take(&mut self.listing);
+    }
+
+    /// A node changed (or was created).
+    fn applied(&mut self, n: &Node) {
+        let name = n.name_any();
+        let ours = self.ours(n);
+        let keep = self.keep;
+        if ours
+            && n.labels().get(&keep.topology_key) != Some(&keep.zone)
+            && self.moved.insert(name.clone())
+        {
+            self.state.note(format!(
+                "node {name} was relabelled out of {} ({}={}) while dark; it stays held and is restored with the zone",
+                keep.zone,
+                keep.topology_key,
+                n.labels().get(&keep.topology_key).map(String::as_str).unwrap_or("")
+            ));
+        }
+        let mut d = self.dark.write().unwrap();
+        if self.is_dark(n) {
+            d.insert(name);
+        } else if d.remove(&name) {
+            self.note_left_alone(&name);
+        }
+    }
+
+    /// A node was deleted, or stopped matching the watch.
+    async fn deleted(&self, n: &Node) {
+        let name = n.name_any();
+        let was = self.dark.write().unwrap().remove(&name);
+        let ours = self.ours(n);
+        // The watch says "deleted" both when the node is gone and
+        // when it merely stopped matching (its mark label was taken
+        // off), with the last state it saw either way: ask.
+        let now = self.api.get_opt(&name).await.ok().flatten();
+        let gone = match &now {
+            None => true,
+            Some(current) => current.uid() != n.uid(),
+        };
+        if ours && gone {
+            self.state.deleted.lock().unwrap().insert(name.clone());
+            self.state.note(format!(
+                "node {name} was deleted while dark; nothing of the drill is left on it"
+            ));
+        } else if was {
+            self.note_left_alone(&name);
         }
     }
 }
@@ -247,11 +289,11 @@ async fn rekill(
 ) {
     let api = Api::<Pod>::all(client.clone());
     let watch_api = Api::<Pod>::all(watch_client.clone());
-    let count = |n: i64| {
-        if n > 0 {
-            state.rekilled.fetch_add(n, Ordering::Relaxed);
-            crate::metrics::METRICS.pods_rekilled.inc_by(n as u64);
-        }
+    let rekiller = Rekiller {
+        client,
+        keep,
+        dark,
+        state,
     };
     loop {
         // Where the watch starts: the collection's current resourceVersion.
@@ -263,10 +305,42 @@ async fn rekill(
                 continue;
             }
         };
-        let nodes: Vec<String> = dark.read().unwrap().iter().cloned().collect();
-        match kill_pods_on(client, &nodes, &keep.scope, keep.concurrency).await {
+        rekiller.sweep().await;
+        let wp = WatchParams::default().timeout(290);
+        let stream = match watch_api.watch(&wp, &rv).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "keep-dark: watch failed; restarting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        rekiller.follow(stream).await;
+    }
+}
+
+/// What [`rekill`] works with.
+struct Rekiller<'a> {
+    client: &'a Client,
+    keep: &'a Keep,
+    dark: &'a RwLock<BTreeSet<String>>,
+    state: &'a KeeperState,
+}
+
+impl Rekiller<'_> {
+    fn count(&self, n: i64) {
+        if n > 0 {
+            self.state.rekilled.fetch_add(n, Ordering::Relaxed);
+            crate::metrics::METRICS.pods_rekilled.inc_by(n as u64);
+        }
+    }
+
+    /// Kill what is on the dark nodes now, with per-node lists.
+    async fn sweep(&self) {
+        let nodes: Vec<String> = self.dark.read().unwrap().iter().cloned().collect();
+        match kill_pods_on(self.client, &nodes, &self.keep.scope, self.keep.concurrency).await {
             Ok(r) => {
-                count(r.killed);
+                self.count(r.killed);
                 if r.killed > 0 {
                     tracing::info!(
                         pods = r.killed,
@@ -282,15 +356,10 @@ async fn rekill(
             }
             Err(e) => tracing::warn!(error = %e, "keep-dark: sweep failed"),
         }
-        let wp = WatchParams::default().timeout(290);
-        let stream = match watch_api.watch(&wp, &rv).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "keep-dark: watch failed; restarting");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
+    }
+
+    /// Kill the pods the watch shows landing on the dark nodes, until it ends.
+    async fn follow(&self, stream: impl Stream<Item = kube::Result<WatchEvent<Pod>>>) {
         let mut stream = std::pin::pin!(stream);
         // The server ends the watch after 290 s; a silent connection is dropped a little later.
         while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(300), stream.next()).await
@@ -307,24 +376,29 @@ async fn rekill(
                     break;
                 }
             };
-            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()) else {
-                continue;
-            };
-            if pod.metadata.deletion_timestamp.is_some() || !dark.read().unwrap().contains(node) {
-                continue;
+            self.landed(&pod).await;
+        }
+    }
+
+    /// Kill `pod` when it is in scope, not being deleted, and bound to a dark node.
+    async fn landed(&self, pod: &Pod) {
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()) else {
+            return;
+        };
+        if pod.metadata.deletion_timestamp.is_some() || !self.dark.read().unwrap().contains(node) {
+            return;
+        }
+        let info = collect::pod_info(pod);
+        if !self.keep.scope.in_scope(&info) {
+            return;
+        }
+        match kill(self.client, &info, pod.metadata.uid.clone()).await {
+            Ok(true) => {
+                self.count(1);
+                tracing::info!(pod = %info.key(), node = %info.node, "keep-dark: killed a pod that landed on the dark zone");
             }
-            let info = collect::pod_info(&pod);
-            if !keep.scope.in_scope(&info) {
-                continue;
-            }
-            match kill(client, &info, pod.metadata.uid.clone()).await {
-                Ok(true) => {
-                    count(1);
-                    tracing::info!(pod = %info.key(), node = %info.node, "keep-dark: killed a pod that landed on the dark zone");
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!("keep-dark: {e}"),
-            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("keep-dark: {e}"),
         }
     }
 }
