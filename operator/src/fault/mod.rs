@@ -14,11 +14,11 @@
 //! (with the cordon and the keeper's re-kills), so a pod the plan spared is
 //! never evicted by the taint manager.
 //!
-//! Submodules: [`mark`] (the mark, the taint and their patches), [`node`]
-//! (patching nodes, finding the held ones), [`kill`] (pods deleted with grace
-//! period 0), [`inject`] (taking the zone down), [`keep`] (keeping it dark).
-//! Undoing it is [`crate::restore`], which reads the marks written here;
-//! nothing here depends on it.
+//! Submodules: [`mark`] the mark, the taint and their patches; [`node`]
+//! patching nodes and finding the held ones; [`kill`](mod@kill) pods deleted
+//! with grace period 0; [`inject`](mod@inject) taking the zone down; [`keep`]
+//! keeping it dark. Undoing it is [`crate::restore`], which reads the marks
+//! written here; nothing here uses it.
 
 pub mod inject;
 pub mod keep;
