@@ -17,7 +17,8 @@ pub mod lite;
 pub mod placement;
 
 use crate::api::{
-    GuardSpec, MAX_LISTED, PlanSummary, SYSTEM_NAMESPACES, SloPredictionStatus, TargetSpec, Verdict,
+    DataCenterFailureSpec, FaultMode, GuardSpec, MAX_LISTED, PlanSummary, SYSTEM_NAMESPACES,
+    SloPredictionStatus, TargetSpec, Verdict,
 };
 use kube::core::{Expression, Selector, SelectorExt};
 use serde::Serialize;
@@ -284,6 +285,18 @@ pub struct Request {
 }
 
 impl Request {
+    /// What an experiment's spec asks for, for the pods `scope` selects (the
+    /// spec's target, parsed; the command line may narrow it).
+    pub fn from_spec(spec: &DataCenterFailureSpec, scope: Scope) -> Self {
+        Request {
+            zone: spec.zone.clone(),
+            topology_key: spec.topology_key.clone(),
+            scope,
+            guards: spec.guards.clone(),
+            power_loss: spec.fault.mode == FaultMode::PowerLoss,
+        }
+    }
+
     /// Why a pod on the zone's nodes is left alone, if it is. A power loss
     /// spares nothing: every pod on a dark node is cut off, the operator's
     /// and the system namespaces' too.
