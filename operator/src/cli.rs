@@ -296,6 +296,45 @@ async fn client() -> anyhow::Result<kube::Client> {
 
 async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     let clients = clients().await?;
+    set_probe_policy(&args, &clients);
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let lease_namespace = args
+        .leader_elect_namespace
+        .clone()
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let config = controller::Config {
+        self_selector: (in_cluster && args.namespace.is_some()).then_some(args.self_selector),
+        namespace: args.namespace,
+        concurrency: args.concurrency,
+        restore_grace: args.restore_grace,
+        injection_timeout: args.injection_timeout,
+        inject_pause: args.debug_inject_pause,
+    };
+    let metrics_addr = serve_metrics(&args.metrics_bind, args.health_bind.as_deref()).await?;
+    tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, metrics = %metrics_addr, "firedrill operator starting");
+    let stop = stop_on_signal();
+    if !args.leader_elect {
+        crate::metrics::METRICS.leader.set(1);
+        let ctx = controller::run(clients, config, stop).await?;
+        controller::stand_down(&ctx).await;
+        tracing::info!("firedrill operator stopped");
+        return Ok(());
+    }
+    let elector = crate::leader::Elector::new(
+        &clients.calls,
+        &lease_namespace,
+        LEASE_NAME,
+        &crate::leader::identity(),
+        args.leader_elect_lease_duration,
+    );
+    lead(clients, config, stop, elector).await
+}
+
+/// What the probes may reach: the Secrets of which namespaces, link-local
+/// addresses or not, and where the API server is; and the hosts file they
+/// look names up in first, if any.
+fn set_probe_policy(args: &OperatorArgs, clients: &controller::Clients) {
     if let Some(hosts) = &args.probe_hosts {
         crate::probe::use_hosts_file(hosts.clone());
     }
@@ -324,53 +363,48 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         allow_link_local: args.allow_link_local_probes,
         apiserver,
     });
-    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    let lease_namespace = args
-        .leader_elect_namespace
-        .clone()
-        .or_else(|| args.namespace.clone())
-        .unwrap_or_else(|| "default".into());
-    let config = controller::Config {
-        self_selector: (in_cluster && args.namespace.is_some()).then_some(args.self_selector),
-        namespace: args.namespace,
-        concurrency: args.concurrency,
-        restore_grace: args.restore_grace,
-        injection_timeout: args.injection_timeout,
-        inject_pause: args.debug_inject_pause,
-    };
-    let listener = tokio::net::TcpListener::bind(&args.metrics_bind)
+}
+
+/// Serve /metrics, /healthz and /readyz on `metrics_bind`, and the health
+/// probes alone on `health_bind` too when given. Where the metrics are.
+async fn serve_metrics(
+    metrics_bind: &str,
+    health_bind: Option<&str>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(metrics_bind)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {}: {e}", args.metrics_bind))?;
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {metrics_bind}: {e}"))?;
     let metrics_addr = listener.local_addr()?;
     tokio::spawn(crate::metrics::serve(listener, crate::metrics::Paths::All));
-    if let Some(bind) = &args.health_bind {
+    if let Some(bind) = health_bind {
         let health = tokio::net::TcpListener::bind(bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot serve health probes on {bind}: {e}"))?;
         tracing::info!(health = %health.local_addr()?, "health probes on a port of their own");
         tokio::spawn(crate::metrics::serve(health, crate::metrics::Paths::Health));
     }
-    tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, metrics = %metrics_addr, "firedrill operator starting");
+    Ok(metrics_addr)
+}
+
+/// Turns true on SIGTERM or Ctrl-C.
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("stop requested");
         let _ = stop_tx.send(true);
     });
-    if !args.leader_elect {
-        crate::metrics::METRICS.leader.set(1);
-        let ctx = controller::run(clients, config, stop).await?;
-        controller::stand_down(&ctx).await;
-        tracing::info!("firedrill operator stopped");
-        return Ok(());
-    }
-    let elector = crate::leader::Elector::new(
-        &clients.calls,
-        &lease_namespace,
-        LEASE_NAME,
-        &crate::leader::identity(),
-        args.leader_elect_lease_duration,
-    );
+    stop
+}
+
+/// Wait to be elected, then act until told to stop (handing over to a
+/// standby, or restoring every zone held) or until leadership is lost.
+async fn lead(
+    clients: controller::Clients,
+    config: controller::Config,
+    stop: tokio::sync::watch::Receiver<bool>,
+    elector: crate::leader::Elector,
+) -> anyhow::Result<()> {
     let mut stopping = stop.clone();
     tokio::select! {
         _ = elector.acquire() => {}
@@ -386,20 +420,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         done = controller::run(clients, config, stop) => {
             let ctx = done?;
             crate::metrics::METRICS.leader.set(0);
-            // A rolling update: another operator stands by and continues
-            // every experiment from the cluster's state. Only the last
-            // operator standing restores what it holds.
-            match elector.standbys().await {
-                Ok(others) if !others.is_empty() => {
-                    ctx.save_all().await;
-                    tracing::info!(standbys = ?others, "handing the experiments over to a standby operator");
-                }
-                Ok(_) => controller::stand_down(&ctx).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot tell whether another operator stands by; restoring every zone held");
-                    controller::stand_down(&ctx).await;
-                }
-            }
+            hand_over(&ctx, &elector).await;
             elector.release().await;
             tracing::info!("firedrill operator stopped");
             Ok(())
@@ -408,6 +429,23 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
             // Stop acting at once: another operator may lead now, and it
             // continues every experiment from the cluster's state.
             anyhow::bail!("lost leadership ({why}); exiting so that only one operator acts")
+        }
+    }
+}
+
+/// On a rolling update another operator stands by and continues every
+/// experiment from the cluster's state. Only the last operator standing
+/// restores what it holds.
+async fn hand_over(ctx: &controller::Context, elector: &crate::leader::Elector) {
+    match elector.standbys().await {
+        Ok(others) if !others.is_empty() => {
+            ctx.save_all().await;
+            tracing::info!(standbys = ?others, "handing the experiments over to a standby operator");
+        }
+        Ok(_) => controller::stand_down(ctx).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell whether another operator stands by; restoring every zone held");
+            controller::stand_down(ctx).await;
         }
     }
 }
