@@ -1,12 +1,13 @@
 //! The `firedrill` command line (also installed as the kubectl plugin
 //! `kubectl-firedrill`).
 
-use crate::api::{self, GuardSpec};
+use crate::api::{self, DataCenterFailureSpec};
 use crate::controller;
 use crate::plan::{self, Request, Scope, collect};
 use crate::run;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::ResourceExt;
+use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -295,6 +296,45 @@ async fn client() -> anyhow::Result<kube::Client> {
 
 async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     let clients = clients().await?;
+    set_probe_policy(&args, &clients);
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let lease_namespace = args
+        .leader_elect_namespace
+        .clone()
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let config = controller::Config {
+        self_selector: (in_cluster && args.namespace.is_some()).then_some(args.self_selector),
+        namespace: args.namespace,
+        concurrency: args.concurrency,
+        restore_grace: args.restore_grace,
+        injection_timeout: args.injection_timeout,
+        inject_pause: args.debug_inject_pause,
+    };
+    let metrics_addr = serve_metrics(&args.metrics_bind, args.health_bind.as_deref()).await?;
+    tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, metrics = %metrics_addr, "firedrill operator starting");
+    let stop = stop_on_signal();
+    if !args.leader_elect {
+        crate::metrics::METRICS.leader.set(1);
+        let ctx = controller::run(clients, config, stop).await?;
+        controller::stand_down(&ctx).await;
+        tracing::info!("firedrill operator stopped");
+        return Ok(());
+    }
+    let elector = crate::leader::Elector::new(
+        &clients.calls,
+        &lease_namespace,
+        LEASE_NAME,
+        &crate::leader::identity(),
+        args.leader_elect_lease_duration,
+    );
+    lead(clients, config, stop, elector).await
+}
+
+/// What the probes may reach: the Secrets of which namespaces, link-local
+/// addresses or not, and where the API server is; and the hosts file they
+/// look names up in first, if any.
+fn set_probe_policy(args: &OperatorArgs, clients: &controller::Clients) {
     if let Some(hosts) = &args.probe_hosts {
         crate::probe::use_hosts_file(hosts.clone());
     }
@@ -323,53 +363,48 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         allow_link_local: args.allow_link_local_probes,
         apiserver,
     });
-    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    let lease_namespace = args
-        .leader_elect_namespace
-        .clone()
-        .or_else(|| args.namespace.clone())
-        .unwrap_or_else(|| "default".into());
-    let config = controller::Config {
-        self_selector: (in_cluster && args.namespace.is_some()).then_some(args.self_selector),
-        namespace: args.namespace,
-        concurrency: args.concurrency,
-        restore_grace: args.restore_grace,
-        injection_timeout: args.injection_timeout,
-        inject_pause: args.debug_inject_pause,
-    };
-    let listener = tokio::net::TcpListener::bind(&args.metrics_bind)
+}
+
+/// Serve /metrics, /healthz and /readyz on `metrics_bind`, and the health
+/// probes alone on `health_bind` too when given. Where the metrics are.
+async fn serve_metrics(
+    metrics_bind: &str,
+    health_bind: Option<&str>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(metrics_bind)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {}: {e}", args.metrics_bind))?;
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {metrics_bind}: {e}"))?;
     let metrics_addr = listener.local_addr()?;
     tokio::spawn(crate::metrics::serve(listener, crate::metrics::Paths::All));
-    if let Some(bind) = &args.health_bind {
+    if let Some(bind) = health_bind {
         let health = tokio::net::TcpListener::bind(bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot serve health probes on {bind}: {e}"))?;
         tracing::info!(health = %health.local_addr()?, "health probes on a port of their own");
         tokio::spawn(crate::metrics::serve(health, crate::metrics::Paths::Health));
     }
-    tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, metrics = %metrics_addr, "firedrill operator starting");
+    Ok(metrics_addr)
+}
+
+/// Turns true on SIGTERM or Ctrl-C.
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("stop requested");
         let _ = stop_tx.send(true);
     });
-    if !args.leader_elect {
-        crate::metrics::METRICS.leader.set(1);
-        let ctx = controller::run(clients, config, stop).await?;
-        controller::stand_down(&ctx).await;
-        tracing::info!("firedrill operator stopped");
-        return Ok(());
-    }
-    let elector = crate::leader::Elector::new(
-        &clients.calls,
-        &lease_namespace,
-        LEASE_NAME,
-        &crate::leader::identity(),
-        args.leader_elect_lease_duration,
-    );
+    stop
+}
+
+/// Wait to be elected, then act until told to stop (handing over to a
+/// standby, or restoring every zone held) or until leadership is lost.
+async fn lead(
+    clients: controller::Clients,
+    config: controller::Config,
+    stop: tokio::sync::watch::Receiver<bool>,
+    elector: crate::leader::Elector,
+) -> anyhow::Result<()> {
     let mut stopping = stop.clone();
     tokio::select! {
         _ = elector.acquire() => {}
@@ -385,20 +420,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         done = controller::run(clients, config, stop) => {
             let ctx = done?;
             crate::metrics::METRICS.leader.set(0);
-            // A rolling update: another operator stands by and continues
-            // every experiment from the cluster's state. Only the last
-            // operator standing restores what it holds.
-            match elector.standbys().await {
-                Ok(others) if !others.is_empty() => {
-                    ctx.save_all().await;
-                    tracing::info!(standbys = ?others, "handing the experiments over to a standby operator");
-                }
-                Ok(_) => controller::stand_down(&ctx).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot tell whether another operator stands by; restoring every zone held");
-                    controller::stand_down(&ctx).await;
-                }
-            }
+            hand_over(&ctx, &elector).await;
             elector.release().await;
             tracing::info!("firedrill operator stopped");
             Ok(())
@@ -407,6 +429,23 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
             // Stop acting at once: another operator may lead now, and it
             // continues every experiment from the cluster's state.
             anyhow::bail!("lost leadership ({why}); exiting so that only one operator acts")
+        }
+    }
+}
+
+/// On a rolling update another operator stands by and continues every
+/// experiment from the cluster's state. Only the last operator standing
+/// restores what it holds.
+async fn hand_over(ctx: &controller::Context, elector: &crate::leader::Elector) {
+    match elector.standbys().await {
+        Ok(others) if !others.is_empty() => {
+            ctx.save_all().await;
+            tracing::info!(standbys = ?others, "handing the experiments over to a standby operator");
+        }
+        Ok(_) => controller::stand_down(ctx).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell whether another operator stands by; restoring every zone held");
+            controller::stand_down(ctx).await;
         }
     }
 }
@@ -450,47 +489,13 @@ async fn agent_cmd(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let from = match &args.file {
-        Some(path) => Some(run::read_experiment(path)?.spec),
-        None => None,
-    };
+    let spec = plan_spec(args.file.as_deref())?;
     let client = client().await?;
-    let mut target = from.as_ref().map(|s| s.target.clone()).unwrap_or_default();
-    if !args.namespaces.is_empty() {
-        target.namespaces = args.namespaces;
-    }
-    if let Some(ex) = args.exclude_namespaces {
-        target.exclude_namespaces = ex;
-    }
-    let mut scope = Scope::from_target(&target, None).map_err(anyhow::Error::msg)?;
-    if let Some(sel) = &args.selector {
-        scope.selector =
-            Some(plan::parse_selector(sel).map_err(|e| anyhow::anyhow!("--selector: {e}"))?);
-    }
-    let zone = args
-        .zone
-        .or_else(|| from.as_ref().map(|s| s.zone.clone()))
-        .unwrap_or_default();
-    let topology_key = args
-        .topology_key
-        .or_else(|| from.as_ref().map(|s| s.topology_key.clone()))
-        .unwrap_or_else(api::default_topology_key);
-    let req = Request {
-        zone,
-        topology_key,
-        scope,
-        guards: from
-            .as_ref()
-            .map(|s| s.guards.clone())
-            .unwrap_or_else(GuardSpec::default),
-        power_loss: from
-            .as_ref()
-            .is_some_and(|s| s.fault.mode == api::FaultMode::PowerLoss),
-    };
+    let req = plan_request(&spec, &args)?;
     let opts = collect::Options {
         measure_capacity: !args.no_capacity,
         concurrency: collect::DEFAULT_CONCURRENCY,
-        slos: from.as_ref().map(|s| s.slos.clone()).unwrap_or_default(),
+        slos: spec.slos.clone(),
         ..Default::default()
     };
     let snap = collect::snapshot(&client, &req.zone, &req.topology_key, &opts).await?;
@@ -503,7 +508,7 @@ async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
         Output::Yaml => print!("{}", serde_yaml::to_string(&report)?),
         Output::Table => print!(
             "{}",
-            plan_table(&req, &p, guards.as_ref().err(), from.is_some())
+            plan_table(&req, &p, guards.as_ref().err(), args.file.is_some())
         ),
     }
     Ok(if guards.is_ok() {
@@ -513,14 +518,109 @@ async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The spec `plan` starts from: the file's, or without one the spec of an
+/// experiment that names nothing (every field but the zone has a default).
+fn plan_spec(file: Option<&str>) -> anyhow::Result<DataCenterFailureSpec> {
+    Ok(match file {
+        Some(path) => run::read_experiment(path)?.spec,
+        None => serde_json::from_value(serde_json::json!({ "zone": "" }))?,
+    })
+}
+
+/// What `plan` asks for: the spec's request, with the command line's
+/// namespaces, selector, zone and topology key over it.
+fn plan_request(spec: &DataCenterFailureSpec, args: &PlanArgs) -> anyhow::Result<Request> {
+    let mut target = spec.target.clone();
+    if !args.namespaces.is_empty() {
+        target.namespaces = args.namespaces.clone();
+    }
+    if let Some(ex) = &args.exclude_namespaces {
+        target.exclude_namespaces = ex.clone();
+    }
+    let mut scope = Scope::from_target(&target, None).map_err(anyhow::Error::msg)?;
+    if let Some(sel) = &args.selector {
+        scope.selector =
+            Some(plan::parse_selector(sel).map_err(|e| anyhow::anyhow!("--selector: {e}"))?);
+    }
+    let mut req = Request::from_spec(spec, scope);
+    if let Some(zone) = &args.zone {
+        req.zone = zone.clone();
+    }
+    if let Some(key) = &args.topology_key {
+        req.topology_key = key.clone();
+    }
+    Ok(req)
+}
+
 fn plan_table(
     req: &Request,
     p: &plan::Plan,
     refusal: Option<&plan::Refusal>,
     own_guards: bool,
 ) -> String {
-    use std::fmt::Write;
     let mut s = String::new();
+    table_zone(&mut s, req, p);
+    table_section(
+        &mut s,
+        "WORKLOADS THAT LOSE EVERY READY REPLICA",
+        &p.lost_workloads,
+        |w| {
+            format!(
+                "{:<12} {:<40} {} of {} ready replicas in the zone",
+                w.kind, w.name, w.ready_in_zone, w.ready_total
+            )
+        },
+    );
+    table_section(
+        &mut s,
+        "PODS PINNED TO THE ZONE: cannot run anywhere else",
+        &p.pinned,
+        |x| format!("{:<48} {}", x.pod, x.reason),
+    );
+    table_section(
+        &mut s,
+        "WORKLOADS WHOSE REPLACEMENTS CANNOT BE SCHEDULED",
+        &p.unplaceable,
+        |u| {
+            format!(
+                "{:<40} {} of {} replacements: {}",
+                u.workload, u.unplaceable, u.lost, u.rule
+            )
+        },
+    );
+    table_section(
+        &mut s,
+        "PODDISRUPTIONBUDGETS A FIRE WOULD VIOLATE",
+        &p.pdbs_violated,
+        String::clone,
+    );
+    table_capacity(&mut s, p);
+    if !p.slo_predictions.is_empty() {
+        table_section(&mut s, "SLO PREDICTIONS", &p.slo_predictions, |x| {
+            let v = x
+                .verdict
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            format!("{:<18} {:<13} {}", x.slo, v, x.why)
+        });
+    }
+    if !p.warnings.is_empty() {
+        table_section(&mut s, "WARNINGS", &p.warnings, String::clone);
+    }
+    let which = if own_guards {
+        "the experiment's guards"
+    } else {
+        "default guards"
+    };
+    let _ = match refusal {
+        Some(r) => writeln!(s, "\nGUARDS  would refuse: {r}"),
+        None => writeln!(s, "\nGUARDS  pass (with {which})"),
+    };
+    s
+}
+
+/// The plan table's head: the zone's nodes and pods.
+fn table_zone(s: &mut String, req: &Request, p: &plan::Plan) {
     let _ = writeln!(
         s,
         "ZONE {} ({}={}): {} of {} nodes",
@@ -543,46 +643,19 @@ fn plan_table(
         p.pods_in_scope.len(),
         p.pods_spared.len()
     );
-    let _ = writeln!(
-        s,
-        "\nWORKLOADS THAT LOSE EVERY READY REPLICA ({})",
-        p.lost_workloads.len()
-    );
-    for w in &p.lost_workloads {
-        let _ = writeln!(
-            s,
-            "  {:<12} {:<40} {} of {} ready replicas in the zone",
-            w.kind, w.name, w.ready_in_zone, w.ready_total
-        );
+}
+
+/// A section of the plan table: its title and count, then a line per item.
+fn table_section<T>(s: &mut String, title: &str, items: &[T], line: impl Fn(&T) -> String) {
+    let _ = writeln!(s, "\n{title} ({})", items.len());
+    for item in items {
+        let _ = writeln!(s, "  {}", line(item));
     }
-    let _ = writeln!(
-        s,
-        "\nPODS PINNED TO THE ZONE: cannot run anywhere else ({})",
-        p.pinned.len()
-    );
-    for x in &p.pinned {
-        let _ = writeln!(s, "  {:<48} {}", x.pod, x.reason);
-    }
-    let _ = writeln!(
-        s,
-        "\nWORKLOADS WHOSE REPLACEMENTS CANNOT BE SCHEDULED ({})",
-        p.unplaceable.len()
-    );
-    for u in &p.unplaceable {
-        let _ = writeln!(
-            s,
-            "  {:<40} {} of {} replacements: {}",
-            u.workload, u.unplaceable, u.lost, u.rule
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\nPODDISRUPTIONBUDGETS A FIRE WOULD VIOLATE ({})",
-        p.pdbs_violated.len()
-    );
-    for x in &p.pdbs_violated {
-        let _ = writeln!(s, "  {x}");
-    }
+}
+
+/// The plan table's capacity line: what the displaced pods need, and what
+/// is free outside the zone when it was measured.
+fn table_capacity(s: &mut String, p: &plan::Plan) {
     let need = p.capacity_needed;
     match p.capacity_free {
         Some(free) => {
@@ -609,32 +682,6 @@ fn plan_table(
             );
         }
     }
-    if !p.slo_predictions.is_empty() {
-        let _ = writeln!(s, "\nSLO PREDICTIONS ({})", p.slo_predictions.len());
-        for x in &p.slo_predictions {
-            let v = x
-                .verdict
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "unknown".into());
-            let _ = writeln!(s, "  {:<18} {:<13} {}", x.slo, v, x.why);
-        }
-    }
-    if !p.warnings.is_empty() {
-        let _ = writeln!(s, "\nWARNINGS ({})", p.warnings.len());
-        for w in &p.warnings {
-            let _ = writeln!(s, "  {w}");
-        }
-    }
-    let which = if own_guards {
-        "the experiment's guards"
-    } else {
-        "default guards"
-    };
-    let _ = match refusal {
-        Some(r) => writeln!(s, "\nGUARDS  would refuse: {r}"),
-        None => writeln!(s, "\nGUARDS  pass (with {which})"),
-    };
-    s
 }
 
 async fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -696,4 +743,67 @@ fn crd(dir: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_args(argv: &[&str]) -> PlanArgs {
+        let cli = Cli::try_parse_from([&["firedrill", "plan"], argv].concat()).unwrap();
+        match cli.command {
+            Command::Plan(args) => args,
+            _ => unreachable!("a plan command"),
+        }
+    }
+
+    #[test]
+    fn plan_without_a_file_asks_for_the_defaults_and_the_flags() {
+        let args = plan_args(&["--zone", "zone-b", "-n", "shop", "-l", "app=web"]);
+        let req = plan_request(&plan_spec(None).unwrap(), &args).unwrap();
+        assert_eq!(req.zone, "zone-b");
+        assert_eq!(req.topology_key, api::default_topology_key());
+        assert_eq!(req.guards, api::GuardSpec::default());
+        assert!(!req.power_loss);
+        assert_eq!(req.scope.namespaces, ["shop".to_string()].into());
+        assert!(req.scope.exclude_namespaces.is_empty());
+        assert_eq!(
+            req.scope.selector,
+            Some(plan::parse_selector("app=web").unwrap())
+        );
+        assert!(!req.scope.include_daemon_sets);
+        assert_eq!(req.scope.operator_namespace, None);
+    }
+
+    #[test]
+    fn plan_flags_override_the_spec() {
+        let spec: DataCenterFailureSpec = serde_json::from_value(serde_json::json!({
+            "zone": "zone-a", "topologyKey": "example.com/dc",
+            "fault": {"mode": "PowerLoss"}, "guards": {"maxNodes": 3},
+            "target": {"namespaces": ["a"], "excludeNamespaces": ["b"]}
+        }))
+        .unwrap();
+        let req = plan_request(
+            &spec,
+            &plan_args(&["-f", "drill.yaml", "--exclude-namespace", "c"]),
+        )
+        .unwrap();
+        assert_eq!(
+            (req.zone.as_str(), req.topology_key.as_str()),
+            ("zone-a", "example.com/dc")
+        );
+        assert!(req.power_loss);
+        assert_eq!(req.guards.max_nodes, Some(3));
+        assert_eq!(req.scope.namespaces, ["a".to_string()].into());
+        assert_eq!(req.scope.exclude_namespaces, ["c".to_string()].into());
+        let req = plan_request(
+            &spec,
+            &plan_args(&["-f", "-", "--zone", "dc-2", "--topology-key", "k"]),
+        )
+        .unwrap();
+        assert_eq!(
+            (req.zone.as_str(), req.topology_key.as_str()),
+            ("dc-2", "k")
+        );
+        assert_eq!(req.scope.exclude_namespaces, ["b".to_string()].into());
+    }
 }

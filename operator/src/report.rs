@@ -3,9 +3,12 @@
 //! (one testcase per SLO) and one self-contained HTML page with an SVG
 //! timeline. Pure: built from the experiment and its probe recording.
 
-use crate::api::{DataCenterFailure, Phase, Verdict, parse_duration};
+use crate::api::{
+    DataCenterFailure, DataCenterFailureStatus, Phase, PlanSummary, SloSpec, SloStatus, Verdict,
+    parse_duration,
+};
 use crate::probe::Recording;
-use crate::slo::Outcome;
+use crate::slo::{Outcome, Segment};
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -68,7 +71,7 @@ impl Input<'_> {
 
 /// Whether the plan predicted this outcome: `yes`, `no`, or `unknown` when
 /// it could not tell (`-` before the verdict).
-pub fn predicted(r: &crate::api::SloStatus) -> &'static str {
+pub fn predicted(r: &SloStatus) -> &'static str {
     match (r.verdict, r.predicted) {
         (None, _) => "-",
         (Some(_), None) => "unknown",
@@ -78,7 +81,7 @@ pub fn predicted(r: &crate::api::SloStatus) -> &'static str {
 }
 
 /// The measured status of one SLO (empty before it is judged).
-fn slo_status(st: &crate::api::DataCenterFailureStatus, name: &str) -> crate::api::SloStatus {
+fn slo_status(st: &DataCenterFailureStatus, name: &str) -> SloStatus {
     st.slos
         .iter()
         .find(|s| s.name == name)
@@ -202,76 +205,13 @@ pub fn junit(input: &Input) -> String {
     let mut total_time = 0.0;
     for spec in &exp.spec.slos {
         let r = slo_status(&st, &spec.name);
-        let time = r.time_to_recover_seconds.unwrap_or(0.0);
-        total_time += time;
-        let _ = writeln!(
-            cases,
-            "    <testcase classname=\"firedrill.{}.{}\" name=\"{}\" time=\"{time:.3}\">",
-            xml_escape(&name),
-            xml_escape(&exp.spec.zone),
-            xml_escape(&spec.name)
-        );
-        let msg = r.message.clone().unwrap_or_default();
-        let measured = format!(
-            "time to recover: {} (objective {}); availability: {} (objective {}); longest outage: {}s; samples: {}, failed: {}",
-            r.time_to_recover_seconds
-                .map(|t| format!("{t}s"))
-                .unwrap_or_else(|| "never recovered".into()),
-            spec.recovery_time_objective,
-            r.availability_percent
-                .map(|a| format!("{a:.2}%"))
-                .unwrap_or_else(|| "n/a".into()),
-            spec.availability_objective
-                .map(|a| format!("{a}%"))
-                .unwrap_or_else(|| "none".into()),
-            r.longest_outage_seconds.unwrap_or(0.0),
-            r.samples,
-            r.failures
-        );
-        let measured = match &r.cause {
-            Some(c) => format!(
-                "{measured}; predicted by the plan: {}; cause: {c}",
-                predicted(&r)
-            ),
-            None => format!("{measured}; predicted by the plan: {}", predicted(&r)),
-        };
+        total_time += r.time_to_recover_seconds.unwrap_or(0.0);
         match r.verdict {
             Some(Verdict::Passed) => {}
-            Some(Verdict::Failed) => {
-                failures += 1;
-                let _ = writeln!(
-                    cases,
-                    "      <failure type=\"SLOFailed\" message=\"{}: {}\">{}</failure>",
-                    xml_escape(&spec.name),
-                    xml_escape(&msg),
-                    xml_escape(&measured)
-                );
-            }
-            _ => {
-                errors += 1;
-                let why = if msg.is_empty() {
-                    format!(
-                        "no verdict: the experiment ended {}: {}",
-                        input.phase(),
-                        input.reason()
-                    )
-                } else {
-                    msg
-                };
-                let _ = writeln!(
-                    cases,
-                    "      <error type=\"Inconclusive\" message=\"{}\">{}</error>",
-                    xml_escape(&why),
-                    xml_escape(&measured)
-                );
-            }
+            Some(Verdict::Failed) => failures += 1,
+            _ => errors += 1,
         }
-        let _ = writeln!(
-            cases,
-            "      <system-out>{}</system-out>",
-            xml_escape(&measured)
-        );
-        cases.push_str("    </testcase>\n");
+        cases.push_str(&junit_case(input, &name, spec, &r));
     }
     let tests = exp.spec.slos.len();
     let timestamp = exp
@@ -291,6 +231,86 @@ pub fn junit(input: &Input) -> String {
     )
 }
 
+/// One SLO's `<testcase>`: a `<failure>` when it failed, an `<error>` when
+/// it has no verdict either way, and the measured values as its output.
+fn junit_case(input: &Input, name: &str, spec: &SloSpec, r: &SloStatus) -> String {
+    let mut case = String::new();
+    let time = r.time_to_recover_seconds.unwrap_or(0.0);
+    let _ = writeln!(
+        case,
+        "    <testcase classname=\"firedrill.{}.{}\" name=\"{}\" time=\"{time:.3}\">",
+        xml_escape(name),
+        xml_escape(&input.experiment.spec.zone),
+        xml_escape(&spec.name)
+    );
+    let msg = r.message.clone().unwrap_or_default();
+    let measured = measured(spec, r);
+    match r.verdict {
+        Some(Verdict::Passed) => {}
+        Some(Verdict::Failed) => {
+            let _ = writeln!(
+                case,
+                "      <failure type=\"SLOFailed\" message=\"{}: {}\">{}</failure>",
+                xml_escape(&spec.name),
+                xml_escape(&msg),
+                xml_escape(&measured)
+            );
+        }
+        _ => {
+            let why = if msg.is_empty() {
+                format!(
+                    "no verdict: the experiment ended {}: {}",
+                    input.phase(),
+                    input.reason()
+                )
+            } else {
+                msg
+            };
+            let _ = writeln!(
+                case,
+                "      <error type=\"Inconclusive\" message=\"{}\">{}</error>",
+                xml_escape(&why),
+                xml_escape(&measured)
+            );
+        }
+    }
+    let _ = writeln!(
+        case,
+        "      <system-out>{}</system-out>",
+        xml_escape(&measured)
+    );
+    case.push_str("    </testcase>\n");
+    case
+}
+
+/// What was measured of one SLO against its objectives, in one line, with
+/// whether the plan predicted it and the cause where one is known.
+fn measured(spec: &SloSpec, r: &SloStatus) -> String {
+    let measured = format!(
+        "time to recover: {} (objective {}); availability: {} (objective {}); longest outage: {}s; samples: {}, failed: {}",
+        r.time_to_recover_seconds
+            .map(|t| format!("{t}s"))
+            .unwrap_or_else(|| "never recovered".into()),
+        spec.recovery_time_objective,
+        r.availability_percent
+            .map(|a| format!("{a:.2}%"))
+            .unwrap_or_else(|| "n/a".into()),
+        spec.availability_objective
+            .map(|a| format!("{a}%"))
+            .unwrap_or_else(|| "none".into()),
+        r.longest_outage_seconds.unwrap_or(0.0),
+        r.samples,
+        r.failures
+    );
+    match &r.cause {
+        Some(c) => format!(
+            "{measured}; predicted by the plan: {}; cause: {c}",
+            predicted(r)
+        ),
+        None => format!("{measured}; predicted by the plan: {}", predicted(r)),
+    }
+}
+
 /// A plain-text verdict table for terminals and CI logs.
 pub fn table(input: &Input) -> String {
     let exp = input.experiment;
@@ -302,10 +322,7 @@ pub fn table(input: &Input) -> String {
         exp.metadata.name.clone().unwrap_or_default(),
         exp.spec.zone,
         input.phase(),
-        input
-            .verdict()
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "-".into())
+        verdict_text(input.verdict())
     );
     let _ = writeln!(s, "{}", input.reason());
     if !exp.spec.slos.is_empty() {
@@ -315,63 +332,72 @@ pub fn table(input: &Input) -> String {
             "SLO", "VERDICT", "RECOVERED IN", "AVAILABILITY", "SAMPLES", "PREDICTED"
         );
         for spec in &exp.spec.slos {
-            let r = slo_status(&st, &spec.name);
-            let ttr = match r.time_to_recover_seconds {
-                Some(t) => format!("{t}s/{}", spec.recovery_time_objective),
-                None if r.verdict.is_some() => "never".into(),
-                None => "-".into(),
-            };
-            let avail = match (r.availability_percent, spec.availability_objective) {
-                (Some(a), Some(o)) => format!("{a:.2}%/{o}%"),
-                (Some(a), None) => format!("{a:.2}%"),
-                _ => "-".into(),
-            };
-            let verdict = r
-                .verdict
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "-".into());
-            let crit = if spec.critical { "" } else { " (non-critical)" };
-            let _ = writeln!(
-                s,
-                "{:<18} {:<13} {:>16} {:>18} {:>9} {:<10} {}{crit}",
-                spec.name,
-                verdict,
-                ttr,
-                avail,
-                r.samples,
-                predicted(&r),
-                r.message.clone().unwrap_or_default()
-            );
-            if let Some(cause) = &r.cause {
-                let _ = writeln!(s, "{:<18} cause: {cause}", "");
-            }
+            table_row(&mut s, spec, &slo_status(&st, &spec.name));
         }
     }
     if let Some(plan) = &st.plan {
-        for w in &plan.warnings {
-            let _ = writeln!(s, "warning: {w}");
-        }
-    }
-    if let Some(plan) = &st.plan {
-        if plan.pinned_pods > 0 {
-            let _ = writeln!(
-                s,
-                "\npinned to {} ({}): {}",
-                exp.spec.zone,
-                plan.pinned_pods,
-                plan.pinned_pod_names.join(", ")
-            );
-        }
-        if plan.workloads_losing_all_replicas > 0 {
-            let _ = writeln!(
-                s,
-                "lose every replica ({}): {}",
-                plan.workloads_losing_all_replicas,
-                plan.workloads_losing_all_replicas_names.join(", ")
-            );
-        }
+        table_plan(&mut s, &exp.spec.zone, plan);
     }
     s
+}
+
+/// One SLO's line of the table, and its cause on a line of its own.
+fn table_row(s: &mut String, spec: &SloSpec, r: &SloStatus) {
+    let ttr = match r.time_to_recover_seconds {
+        Some(t) => format!("{t}s/{}", spec.recovery_time_objective),
+        None if r.verdict.is_some() => "never".into(),
+        None => "-".into(),
+    };
+    let avail = match (r.availability_percent, spec.availability_objective) {
+        (Some(a), Some(o)) => format!("{a:.2}%/{o}%"),
+        (Some(a), None) => format!("{a:.2}%"),
+        _ => "-".into(),
+    };
+    let crit = if spec.critical { "" } else { " (non-critical)" };
+    let _ = writeln!(
+        s,
+        "{:<18} {:<13} {:>16} {:>18} {:>9} {:<10} {}{crit}",
+        spec.name,
+        verdict_text(r.verdict),
+        ttr,
+        avail,
+        r.samples,
+        predicted(r),
+        r.message.clone().unwrap_or_default()
+    );
+    if let Some(cause) = &r.cause {
+        let _ = writeln!(s, "{:<18} cause: {cause}", "");
+    }
+}
+
+/// The table's notes from the plan: its warnings, the pods pinned to the
+/// zone and the workloads that lose every replica.
+fn table_plan(s: &mut String, zone: &str, plan: &PlanSummary) {
+    for w in &plan.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    if plan.pinned_pods > 0 {
+        let _ = writeln!(
+            s,
+            "\npinned to {} ({}): {}",
+            zone,
+            plan.pinned_pods,
+            plan.pinned_pod_names.join(", ")
+        );
+    }
+    if plan.workloads_losing_all_replicas > 0 {
+        let _ = writeln!(
+            s,
+            "lose every replica ({}): {}",
+            plan.workloads_losing_all_replicas,
+            plan.workloads_losing_all_replicas_names.join(", ")
+        );
+    }
+}
+
+/// A verdict as the table and the page show it (`-` before there is one).
+fn verdict_text(v: Option<Verdict>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
 fn color(v: Option<Verdict>) -> &'static str {
@@ -388,208 +414,293 @@ fn color(v: Option<Verdict>) -> &'static str {
 pub fn html(input: &Input) -> String {
     let exp = input.experiment;
     let st = exp.status.clone().unwrap_or_default();
-    let name = xml_escape(&exp.metadata.name.clone().unwrap_or_default());
-    let verdict = input.verdict();
-    let verdict_text = verdict
-        .map(|v| v.to_string())
-        .unwrap_or_else(|| input.phase());
-
-    // Time axis: from the first sample (or baseline) to the last sample (or finish).
     let end = input.end_ms();
-    let segments: Vec<(String, Vec<crate::slo::Segment>)> = input
+    let segments: Vec<(String, Vec<Segment>)> = input
         .recording
         .slos
         .iter()
         .map(|(n, t)| (n.clone(), t.segments_until(end)))
         .collect();
-    let first = segments
-        .iter()
-        .flat_map(|(_, s)| s.first())
-        .map(|g| g.start)
-        .min();
-    let last = segments
-        .iter()
-        .flat_map(|(_, s)| s.last())
-        .map(|g| g.end)
-        .max();
-    let injected = input.injected_ms();
-    let restore = input.phase_ms(Phase::Restoring);
-    let t0 = [first, input.phase_ms(Phase::Baseline), injected]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(0);
-    // The axis also reaches every recovery-time objective, so each one is visible.
-    let objectives = exp
+    let axis = Axis::new(input, &segments);
+    let svg = timeline_svg(input, &st, &segments, &axis);
+    let rows: String = exp
         .spec
         .slos
         .iter()
-        .filter_map(|s| Some(injected? + (secs(&s.recovery_time_objective)? * 1000.0) as i64));
-    let t1 = [last, restore, input.phase_ms(Phase::Completed)]
-        .into_iter()
-        .flatten()
-        .chain(objectives)
-        .max()
-        .unwrap_or(t0 + 1)
-        .max(t0 + 1);
-    let (left, width, lane_h, gap) = (170.0, 760.0, 26.0, 14.0);
-    let x = |t: i64| left + (t - t0) as f64 / (t1 - t0) as f64 * width;
-    let lanes = exp.spec.slos.len().max(1) as f64;
-    let height = 40.0 + lanes * (lane_h + gap) + 30.0;
+        .map(|spec| slo_row(spec, &slo_status(&st, &spec.name)))
+        .collect();
+    let findings = st
+        .plan
+        .as_ref()
+        .map(|plan| plan_findings(&exp.spec.zone, plan))
+        .unwrap_or_default();
+    html_page(input, &st, &svg, &rows, &findings)
+}
 
+/// The timeline's layout: lanes start `LEFT` pixels in and are `WIDTH` wide,
+/// `LANE_H` high with `GAP` between them.
+const LEFT: f64 = 170.0;
+const WIDTH: f64 = 760.0;
+const LANE_H: f64 = 26.0;
+const GAP: f64 = 14.0;
+
+/// The timeline's time axis.
+struct Axis {
+    /// From the first sample (or the baseline, or the injection)...
+    t0: i64,
+    /// ... to the last sample (or the restore, or the finish), and far
+    /// enough to show every recovery-time objective.
+    t1: i64,
+    injected: Option<i64>,
+    restore: Option<i64>,
+}
+
+impl Axis {
+    fn new(input: &Input, segments: &[(String, Vec<Segment>)]) -> Self {
+        let first = segments
+            .iter()
+            .flat_map(|(_, s)| s.first())
+            .map(|g| g.start)
+            .min();
+        let last = segments
+            .iter()
+            .flat_map(|(_, s)| s.last())
+            .map(|g| g.end)
+            .max();
+        let injected = input.injected_ms();
+        let restore = input.phase_ms(Phase::Restoring);
+        let t0 = [first, input.phase_ms(Phase::Baseline), injected]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0);
+        // The axis also reaches every recovery-time objective, so each one is visible.
+        let objectives =
+            input.experiment.spec.slos.iter().filter_map(|s| {
+                Some(injected? + (secs(&s.recovery_time_objective)? * 1000.0) as i64)
+            });
+        let t1 = [last, restore, input.phase_ms(Phase::Completed)]
+            .into_iter()
+            .flatten()
+            .chain(objectives)
+            .max()
+            .unwrap_or(t0 + 1)
+            .max(t0 + 1);
+        Axis {
+            t0,
+            t1,
+            injected,
+            restore,
+        }
+    }
+
+    /// Where time `t` is drawn.
+    fn x(&self, t: i64) -> f64 {
+        LEFT + (t - self.t0) as f64 / (self.t1 - self.t0) as f64 * WIDTH
+    }
+}
+
+/// The SVG timeline: the dark window, a lane per SLO, the time ticks.
+fn timeline_svg(
+    input: &Input,
+    st: &DataCenterFailureStatus,
+    segments: &[(String, Vec<Segment>)],
+    axis: &Axis,
+) -> String {
+    let exp = input.experiment;
+    let lanes = exp.spec.slos.len().max(1) as f64;
+    let height = 40.0 + lanes * (LANE_H + GAP) + 30.0;
     let mut svg = String::new();
     let _ = write!(
         svg,
         "<svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 960 {height}\" width=\"960\" height=\"{height}\" role=\"img\" aria-label=\"SLO timeline\">"
     );
-    if let (Some(a), Some(b)) = (injected, restore.or(Some(t1))) {
+    if let (Some(a), Some(b)) = (axis.injected, axis.restore.or(Some(axis.t1))) {
         let _ = write!(
             svg,
             "<rect class=\"dark-window\" x=\"{:.1}\" y=\"20\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#24292f\" fill-opacity=\"0.12\"/>",
-            x(a),
-            (x(b) - x(a)).max(1.0),
+            axis.x(a),
+            (axis.x(b) - axis.x(a)).max(1.0),
             height - 50.0
         );
         let _ = write!(
             svg,
             "<text x=\"{:.1}\" y=\"14\" font-size=\"12\" fill=\"#24292f\">{} dark</text>",
-            x(a) + 4.0,
+            axis.x(a) + 4.0,
             xml_escape(&exp.spec.zone)
         );
     }
     for (i, spec) in exp.spec.slos.iter().enumerate() {
-        let y = 30.0 + i as f64 * (lane_h + gap);
-        let r = slo_status(&st, &spec.name);
-        let _ = write!(
-            svg,
-            "<g class=\"lane\" data-slo=\"{n}\"><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"13\" text-anchor=\"end\" fill=\"{}\">{n}</text>",
-            left - 8.0,
-            y + lane_h * 0.68,
-            color(r.verdict),
-            n = xml_escape(&spec.name)
-        );
-        let _ = write!(
-            svg,
-            "<rect x=\"{left}\" y=\"{y:.1}\" width=\"{width}\" height=\"{lane_h}\" fill=\"#f6f8fa\" stroke=\"#d0d7de\"/>"
-        );
-        if let Some((_, segs)) = segments.iter().find(|(n, _)| *n == spec.name) {
-            for g in segs {
-                // A plain run has its outcome's colour; a stretch merged to
-                // keep the recording small is shaded by its share of failures.
-                let (class, fill, opacity) = match g.outcome {
-                    Some(Outcome::Ok) => ("Ok", "#2da44e", 1.0),
-                    Some(Outcome::Fail) => ("Fail", "#cf222e", 1.0),
-                    Some(Outcome::Error) => ("Error", "#8c959f", 1.0),
-                    None => {
-                        let answered = (g.ms[0] + g.ms[1]).max(1) as f64;
-                        ("Mixed", "#cf222e", 0.25 + 0.75 * g.ms[1] as f64 / answered)
-                    }
-                };
-                let (a, b) = (x(g.start.max(t0)), x(g.end.min(t1)));
-                let _ = write!(
-                    svg,
-                    "<rect class=\"run {class}\" x=\"{a:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{lane_h}\" fill=\"{fill}\" fill-opacity=\"{opacity:.2}\"><title>{class}: {} ok, {} failed, {} could not run</title></rect>",
-                    (b - a).max(0.8),
-                    g.counts[0],
-                    g.counts[1],
-                    g.counts[2]
-                );
-            }
-        }
-        if let (Some(inj), Some(rto)) = (injected, secs(&spec.recovery_time_objective)) {
-            let at = inj + (rto * 1000.0) as i64;
-            if at <= t1 {
-                let _ = write!(
-                    svg,
-                    "<line class=\"rto\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#0969da\" stroke-width=\"2\" stroke-dasharray=\"4 3\"><title>recovery-time objective {3}</title></line>",
-                    x(at),
-                    y - 3.0,
-                    y + lane_h + 3.0,
-                    xml_escape(&spec.recovery_time_objective)
-                );
-            }
-        }
-        svg.push_str("</g>");
+        let segs = segments
+            .iter()
+            .find(|(n, _)| *n == spec.name)
+            .map(|(_, s)| s.as_slice());
+        let y = 30.0 + i as f64 * (LANE_H + GAP);
+        slo_lane(&mut svg, axis, y, spec, &slo_status(st, &spec.name), segs);
     }
-    let axis_y = 30.0 + lanes * (lane_h + gap) + 4.0;
-    let total = (t1 - t0) as f64 / 1000.0;
+    let axis_y = 30.0 + lanes * (LANE_H + GAP) + 4.0;
+    let total = (axis.t1 - axis.t0) as f64 / 1000.0;
     for k in 0..=5 {
-        let t = t0 + (t1 - t0) * k / 5;
+        let t = axis.t0 + (axis.t1 - axis.t0) * k / 5;
         let _ = write!(
             svg,
             "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#57606a\">{:.0}s</text>",
-            x(t),
+            axis.x(t),
             axis_y + 12.0,
             total * k as f64 / 5.0
         );
     }
     svg.push_str("</svg>");
+    svg
+}
 
-    let mut rows = String::new();
-    for spec in &exp.spec.slos {
-        let r = slo_status(&st, &spec.name);
-        let _ = write!(
-            rows,
-            "<tr><td>{}</td><td><span class=\"pill\" style=\"background:{}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"predicted\">{}</td><td>{}</td></tr>",
-            xml_escape(&spec.name),
-            color(r.verdict),
-            r.verdict
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "-".into()),
-            r.time_to_recover_seconds
-                .map(|t| format!("{t}s"))
-                .unwrap_or_else(|| if r.verdict.is_some() {
-                    "never".into()
-                } else {
-                    "-".into()
-                }),
-            xml_escape(&spec.recovery_time_objective),
-            r.availability_percent
-                .map(|a| format!("{a:.2}%"))
-                .unwrap_or_else(|| "-".into()),
-            spec.availability_objective
-                .map(|a| format!("{a}%"))
-                .unwrap_or_else(|| "-".into()),
-            predicted(&r),
-            xml_escape(&match &r.cause {
-                Some(c) => format!("{}. Cause: {c}", r.message.clone().unwrap_or_default()),
-                None => r.message.clone().unwrap_or_default(),
-            })
-        );
+/// One SLO's lane at height `y`: its name in its verdict's colour, its
+/// recorded runs, and its recovery-time objective.
+fn slo_lane(
+    svg: &mut String,
+    axis: &Axis,
+    y: f64,
+    spec: &SloSpec,
+    r: &SloStatus,
+    segs: Option<&[Segment]>,
+) {
+    let _ = write!(
+        svg,
+        "<g class=\"lane\" data-slo=\"{n}\"><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"13\" text-anchor=\"end\" fill=\"{}\">{n}</text>",
+        LEFT - 8.0,
+        y + LANE_H * 0.68,
+        color(r.verdict),
+        n = xml_escape(&spec.name)
+    );
+    let _ = write!(
+        svg,
+        "<rect x=\"{LEFT}\" y=\"{y:.1}\" width=\"{WIDTH}\" height=\"{LANE_H}\" fill=\"#f6f8fa\" stroke=\"#d0d7de\"/>"
+    );
+    for g in segs.into_iter().flatten() {
+        run_rect(svg, axis, y, g);
     }
-    let mut findings = String::new();
-    if let Some(plan) = &st.plan {
-        let list = |title: &str, n: i32, names: &[String]| {
-            if n == 0 {
-                return format!("<p><b>{title}:</b> none</p>");
-            }
-            let items: String = names
-                .iter()
-                .map(|x| format!("<li>{}</li>", xml_escape(x)))
-                .collect();
-            let more = if (n as usize) > names.len() {
-                format!("<li>… and {} more</li>", n as usize - names.len())
+    if let (Some(inj), Some(rto)) = (axis.injected, secs(&spec.recovery_time_objective)) {
+        let at = inj + (rto * 1000.0) as i64;
+        if at <= axis.t1 {
+            let _ = write!(
+                svg,
+                "<line class=\"rto\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#0969da\" stroke-width=\"2\" stroke-dasharray=\"4 3\"><title>recovery-time objective {3}</title></line>",
+                axis.x(at),
+                y - 3.0,
+                y + LANE_H + 3.0,
+                xml_escape(&spec.recovery_time_objective)
+            );
+        }
+    }
+    svg.push_str("</g>");
+}
+
+/// One recorded run of a lane. A plain run has its outcome's colour; a
+/// stretch merged to keep the recording small is shaded by its share of
+/// failures.
+fn run_rect(svg: &mut String, axis: &Axis, y: f64, g: &Segment) {
+    let (class, fill, opacity) = match g.outcome {
+        Some(Outcome::Ok) => ("Ok", "#2da44e", 1.0),
+        Some(Outcome::Fail) => ("Fail", "#cf222e", 1.0),
+        Some(Outcome::Error) => ("Error", "#8c959f", 1.0),
+        None => {
+            let answered = (g.ms[0] + g.ms[1]).max(1) as f64;
+            ("Mixed", "#cf222e", 0.25 + 0.75 * g.ms[1] as f64 / answered)
+        }
+    };
+    let (a, b) = (axis.x(g.start.max(axis.t0)), axis.x(g.end.min(axis.t1)));
+    let _ = write!(
+        svg,
+        "<rect class=\"run {class}\" x=\"{a:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{LANE_H}\" fill=\"{fill}\" fill-opacity=\"{opacity:.2}\"><title>{class}: {} ok, {} failed, {} could not run</title></rect>",
+        (b - a).max(0.8),
+        g.counts[0],
+        g.counts[1],
+        g.counts[2]
+    );
+}
+
+/// One SLO's row of the page's table.
+fn slo_row(spec: &SloSpec, r: &SloStatus) -> String {
+    format!(
+        "<tr><td>{}</td><td><span class=\"pill\" style=\"background:{}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"predicted\">{}</td><td>{}</td></tr>",
+        xml_escape(&spec.name),
+        color(r.verdict),
+        verdict_text(r.verdict),
+        r.time_to_recover_seconds
+            .map(|t| format!("{t}s"))
+            .unwrap_or_else(|| if r.verdict.is_some() {
+                "never".into()
             } else {
-                String::new()
-            };
-            format!("<p><b>{title} ({n}):</b></p><ul>{items}{more}</ul>")
-        };
-        findings.push_str(&list(
-            &format!("Pods pinned to {}", xml_escape(&exp.spec.zone)),
-            plan.pinned_pods,
-            &plan.pinned_pod_names,
-        ));
-        findings.push_str(&list(
-            "Workloads that lose every ready replica",
-            plan.workloads_losing_all_replicas,
-            &plan.workloads_losing_all_replicas_names,
-        ));
-        let _ = write!(
-            findings,
-            "<p>{} of {} nodes in the zone; {} pods in scope.</p>",
-            plan.nodes_in_zone, plan.nodes_in_cluster, plan.pods_in_scope
-        );
+                "-".into()
+            }),
+        xml_escape(&spec.recovery_time_objective),
+        r.availability_percent
+            .map(|a| format!("{a:.2}%"))
+            .unwrap_or_else(|| "-".into()),
+        spec.availability_objective
+            .map(|a| format!("{a}%"))
+            .unwrap_or_else(|| "-".into()),
+        predicted(r),
+        xml_escape(&match &r.cause {
+            Some(c) => format!("{}. Cause: {c}", r.message.clone().unwrap_or_default()),
+            None => r.message.clone().unwrap_or_default(),
+        })
+    )
+}
+
+/// What the plan found: the pods pinned to the zone, the workloads that lose
+/// every ready replica, and the zone's size.
+fn plan_findings(zone: &str, plan: &PlanSummary) -> String {
+    let mut findings = finding_list(
+        &format!("Pods pinned to {}", xml_escape(zone)),
+        plan.pinned_pods,
+        &plan.pinned_pod_names,
+    );
+    findings.push_str(&finding_list(
+        "Workloads that lose every ready replica",
+        plan.workloads_losing_all_replicas,
+        &plan.workloads_losing_all_replicas_names,
+    ));
+    let _ = write!(
+        findings,
+        "<p>{} of {} nodes in the zone; {} pods in scope.</p>",
+        plan.nodes_in_zone, plan.nodes_in_cluster, plan.pods_in_scope
+    );
+    findings
+}
+
+/// A titled list of `n` findings, of which `names` are the first listed.
+fn finding_list(title: &str, n: i32, names: &[String]) -> String {
+    if n == 0 {
+        return format!("<p><b>{title}:</b> none</p>");
     }
+    let items: String = names
+        .iter()
+        .map(|x| format!("<li>{}</li>", xml_escape(x)))
+        .collect();
+    let more = if (n as usize) > names.len() {
+        format!("<li>… and {} more</li>", n as usize - names.len())
+    } else {
+        String::new()
+    };
+    format!("<p><b>{title} ({n}):</b></p><ul>{items}{more}</ul>")
+}
+
+/// The page around the timeline, the SLO rows and the findings: the verdict
+/// and the fault's counts first, the legend under the timeline.
+fn html_page(
+    input: &Input,
+    st: &DataCenterFailureStatus,
+    svg: &str,
+    rows: &str,
+    findings: &str,
+) -> String {
+    let exp = input.experiment;
+    let name = xml_escape(&exp.metadata.name.clone().unwrap_or_default());
+    let verdict = input.verdict();
+    let verdict_text = verdict
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| input.phase());
     let fault = st.fault.clone().unwrap_or_default();
     format!(
         r#"<!DOCTYPE html>

@@ -213,9 +213,11 @@ pub async fn follow(
 ) -> anyhow::Result<DataCenterFailure> {
     let api = Api::<DataCenterFailure>::all(client.clone());
     let started = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let mut last: Vec<String> = vec![];
-    let mut drawn = 0usize;
+    let mut printer = Printer {
+        tty: std::io::stderr().is_terminal(),
+        last: vec![],
+        drawn: 0,
+    };
     let mut aborting = false;
     let mut interrupts = 0;
     let ctrl_c = tokio::signal::ctrl_c();
@@ -232,37 +234,7 @@ pub async fn follow(
         } else {
             recording(&exp, client).await
         };
-        let lines = progress(&exp, &rec, started);
-        if tty {
-            // Redraw the block in place.
-            let mut out = String::new();
-            if drawn > 0 {
-                out.push_str(&format!("\x1b[{drawn}A"));
-            }
-            for l in &lines {
-                out.push_str(&format!("\x1b[2K{l}\n"));
-            }
-            eprint!("{out}");
-            drawn = lines.len();
-        } else {
-            // Plain lines, only when the phase, the fault counts or an SLO's
-            // state changes (not for every new sample).
-            let key = |v: &[String]| {
-                v.iter()
-                    .map(|l| {
-                        let l = l.split_once("] ").map(|x| x.1).unwrap_or(l);
-                        let l = l.split(" (").next().unwrap_or(l);
-                        l.split(" for ").next().unwrap_or(l).to_string()
-                    })
-                    .collect::<Vec<_>>()
-            };
-            if key(&lines) != key(&last) {
-                for l in &lines {
-                    eprintln!("{l}");
-                }
-            }
-        }
-        last = lines;
+        printer.show(progress(&exp, &rec, started));
         if done {
             return Ok(exp);
         }
@@ -289,6 +261,53 @@ pub async fn follow(
             }
         }
     }
+}
+
+/// Prints the progress block on standard error.
+struct Printer {
+    /// A terminal: the block is redrawn in place.
+    tty: bool,
+    /// The block printed last.
+    last: Vec<String>,
+    /// How many lines the terminal shows of it.
+    drawn: usize,
+}
+
+impl Printer {
+    fn show(&mut self, lines: Vec<String>) {
+        if self.tty {
+            // Redraw the block in place.
+            let mut out = String::new();
+            if self.drawn > 0 {
+                out.push_str(&format!("\x1b[{}A", self.drawn));
+            }
+            for l in &lines {
+                out.push_str(&format!("\x1b[2K{l}\n"));
+            }
+            eprint!("{out}");
+            self.drawn = lines.len();
+        } else if changes(&lines) != changes(&self.last) {
+            // Plain lines, only when the phase, the fault counts or an SLO's
+            // state changes (not for every new sample).
+            for l in &lines {
+                eprintln!("{l}");
+            }
+        }
+        self.last = lines;
+    }
+}
+
+/// What of the progress lines counts as a change: each line without its
+/// elapsed time, sample counts and durations.
+fn changes(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let l = l.split_once("] ").map(|x| x.1).unwrap_or(l);
+            let l = l.split(" (").next().unwrap_or(l);
+            l.split(" for ").next().unwrap_or(l).to_string()
+        })
+        .collect()
 }
 
 async fn request_abort(api: &Api<DataCenterFailure>, name: &str, why: &str) -> kube::Result<()> {

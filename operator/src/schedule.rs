@@ -16,7 +16,8 @@
 //! [`decide`] is pure; [`run`] is the controller around it.
 
 use crate::api::{
-    DataCenterFailure, DataCenterFailureSchedule, DataCenterFailureScheduleStatus, Phase, Verdict,
+    DataCenterFailure, DataCenterFailureSchedule, DataCenterFailureScheduleSpec,
+    DataCenterFailureScheduleStatus, Phase, Verdict,
 };
 use crate::{Error, Result};
 use futures::StreamExt;
@@ -119,17 +120,7 @@ pub fn decide(
         .map(|t| t.0)
         .or_else(|| sched.meta().creation_timestamp.as_ref().map(|t| t.0))
         .unwrap_or(now);
-    let tz = spec.time_zone.as_deref();
-    // The most recent tick in (since, now].
-    let mut due = None;
-    let mut t = next_after(&spec.schedule, tz, since)?;
-    let mut guard = 0;
-    while t <= now && guard < 100_000 {
-        due = Some(t);
-        t = next_after(&spec.schedule, tz, t)?;
-        guard += 1;
-    }
-    let next = t;
+    let (due, next) = ticks(spec, since, now)?;
     let mut d = Decision {
         requeue: Duration::try_from(next.duration_since(now))
             .unwrap_or(Duration::ZERO)
@@ -139,39 +130,74 @@ pub fn decide(
     if let Some(tick) = due
         && !spec.suspend
     {
-        let late = Duration::try_from(now.duration_since(tick)).unwrap_or(Duration::ZERO);
-        let active: Vec<&RunInfo> = runs.iter().filter(|r| r.finished.is_none()).collect();
-        if let Some(deadline) = spec.starting_deadline_seconds
-            && late > Duration::from_secs(deadline.max(0) as u64)
-        {
-            d.skip = Some((
-                tick,
-                format!(
-                    "missed the {tick} tick by {}s (startingDeadlineSeconds={deadline})",
-                    late.as_secs()
-                ),
-            ));
-        } else if spec.concurrency_policy == crate::api::ConcurrencyPolicy::Forbid
-            && !active.is_empty()
-        {
-            let names: Vec<&str> = active.iter().map(|r| r.name.as_str()).collect();
-            d.skip = Some((
-                tick,
-                format!(
-                    "skipped the {tick} tick: {} still running (concurrencyPolicy Forbid)",
-                    names.join(", ")
-                ),
-            ));
-        } else {
-            let zone = if spec.zones.is_empty() {
-                spec.template.spec.zone.clone()
-            } else {
-                spec.zones[(st.next_zone_index.max(0) as usize) % spec.zones.len()].clone()
-            };
-            d.create = Some((tick, zone));
+        match skip_reason(spec, runs, tick, now) {
+            Some(why) => d.skip = Some((tick, why)),
+            None => d.create = Some((tick, next_zone(spec, &st))),
         }
     }
-    // History: keep the newest N passed and M other finished runs.
+    d.delete = past_history(spec, runs);
+    Ok(d)
+}
+
+/// The most recent tick in (`since`, `now`], if any, and the next one after `now`.
+fn ticks(
+    spec: &DataCenterFailureScheduleSpec,
+    since: Timestamp,
+    now: Timestamp,
+) -> std::result::Result<(Option<Timestamp>, Timestamp), String> {
+    let tz = spec.time_zone.as_deref();
+    let mut due = None;
+    let mut t = next_after(&spec.schedule, tz, since)?;
+    let mut guard = 0;
+    while t <= now && guard < 100_000 {
+        due = Some(t);
+        t = next_after(&spec.schedule, tz, t)?;
+        guard += 1;
+    }
+    Ok((due, t))
+}
+
+/// Why the due `tick` is skipped: noticed past the starting deadline, or a
+/// run still active under `concurrencyPolicy: Forbid`.
+fn skip_reason(
+    spec: &DataCenterFailureScheduleSpec,
+    runs: &[RunInfo],
+    tick: Timestamp,
+    now: Timestamp,
+) -> Option<String> {
+    let late = Duration::try_from(now.duration_since(tick)).unwrap_or(Duration::ZERO);
+    let active: Vec<&RunInfo> = runs.iter().filter(|r| r.finished.is_none()).collect();
+    if let Some(deadline) = spec.starting_deadline_seconds
+        && late > Duration::from_secs(deadline.max(0) as u64)
+    {
+        Some(format!(
+            "missed the {tick} tick by {}s (startingDeadlineSeconds={deadline})",
+            late.as_secs()
+        ))
+    } else if spec.concurrency_policy == crate::api::ConcurrencyPolicy::Forbid && !active.is_empty()
+    {
+        let names: Vec<&str> = active.iter().map(|r| r.name.as_str()).collect();
+        Some(format!(
+            "skipped the {tick} tick: {} still running (concurrencyPolicy Forbid)",
+            names.join(", ")
+        ))
+    } else {
+        None
+    }
+}
+
+/// The zone of the next run: the template's, or the next of `zones` in turn.
+fn next_zone(spec: &DataCenterFailureScheduleSpec, st: &DataCenterFailureScheduleStatus) -> String {
+    if spec.zones.is_empty() {
+        spec.template.spec.zone.clone()
+    } else {
+        spec.zones[(st.next_zone_index.max(0) as usize) % spec.zones.len()].clone()
+    }
+}
+
+/// History: keep the newest N passed and M other finished runs; the rest,
+/// oldest first.
+fn past_history(spec: &DataCenterFailureScheduleSpec, runs: &[RunInfo]) -> Vec<String> {
     let mut finished: Vec<&RunInfo> = runs.iter().filter(|r| r.finished.is_some()).collect();
     finished.sort_by_key(|r| std::cmp::Reverse(r.created));
     let (passed, other): (Vec<&RunInfo>, Vec<&RunInfo>) = finished
@@ -187,8 +213,7 @@ pub fn decide(
             .skip(spec.failed_history_limit.max(0) as usize),
     );
     delete.sort_by_key(|r| r.created);
-    d.delete = delete.into_iter().map(|r| r.name.clone()).collect();
-    Ok(d)
+    delete.into_iter().map(|r| r.name.clone()).collect()
 }
 
 /// The name of the run for a tick: stable, so creating it twice is harmless.
@@ -279,49 +304,89 @@ async fn event(
 async fn reconcile(sched: Arc<DataCenterFailureSchedule>, ctx: Arc<Ctx>) -> Result<Action> {
     let name = sched.name_any();
     let api = Api::<DataCenterFailureSchedule>::all(ctx.client.clone());
-    let runs_api = Api::<DataCenterFailure>::all(ctx.client.clone());
-    let uid = sched.uid().unwrap_or_default();
-    let owned: Vec<DataCenterFailure> = runs_api
-        .list(&ListParams::default().labels(&format!(
-            "{SCHEDULE_LABEL}={}",
-            crate::fault::mark_value(&name, &uid)
-        )))
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
-        .collect();
-    let runs: Vec<RunInfo> = owned
-        .iter()
-        .map(|r| {
-            let st = r.status.clone().unwrap_or_default();
-            let finished = st
-                .phase
-                .filter(|p| p.is_terminal())
-                .map(|p| match (p, st.verdict) {
-                    (Phase::Completed, Some(v)) => v,
-                    (Phase::Completed, None) => Verdict::Passed,
-                    (_, Some(Verdict::Failed)) => Verdict::Failed,
-                    _ => Verdict::Inconclusive,
-                });
-            RunInfo {
-                name: r.name_any(),
-                created: r
-                    .meta()
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0)
-                    .unwrap_or(Timestamp::UNIX_EPOCH),
-                finished,
-            }
-        })
-        .collect();
+    let runs = owned_runs(&ctx.client, &sched).await?;
     let now = Timestamp::now();
     let mut st: DataCenterFailureScheduleStatus = sched.status.clone().unwrap_or_default();
     let decision = decide(&sched, &runs, now);
-    let valid = match &decision {
-        Ok(_) => ("True", "Valid", String::new()),
-        Err(msg) => ("False", "InvalidSchedule", msg.clone()),
+    set_valid(&mut st, &sched, decision.as_ref().err(), now);
+    let decision = match decision {
+        Ok(d) => d,
+        Err(msg) => {
+            event(&ctx, &sched, EventType::Warning, "InvalidSchedule", msg).await;
+            crate::api::write_status(&api, &name, None, &st).await?;
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+    };
+    if let Some((tick, why)) = &decision.skip {
+        st.last_schedule_time = Some(Time(*tick));
+        event(&ctx, &sched, EventType::Warning, "Skipped", why.clone()).await;
+    }
+    if let Some((tick, zone)) = &decision.create {
+        start_run(&ctx, &sched, *tick, zone, &mut st).await?;
+    }
+    let runs_api = Api::<DataCenterFailure>::all(ctx.client.clone());
+    for old in &decision.delete {
+        runs_api.delete(old, &DeleteParams::background()).await.ok();
+    }
+    record_runs(&mut st, &runs, decision.create.is_some());
+    crate::api::write_status(&api, &name, None, &st).await?;
+    Ok(Action::requeue(decision.requeue))
+}
+
+/// The runs this schedule created (by its label, and owned by this very
+/// schedule), as the decision needs them.
+async fn owned_runs(client: &Client, sched: &DataCenterFailureSchedule) -> Result<Vec<RunInfo>> {
+    let uid = sched.uid().unwrap_or_default();
+    let owned = Api::<DataCenterFailure>::all(client.clone())
+        .list(&ListParams::default().labels(&format!(
+            "{SCHEDULE_LABEL}={}",
+            crate::fault::mark_value(&sched.name_any(), &uid)
+        )))
+        .await?
+        .items;
+    Ok(owned
+        .iter()
+        .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
+        .map(run_info)
+        .collect())
+}
+
+/// A run, with how it ended: Completed runs with their verdict (Passed
+/// without one), others Failed if they failed, else Inconclusive.
+fn run_info(r: &DataCenterFailure) -> RunInfo {
+    let st = r.status.clone().unwrap_or_default();
+    let finished = st
+        .phase
+        .filter(|p| p.is_terminal())
+        .map(|p| match (p, st.verdict) {
+            (Phase::Completed, Some(v)) => v,
+            (Phase::Completed, None) => Verdict::Passed,
+            (_, Some(Verdict::Failed)) => Verdict::Failed,
+            _ => Verdict::Inconclusive,
+        });
+    RunInfo {
+        name: r.name_any(),
+        created: r
+            .meta()
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+        finished,
+    }
+}
+
+/// The `Valid` condition: true, or false with why the schedule is invalid.
+/// Its transition time moves only when it changes.
+fn set_valid(
+    st: &mut DataCenterFailureScheduleStatus,
+    sched: &DataCenterFailureSchedule,
+    invalid: Option<&String>,
+    now: Timestamp,
+) {
+    let valid = match invalid {
+        None => ("True", "Valid", String::new()),
+        Some(msg) => ("False", "InvalidSchedule", msg.clone()),
     };
     let changed = !st
         .conditions
@@ -339,45 +404,47 @@ async fn reconcile(sched: Arc<DataCenterFailureSchedule>, ctx: Arc<Ctx>) -> Resu
                 observed_generation: sched.metadata.generation,
             });
     }
-    let decision = match decision {
-        Ok(d) => d,
-        Err(msg) => {
-            event(&ctx, &sched, EventType::Warning, "InvalidSchedule", msg).await;
-            crate::api::write_status(&api, &name, None, &st).await?;
-            return Ok(Action::requeue(Duration::from_secs(300)));
+}
+
+/// Create the run for `tick` in `zone` (already there: nothing to do) and
+/// record it; the zones turn on.
+async fn start_run(
+    ctx: &Ctx,
+    sched: &DataCenterFailureSchedule,
+    tick: Timestamp,
+    zone: &str,
+    st: &mut DataCenterFailureScheduleStatus,
+) -> Result<()> {
+    let exp = build_run(sched, tick, zone);
+    let run = exp.name_any();
+    match Api::<DataCenterFailure>::all(ctx.client.clone())
+        .create(&PostParams::default(), &exp)
+        .await
+    {
+        Ok(_) => {
+            event(
+                ctx,
+                sched,
+                EventType::Normal,
+                "Started",
+                format!("started {run}: zone {zone} goes dark"),
+            )
+            .await
         }
-    };
-    if let Some((tick, why)) = &decision.skip {
-        st.last_schedule_time = Some(Time(*tick));
-        event(&ctx, &sched, EventType::Warning, "Skipped", why.clone()).await;
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(Error::Kube(e)),
     }
-    if let Some((tick, zone)) = &decision.create {
-        let exp = build_run(&sched, *tick, zone);
-        let run = exp.name_any();
-        match runs_api.create(&PostParams::default(), &exp).await {
-            Ok(_) => {
-                event(
-                    &ctx,
-                    &sched,
-                    EventType::Normal,
-                    "Started",
-                    format!("started {run}: zone {zone} goes dark"),
-                )
-                .await
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(Error::Kube(e)),
-        }
-        st.last_schedule_time = Some(Time(*tick));
-        st.last_experiment = Some(run);
-        if !sched.spec.zones.is_empty() {
-            st.next_zone_index = (st.next_zone_index + 1) % sched.spec.zones.len() as i32;
-        }
+    st.last_schedule_time = Some(Time(tick));
+    st.last_experiment = Some(run);
+    if !sched.spec.zones.is_empty() {
+        st.next_zone_index = (st.next_zone_index + 1) % sched.spec.zones.len() as i32;
     }
-    for old in &decision.delete {
-        runs_api.delete(old, &DeleteParams::background()).await.ok();
-    }
-    // Status: what is running, and the verdict of the newest finished run.
+    Ok(())
+}
+
+/// Status: what is running (with the run just `created`), and the verdict
+/// of the newest finished run.
+fn record_runs(st: &mut DataCenterFailureScheduleStatus, runs: &[RunInfo], created: bool) {
     let mut newest_finished: Vec<&RunInfo> = runs.iter().filter(|r| r.finished.is_some()).collect();
     newest_finished.sort_by_key(|r| r.created);
     if let Some(r) = newest_finished.last() {
@@ -388,15 +455,13 @@ async fn reconcile(sched: Arc<DataCenterFailureSchedule>, ctx: Arc<Ctx>) -> Resu
         .filter(|r| r.finished.is_none())
         .map(|r| r.name.clone())
         .collect();
-    if let Some((_, _)) = &decision.create {
+    if created {
         st.active
             .push(st.last_experiment.clone().unwrap_or_default());
         st.active.sort();
         st.active.dedup();
     }
     st.active.truncate(crate::api::MAX_LISTED);
-    crate::api::write_status(&api, &name, None, &st).await?;
-    Ok(Action::requeue(decision.requeue))
 }
 
 #[cfg(test)]

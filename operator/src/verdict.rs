@@ -150,70 +150,107 @@ pub fn attribute(
     predictions: &[crate::api::SloPredictionStatus],
     namespaces: &std::collections::BTreeMap<String, String>,
 ) {
-    let window = |r: &SloStatus| -> Option<(i64, i64)> {
-        let start = r.first_failure_at.as_ref()?.0.as_millisecond();
-        let end = r
-            .recovered_at
-            .as_ref()
-            .map(|t| t.0.as_millisecond())
-            .unwrap_or(i64::MAX);
-        Some((start, end))
+    let cascades = Cascades {
+        specs,
+        predictions,
+        namespaces,
+        failed: results
+            .iter()
+            .filter(|r| r.verdict == Some(Verdict::Failed))
+            .filter_map(|r| Some((r.name.clone(), outage(r)?)))
+            .collect(),
     };
-    let failed: Vec<(String, (i64, i64))> = results
-        .iter()
-        .filter(|r| r.verdict == Some(Verdict::Failed))
-        .filter_map(|r| Some((r.name.clone(), window(r)?)))
-        .collect();
     for r in results.iter_mut() {
         if r.verdict != Some(Verdict::Failed) {
             continue;
         }
-        let Some(mine) = window(r) else { continue };
+        let Some(mine) = outage(r) else { continue };
         let declared: Vec<String> = specs
             .iter()
             .find(|s| s.name == r.name)
             .map(|s| s.depends_on.clone())
             .unwrap_or_default();
-        let overlapping = |(name, (s, e)): &&(String, (i64, i64))| {
-            *name != r.name && *s <= mine.1 && mine.0 <= *e
-        };
-        let mut blamed: Vec<&String> = failed
+        let blamed = cascades.blame(&r.name, mine, &declared);
+        if blamed.is_empty() {
+            continue;
+        }
+        let note = cascades.note(&blamed, &declared);
+        r.cause = Some(match r.cause.take() {
+            Some(own) => format!("{note}; {own}"),
+            None => note,
+        });
+    }
+}
+
+/// When an SLO was out: from its first failure to its recovery (or ever).
+fn outage(r: &SloStatus) -> Option<(i64, i64)> {
+    let start = r.first_failure_at.as_ref()?.0.as_millisecond();
+    let end = r
+        .recovered_at
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+        .unwrap_or(i64::MAX);
+    Some((start, end))
+}
+
+/// What tells which failed SLO another's failure cascades from.
+struct Cascades<'a> {
+    specs: &'a [SloSpec],
+    predictions: &'a [crate::api::SloPredictionStatus],
+    namespaces: &'a std::collections::BTreeMap<String, String>,
+    /// Each failed SLO, with its outage.
+    failed: Vec<(String, (i64, i64))>,
+}
+
+impl Cascades<'_> {
+    /// The failed SLOs the failure of `name` (out during `mine`) is
+    /// blamed on: those of `declared` that were down with it; else, only for
+    /// an SLO the plan expected to survive on its own, and never onto an SLO
+    /// that declares it depends on this one, those in another namespace
+    /// whose outage began no later and overlaps it.
+    fn blame(&self, name: &str, mine: (i64, i64), declared: &[String]) -> Vec<&String> {
+        let overlapping =
+            |(n, (s, e)): &&(String, (i64, i64))| *n != name && *s <= mine.1 && mine.0 <= *e;
+        let blamed: Vec<&String> = self
+            .failed
             .iter()
             .filter(overlapping)
             .filter(|(n, _)| declared.contains(n))
             .map(|(n, _)| n)
             .collect();
-        // Undeclared: only for an SLO the plan expected to survive on its
-        // own, and never onto an SLO that declares it depends on this one.
-        let failed_on_its_own = predictions
+        let failed_on_its_own = self
+            .predictions
             .iter()
-            .any(|p| p.name == r.name && p.verdict == Some(Verdict::Failed));
-        if blamed.is_empty() && !failed_on_its_own {
-            let my_ns = namespaces.get(&r.name);
-            let downstream = |n: &String| {
-                specs
-                    .iter()
-                    .any(|s| &s.name == n && s.depends_on.contains(&r.name))
-            };
-            blamed = failed
+            .any(|p| p.name == name && p.verdict == Some(Verdict::Failed));
+        if !blamed.is_empty() || failed_on_its_own {
+            return blamed;
+        }
+        let my_ns = self.namespaces.get(name);
+        let downstream = |n: &String| {
+            self.specs
                 .iter()
-                .filter(overlapping)
-                .filter(|(n, (s, _))| {
-                    *s <= mine.0
-                        && !downstream(n)
-                        && my_ns.is_some()
-                        && namespaces.get(n).is_some_and(|ns| Some(ns) != my_ns)
-                })
-                .map(|(n, _)| n)
-                .collect();
-        }
-        if blamed.is_empty() {
-            continue;
-        }
+                .any(|s| &s.name == n && s.depends_on.iter().any(|d| d == name))
+        };
+        self.failed
+            .iter()
+            .filter(overlapping)
+            .filter(|(n, (s, _))| {
+                *s <= mine.0
+                    && !downstream(n)
+                    && my_ns.is_some()
+                    && self.namespaces.get(n).is_some_and(|ns| Some(ns) != my_ns)
+            })
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// The cause that names the `blamed` SLOs, with what serves each and the
+    /// rule that kept it from failing over, where the plan told.
+    fn note(&self, blamed: &[&String], declared: &[String]) -> String {
         let parts: Vec<String> = blamed
             .iter()
             .map(|n| {
-                let p = predictions.iter().find(|p| &&p.name == n);
+                let p = self.predictions.iter().find(|p| &&p.name == n);
                 let detail = match (
                     p.and_then(|p| p.target.clone()),
                     p.and_then(|p| p.rule.clone()),
@@ -231,15 +268,11 @@ pub fn attribute(
             "its outage overlaps, and began no earlier than, the outage of"
         };
         let verb = if blamed.len() == 1 { "was" } else { "were" };
-        let note = if how.starts_with("the journey") {
+        if how.starts_with("the journey") {
             format!("{how} {} {verb} down", parts.join(" and "))
         } else {
             format!("{how} {}", parts.join(" and "))
-        };
-        r.cause = Some(match r.cause.take() {
-            Some(own) => format!("{note}; {own}"),
-            None => note,
-        });
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use crate::api::{DataCenterFailure, Phase, SloSpec, WorkloadKind};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    Node, PersistentVolume, PersistentVolumeClaim, Pod, PodAffinityTerm, PodSpec, Service,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ListParams};
@@ -55,64 +57,12 @@ pub async fn snapshot(
         .filter(|n| n.labels.get(topology_key).map(String::as_str) == Some(zone))
         .map(|n| n.name.clone())
         .collect();
-
     let mut label_sets = LabelSets::default();
-    let mut pods: Vec<PodInfo> = Vec::new();
-    let mut lists = stream::iter(zone_nodes.iter().cloned())
-        .map(|node| pods_on_node(client, node))
-        .buffer_unordered(conc);
-    while let Some(some) = lists.try_next().await? {
-        pods.extend(some.into_iter().map(|mut p| {
-            p.labels = label_sets.share(&p.labels);
-            p
-        }));
-    }
-    pods.shrink_to_fit();
+    let pods = zone_pods(client, &zone_nodes, conc, &mut label_sets).await?;
     let listed_zone = started.elapsed();
-
-    let owners: BTreeSet<OwnerKey> = pods.iter().filter_map(|p| p.owner.clone()).collect();
-    let workloads: HashMap<OwnerKey, WorkloadInfo> = stream::iter(owners)
-        .map(|o| async move { workload(client, &o).await.map(|w| w.map(|w| (o, w))) })
-        .buffer_unordered(conc)
-        .try_filter_map(|x| async move { Ok(x) })
-        .try_collect()
-        .await?;
-
-    let pvcs: BTreeSet<(String, String)> = pods
-        .iter()
-        .flat_map(|p| p.pvcs.iter().map(|c| (p.namespace.clone(), c.clone())))
-        .collect();
-    let pvc_topology: HashMap<String, VolumeTopology> = stream::iter(pvcs)
-        .map(|(ns, pvc)| async move {
-            volume_topology(client, &ns, &pvc, topology_key)
-                .await
-                .map(|t| t.map(|t| (format!("{ns}/{pvc}"), t)))
-        })
-        .buffer_unordered(conc)
-        .try_filter_map(|x| async move { Ok(x) })
-        .try_collect()
-        .await?;
-
-    let pdbs = Api::<PodDisruptionBudget>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|pdb| {
-            let selector = Selector::try_from(pdb.spec.as_ref()?.selector.clone()?).ok()?;
-            Some(PdbInfo {
-                namespace: pdb.namespace().unwrap_or_default(),
-                name: pdb.name_any(),
-                selector,
-                disruptions_allowed: pdb
-                    .status
-                    .as_ref()
-                    .map(|s| s.disruptions_allowed)
-                    .unwrap_or(0),
-            })
-        })
-        .collect();
-
+    let workloads = owner_workloads(client, &pods, conc).await?;
+    let pvc_topology = pvc_topologies(client, &pods, topology_key, conc).await?;
+    let pdbs = list_pdbs(client).await?;
     let slo_targets = slo_targets(client, &opts.slos).await?;
     // Every pod of the cluster is read at most once, node by node: for the
     // capacity sums and the peers together.
@@ -135,60 +85,15 @@ pub async fn snapshot(
     .await?;
     let scan_ms = scan_started.elapsed().as_millis() as u64;
     let peers = scan.peers;
-    let surviving_free = match scan.requested {
-        Some(requested) => {
-            for n in nodes.iter_mut() {
-                n.requested = Some(requested.get(&n.name).copied().unwrap_or_default());
-            }
-            Some(surviving_capacity(&nodes, |n| {
-                !zone_set.contains(n.name.as_str())
-            }))
+    let surviving_free = scan.requested.map(|requested| {
+        for n in nodes.iter_mut() {
+            n.requested = Some(requested.get(&n.name).copied().unwrap_or_default());
         }
-        None => None,
-    };
-
-    let leader_node = match &opts.leader_pod {
-        Some((ns, name)) => Api::<Pod>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await?
-            .and_then(|p| p.spec?.node_name),
-        None => None,
-    };
-    // Before the CRDs are installed there are no experiments (404), and
-    // `firedrill plan` still works.
-    let experiments = match Api::<DataCenterFailure>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(list) => list.items,
-        Err(kube::Error::Api(e)) if e.code == 404 => vec![],
-        Err(e) => return Err(e),
-    };
-    let active_experiments = experiments
-        .into_iter()
-        .filter(|e| Some(e.name_any()) != opts.experiment)
-        .filter(|e| {
-            matches!(
-                e.status.as_ref().and_then(|s| s.phase),
-                Some(Phase::Baseline | Phase::Injecting | Phase::ZoneDown | Phase::Restoring)
-            )
-        })
-        .map(|e| e.name_any())
-        .collect();
-
-    let operator_nodes = match &opts.operator_pods {
-        Some((ns, selector)) => Some(
-            Api::<Pod>::namespaced(client.clone(), ns)
-                .list(&ListParams::default().labels(selector))
-                .await?
-                .items
-                .into_iter()
-                .filter_map(|p| p.spec?.node_name)
-                .collect(),
-        ),
-        None => None,
-    };
-
+        surviving_capacity(&nodes, |n| !zone_set.contains(n.name.as_str()))
+    });
+    let leader_node = leader_node(client, opts).await?;
+    let active_experiments = active_experiments(client, opts).await?;
+    let operator_nodes = operator_nodes(client, opts).await?;
     tracing::debug!(
         nodes = nodes.len(),
         zone_pods = pods.len(),
@@ -210,6 +115,154 @@ pub async fn snapshot(
         leader_node,
         peers,
         slo_targets,
+    })
+}
+
+/// The pods on the zone's nodes, listed node by node (`conc` lists in
+/// flight), each label set shared.
+async fn zone_pods(
+    client: &Client,
+    zone_nodes: &[String],
+    conc: usize,
+    label_sets: &mut LabelSets,
+) -> kube::Result<Vec<PodInfo>> {
+    let mut pods: Vec<PodInfo> = Vec::new();
+    let mut lists = stream::iter(zone_nodes.iter().cloned())
+        .map(|node| pods_on_node(client, node))
+        .buffer_unordered(conc);
+    while let Some(some) = lists.try_next().await? {
+        pods.extend(some.into_iter().map(|mut p| {
+            p.labels = label_sets.share(&p.labels);
+            p
+        }));
+    }
+    pods.shrink_to_fit();
+    Ok(pods)
+}
+
+/// Look up each of `keys`, `conc` at a time, and keep what is found.
+async fn look_up_all<T, K, V, F>(
+    keys: impl IntoIterator<Item = T>,
+    conc: usize,
+    look_up: impl FnMut(T) -> F,
+) -> kube::Result<HashMap<K, V>>
+where
+    K: Eq + std::hash::Hash,
+    F: Future<Output = kube::Result<Option<(K, V)>>>,
+{
+    stream::iter(keys)
+        .map(look_up)
+        .buffer_unordered(conc)
+        .try_filter_map(|x| async move { Ok(x) })
+        .try_collect()
+        .await
+}
+
+/// What the zone's pods' owners report about themselves.
+async fn owner_workloads(
+    client: &Client,
+    pods: &[PodInfo],
+    conc: usize,
+) -> kube::Result<HashMap<OwnerKey, WorkloadInfo>> {
+    let owners: BTreeSet<OwnerKey> = pods.iter().filter_map(|p| p.owner.clone()).collect();
+    look_up_all(owners, conc, |o| async move {
+        workload(client, &o).await.map(|w| w.map(|w| (o, w)))
+    })
+    .await
+}
+
+/// Where the volumes of the zone's pods' claims can be used, by
+/// `namespace/pvc`, for those restricted at all.
+async fn pvc_topologies(
+    client: &Client,
+    pods: &[PodInfo],
+    topology_key: &str,
+    conc: usize,
+) -> kube::Result<HashMap<String, VolumeTopology>> {
+    let pvcs: BTreeSet<(String, String)> = pods
+        .iter()
+        .flat_map(|p| p.pvcs.iter().map(|c| (p.namespace.clone(), c.clone())))
+        .collect();
+    look_up_all(pvcs, conc, |(ns, pvc)| async move {
+        volume_topology(client, &ns, &pvc, topology_key)
+            .await
+            .map(|t| t.map(|t| (format!("{ns}/{pvc}"), t)))
+    })
+    .await
+}
+
+/// Every PodDisruptionBudget with a selector.
+async fn list_pdbs(client: &Client) -> kube::Result<Vec<PdbInfo>> {
+    Ok(Api::<PodDisruptionBudget>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|pdb| {
+            let selector = Selector::try_from(pdb.spec.as_ref()?.selector.clone()?).ok()?;
+            Some(PdbInfo {
+                namespace: pdb.namespace().unwrap_or_default(),
+                name: pdb.name_any(),
+                selector,
+                disruptions_allowed: pdb
+                    .status
+                    .as_ref()
+                    .map(|s| s.disruptions_allowed)
+                    .unwrap_or(0),
+            })
+        })
+        .collect())
+}
+
+/// The node the operator's own pod runs on, when it runs in the cluster.
+async fn leader_node(client: &Client, opts: &Options) -> kube::Result<Option<String>> {
+    Ok(match &opts.leader_pod {
+        Some((ns, name)) => Api::<Pod>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .and_then(|p| p.spec?.node_name),
+        None => None,
+    })
+}
+
+/// The DataCenterFailures other than this one that are active.
+async fn active_experiments(client: &Client, opts: &Options) -> kube::Result<Vec<String>> {
+    // Before the CRDs are installed there are no experiments (404), and
+    // `firedrill plan` still works.
+    let experiments = match Api::<DataCenterFailure>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(e)) if e.code == 404 => vec![],
+        Err(e) => return Err(e),
+    };
+    Ok(experiments
+        .into_iter()
+        .filter(|e| Some(e.name_any()) != opts.experiment)
+        .filter(|e| {
+            matches!(
+                e.status.as_ref().and_then(|s| s.phase),
+                Some(Phase::Baseline | Phase::Injecting | Phase::ZoneDown | Phase::Restoring)
+            )
+        })
+        .map(|e| e.name_any())
+        .collect())
+}
+
+/// The nodes the operator's own pods run on, when it runs in the cluster.
+async fn operator_nodes(client: &Client, opts: &Options) -> kube::Result<Option<Vec<String>>> {
+    Ok(match &opts.operator_pods {
+        Some((ns, selector)) => Some(
+            Api::<Pod>::namespaced(client.clone(), ns)
+                .list(&ListParams::default().labels(selector))
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|p| p.spec?.node_name)
+                .collect(),
+        ),
+        None => None,
     })
 }
 
@@ -581,16 +634,9 @@ pub fn node_info(n: &Node) -> NodeInfo {
 }
 
 /// A pod (anti-)affinity term as the planner reads it.
-fn pod_term(
-    t: &k8s_openapi::api::core::v1::PodAffinityTerm,
-    labels: &std::collections::BTreeMap<String, String>,
-) -> Option<PodTermInfo> {
+fn pod_term(t: &PodAffinityTerm, labels: &BTreeMap<String, String>) -> Option<PodTermInfo> {
     let mut selector = Selector::try_from(t.label_selector.clone().unwrap_or_default()).ok()?;
-    for key in t.match_label_keys.iter().flatten() {
-        if let Some(v) = labels.get(key) {
-            selector.extend([Expression::In(key.clone(), [v.clone()].into())]);
-        }
-    }
+    add_label_keys(&mut selector, t.match_label_keys.as_deref(), labels);
     let all_namespaces = t.namespace_selector.as_ref().is_some_and(|ns| {
         ns.match_labels.as_ref().is_none_or(|m| m.is_empty())
             && ns.match_expressions.as_ref().is_none_or(|e| e.is_empty())
@@ -603,39 +649,110 @@ fn pod_term(
     })
 }
 
+/// `matchLabelKeys`: the selector also requires the pod's own value of each
+/// key it has.
+fn add_label_keys(
+    selector: &mut Selector,
+    keys: Option<&[String]>,
+    labels: &BTreeMap<String, String>,
+) {
+    for key in keys.into_iter().flatten() {
+        if let Some(v) = labels.get(key) {
+            selector.extend([Expression::In(key.clone(), [v.clone()].into())]);
+        }
+    }
+}
+
 pub fn pod_info(p: &Pod) -> PodInfo {
     let spec = p.spec.as_ref();
     let status = p.status.as_ref();
     let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("");
-    let owner = p
-        .owner_references()
+    let (cpu, mem) = spec.map(requests).unwrap_or((0, 0));
+    let labels = Labels::new(p.labels().clone());
+    let affinity = spec.and_then(|s| s.affinity.as_ref());
+    let pod_affinity = required_pod_terms(
+        affinity
+            .and_then(|a| a.pod_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            }),
+        &labels,
+    );
+    let pod_anti_affinity = required_pod_terms(
+        affinity
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            }),
+        &labels,
+    );
+    PodInfo {
+        tolerations: spec.map(tolerations).unwrap_or_default(),
+        spread: spec.map(|s| spread(s, &labels)).unwrap_or_default(),
+        affinity: pod_affinity,
+        anti_affinity: pod_anti_affinity,
+        terminating: p.metadata.deletion_timestamp.is_some(),
+        namespace: p.namespace().unwrap_or_default(),
+        name: p.name_any(),
+        node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        labels,
+        owner: controller_owner(p),
+        mirror: p.annotations().contains_key(super::lite::MIRROR_ANNOTATION),
+        ready: status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        finished: phase == "Succeeded" || phase == "Failed",
+        node_selector: spec
+            .and_then(|s| s.node_selector.clone())
+            .unwrap_or_default(),
+        required_terms: spec.map(required_node_terms).unwrap_or_default(),
+        pvcs: spec
+            .and_then(|s| s.volumes.as_ref())
+            .map(|vs| {
+                vs.iter()
+                    .filter_map(|v| Some(v.persistent_volume_claim.as_ref()?.claim_name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        cpu_millis: cpu,
+        memory_bytes: mem,
+    }
+}
+
+/// The owner that controls the pod, if any.
+fn controller_owner(p: &Pod) -> Option<OwnerKey> {
+    p.owner_references()
         .iter()
         .find(|o| o.controller == Some(true))
         .map(|o| OwnerKey {
             kind: o.kind.clone(),
             namespace: p.namespace().unwrap_or_default(),
             name: o.name.clone(),
-        });
-    let (cpu, mem) = spec
-        .map(|s| {
-            s.containers
-                .iter()
-                .filter_map(|c| c.resources.as_ref()?.requests.as_ref())
-                .fold((0, 0), |(c, m), r| {
-                    (
-                        c + r.get("cpu").map(cpu_millis).unwrap_or(0),
-                        m + r.get("memory").map(bytes).unwrap_or(0),
-                    )
-                })
         })
-        .unwrap_or((0, 0));
-    let required_terms = spec
-        .and_then(|s| {
-            s.affinity
-                .as_ref()?
-                .node_affinity
-                .as_ref()?
-                .required_during_scheduling_ignored_during_execution
+}
+
+/// What the pod's containers request: CPU in millicores, memory in bytes.
+fn requests(s: &PodSpec) -> (i64, i64) {
+    s.containers
+        .iter()
+        .filter_map(|c| c.resources.as_ref()?.requests.as_ref())
+        .fold((0, 0), |(c, m), r| {
+            (
+                c + r.get("cpu").map(cpu_millis).unwrap_or(0),
+                m + r.get("memory").map(bytes).unwrap_or(0),
+            )
+        })
+}
+
+/// Required node affinity: its terms, each a list of requirements.
+fn required_node_terms(s: &PodSpec) -> Vec<Vec<Requirement>> {
+    s.affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
                 .as_ref()
         })
         .map(|sel| {
@@ -654,46 +771,31 @@ pub fn pod_info(p: &Pod) -> PodInfo {
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    let labels = Labels::new(p.labels().clone());
-    let affinity = spec.and_then(|s| s.affinity.as_ref());
-    let required =
-        |terms: Option<&Vec<k8s_openapi::api::core::v1::PodAffinityTerm>>| -> Vec<PodTermInfo> {
-            terms
-                .into_iter()
-                .flatten()
-                .filter_map(|t| pod_term(t, &labels))
-                .collect()
-        };
-    let pod_affinity = required(
-        affinity
-            .and_then(|a| a.pod_affinity.as_ref())
-            .and_then(|a| {
-                a.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            }),
-    );
-    let pod_anti_affinity = required(
-        affinity
-            .and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|a| {
-                a.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            }),
-    );
-    let spread = spec
-        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .unwrap_or_default()
+}
+
+/// Required pod (anti-)affinity terms, as the planner reads them.
+fn required_pod_terms(
+    terms: Option<&Vec<PodAffinityTerm>>,
+    labels: &BTreeMap<String, String>,
+) -> Vec<PodTermInfo> {
+    terms
         .into_iter()
+        .flatten()
+        .filter_map(|t| pod_term(t, labels))
+        .collect()
+}
+
+/// The topology spread constraints with `whenUnsatisfiable: DoNotSchedule`.
+fn spread(s: &PodSpec, labels: &BTreeMap<String, String>) -> Vec<SpreadInfo> {
+    s.topology_spread_constraints
+        .iter()
         .flatten()
         .filter(|c| c.when_unsatisfiable == "DoNotSchedule")
         .filter_map(|c| {
             let mut selector =
                 Selector::try_from(c.label_selector.clone().unwrap_or_default()).ok()?;
-            for key in c.match_label_keys.iter().flatten() {
-                if let Some(v) = labels.get(key) {
-                    selector.extend([Expression::In(key.clone(), [v.clone()].into())]);
-                }
-            }
+            add_label_keys(&mut selector, c.match_label_keys.as_deref(), labels);
             Some(SpreadInfo {
                 max_skew: c.max_skew,
                 topology_key: c.topology_key.clone(),
@@ -703,10 +805,12 @@ pub fn pod_info(p: &Pod) -> PodInfo {
                 honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
             })
         })
-        .collect();
-    let tolerations = spec
-        .and_then(|s| s.tolerations.as_ref())
-        .into_iter()
+        .collect()
+}
+
+fn tolerations(s: &PodSpec) -> Vec<TolerationInfo> {
+    s.tolerations
+        .iter()
         .flatten()
         .map(|t| TolerationInfo {
             key: t.key.clone().unwrap_or_default(),
@@ -714,38 +818,7 @@ pub fn pod_info(p: &Pod) -> PodInfo {
             value: t.value.clone().unwrap_or_default(),
             effect: t.effect.clone().unwrap_or_default(),
         })
-        .collect();
-    PodInfo {
-        tolerations,
-        spread,
-        affinity: pod_affinity,
-        anti_affinity: pod_anti_affinity,
-        terminating: p.metadata.deletion_timestamp.is_some(),
-        namespace: p.namespace().unwrap_or_default(),
-        name: p.name_any(),
-        node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        labels,
-        owner,
-        mirror: p.annotations().contains_key(super::lite::MIRROR_ANNOTATION),
-        ready: status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-        finished: phase == "Succeeded" || phase == "Failed",
-        node_selector: spec
-            .and_then(|s| s.node_selector.clone())
-            .unwrap_or_default(),
-        required_terms,
-        pvcs: spec
-            .and_then(|s| s.volumes.as_ref())
-            .map(|vs| {
-                vs.iter()
-                    .filter_map(|v| Some(v.persistent_volume_claim.as_ref()?.claim_name.clone()))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        cpu_millis: cpu,
-        memory_bytes: mem,
-    }
+        .collect()
 }
 
 /// Ready replicas of a pod's owner, and the name people know it by.

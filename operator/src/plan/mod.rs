@@ -17,7 +17,8 @@ pub mod lite;
 pub mod placement;
 
 use crate::api::{
-    GuardSpec, MAX_LISTED, PlanSummary, SYSTEM_NAMESPACES, SloPredictionStatus, TargetSpec, Verdict,
+    DataCenterFailureSpec, FaultMode, GuardSpec, MAX_LISTED, PlanSummary, SYSTEM_NAMESPACES,
+    SloPredictionStatus, TargetSpec, Verdict,
 };
 use kube::core::{Expression, Selector, SelectorExt};
 use serde::Serialize;
@@ -284,6 +285,18 @@ pub struct Request {
 }
 
 impl Request {
+    /// What an experiment's spec asks for, for the pods `scope` selects (the
+    /// spec's target, parsed; the command line may narrow it).
+    pub fn from_spec(spec: &DataCenterFailureSpec, scope: Scope) -> Self {
+        Request {
+            zone: spec.zone.clone(),
+            topology_key: spec.topology_key.clone(),
+            scope,
+            guards: spec.guards.clone(),
+            power_loss: spec.fault.mode == FaultMode::PowerLoss,
+        }
+    }
+
     /// Why a pod on the zone's nodes is left alone, if it is. A power loss
     /// spares nothing: every pod on a dark node is cut off, the operator's
     /// and the system namespaces' too.
@@ -548,34 +561,71 @@ impl Plan {
 
 /// Build the plan. Pure: the same snapshot always gives the same plan.
 pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
-    let zone_nodes: BTreeSet<&str> = snap
-        .nodes
+    let zone = Zone::of(req, snap);
+    let mut out = zone_plan(req, snap, &zone.nodes);
+    let affected = affected_pods(req, snap, &zone, &mut out);
+    out.lost_workloads = lost_workloads(snap, &affected.ready_in_zone);
+    out.pdbs_violated = pdbs_violated(snap, affected.displaced_by_pdb);
+    let pinned: HashMap<String, String> = out
+        .pinned
         .iter()
-        .filter(|n| n.labels.get(&req.topology_key) == Some(&req.zone))
-        .map(|n| n.name.as_str())
+        .map(|p| (p.pod.clone(), p.reason.clone()))
         .collect();
-    let hostname_of: HashMap<&str, &str> = snap
-        .nodes
-        .iter()
-        .filter(|n| zone_nodes.contains(n.name.as_str()))
-        .map(|n| {
-            (
-                n.name.as_str(),
+    let placed = placement::place(req, snap, &zone.nodes, &affected.killed, &pinned);
+    out.unplaceable = placed.workloads;
+    Predictor {
+        req,
+        snap,
+        zone_nodes: &zone.nodes,
+        unplaceable: &placed.pods,
+    }
+    .predict(&mut out);
+    out
+}
+
+/// The zone's nodes, their hostnames, and the nodes outside it.
+struct Zone<'a> {
+    nodes: BTreeSet<&'a str>,
+    hostnames: BTreeSet<&'a str>,
+    outside: Vec<&'a NodeInfo>,
+}
+
+impl<'a> Zone<'a> {
+    fn of(req: &Request, snap: &'a Snapshot) -> Self {
+        let nodes: BTreeSet<&str> = snap
+            .nodes
+            .iter()
+            .filter(|n| n.labels.get(&req.topology_key) == Some(&req.zone))
+            .map(|n| n.name.as_str())
+            .collect();
+        let hostnames = snap
+            .nodes
+            .iter()
+            .filter(|n| nodes.contains(n.name.as_str()))
+            .map(|n| {
                 n.labels
                     .get("kubernetes.io/hostname")
                     .map(String::as_str)
-                    .unwrap_or(&n.name),
-            )
-        })
-        .collect();
-    let zone_hostnames: BTreeSet<&str> = hostname_of.values().copied().collect();
-    let outside: Vec<&NodeInfo> = snap
-        .nodes
-        .iter()
-        .filter(|n| !zone_nodes.contains(n.name.as_str()))
-        .collect();
+                    .unwrap_or(&n.name)
+            })
+            .collect();
+        let outside = snap
+            .nodes
+            .iter()
+            .filter(|n| !nodes.contains(n.name.as_str()))
+            .collect();
+        Zone {
+            nodes,
+            hostnames,
+            outside,
+        }
+    }
+}
 
-    let mut out = Plan {
+/// The plan's account of the nodes: the zone's, the cluster's, and which of
+/// the zone's are cordoned already or run no agent.
+fn zone_plan(req: &Request, snap: &Snapshot, zone_nodes: &BTreeSet<&str>) -> Plan {
+    Plan {
         zone: req.zone.clone(),
         nodes: zone_nodes.iter().map(|s| s.to_string()).collect(),
         nodes_in_cluster: snap.nodes.len(),
@@ -595,26 +645,47 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
             .collect(),
         capacity_free: snap.surviving_free,
         ..Default::default()
-    };
+    }
+}
 
-    let mut ready_in_zone: BTreeMap<&OwnerKey, i32> = BTreeMap::new();
-    let mut displaced_by_pdb: HashMap<usize, i32> = HashMap::new();
-    let mut killed: Vec<&PodInfo> = vec![];
+/// What the pods the drill affects add up to, for the steps after.
+struct Affected<'a> {
+    /// The in-scope pods on the zone's nodes.
+    killed: Vec<&'a PodInfo>,
+    /// Their ready pods, by owner.
+    ready_in_zone: BTreeMap<&'a OwnerKey, i32>,
+    /// Their ready pods, by the index of each PDB that selects them.
+    displaced_by_pdb: HashMap<usize, i32>,
+}
+
+/// Go through the pods on the zone's nodes: record which are spared and
+/// which are in scope, what the displaced ones need, and which are pinned.
+fn affected_pods<'a>(
+    req: &Request,
+    snap: &'a Snapshot,
+    zone: &Zone,
+    out: &mut Plan,
+) -> Affected<'a> {
+    let mut affected = Affected {
+        killed: vec![],
+        ready_in_zone: BTreeMap::new(),
+        displaced_by_pdb: HashMap::new(),
+    };
     for pod in snap
         .pods
         .iter()
-        .filter(|p| zone_nodes.contains(p.node.as_str()))
+        .filter(|p| zone.nodes.contains(p.node.as_str()))
     {
         if let Some(why) = req.spares(pod) {
             out.pods_spared.push((pod.key(), why.to_string()));
             continue;
         }
         out.pods_in_scope.push(pod.key());
-        killed.push(pod);
+        affected.killed.push(pod);
         if pod.ready
             && let Some(owner) = &pod.owner
         {
-            *ready_in_zone.entry(owner).or_default() += 1;
+            *affected.ready_in_zone.entry(owner).or_default() += 1;
         }
         // DaemonSet pods are not displaced: their node is gone with the zone.
         let daemon = pod.owner.as_ref().is_some_and(|o| o.kind == "DaemonSet");
@@ -623,7 +694,7 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
             need.cpu_millis = need.cpu_millis.saturating_add(pod.cpu_millis);
             need.memory_bytes = need.memory_bytes.saturating_add(pod.memory_bytes);
             if let Some(reason) =
-                pinned_reason(pod, req, &zone_hostnames, &outside, &snap.pvc_topology)
+                pinned_reason(pod, req, &zone.hostnames, &zone.outside, &snap.pvc_topology)
             {
                 out.pinned.push(Pinned {
                     pod: pod.key(),
@@ -633,13 +704,18 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
         }
         for (i, pdb) in snap.pdbs.iter().enumerate() {
             if pdb.namespace == pod.namespace && pod.ready && pdb.selector.matches(&pod.labels) {
-                *displaced_by_pdb.entry(i).or_default() += 1;
+                *affected.displaced_by_pdb.entry(i).or_default() += 1;
             }
         }
     }
+    affected
+}
 
-    for (owner, in_zone) in ready_in_zone {
-        if let Some(w) = snap.workloads.get(owner)
+/// The workloads whose every ready replica is in the zone, by kind and name.
+fn lost_workloads(snap: &Snapshot, ready_in_zone: &BTreeMap<&OwnerKey, i32>) -> Vec<LostWorkload> {
+    let mut lost = vec![];
+    for (owner, &in_zone) in ready_in_zone {
+        if let Some(w) = snap.workloads.get(*owner)
             && w.ready <= in_zone
         {
             let kind = if owner.kind == "ReplicaSet" && w.display != owner.name {
@@ -647,7 +723,7 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
             } else {
                 owner.kind.as_str()
             };
-            out.lost_workloads.push(LostWorkload {
+            lost.push(LostWorkload {
                 kind: kind.to_string(),
                 name: format!("{}/{}", owner.namespace, w.display),
                 ready_in_zone: in_zone,
@@ -655,45 +731,56 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
             });
         }
     }
-    out.lost_workloads
-        .sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+    lost.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+    lost
+}
 
+/// The PDBs (`namespace/name`, sorted) that would lose more ready pods than
+/// they allow.
+fn pdbs_violated(snap: &Snapshot, displaced_by_pdb: HashMap<usize, i32>) -> Vec<String> {
     let mut pdbs: Vec<String> = displaced_by_pdb
         .into_iter()
         .filter(|(i, n)| *n > snap.pdbs[*i].disruptions_allowed)
         .map(|(i, _)| format!("{}/{}", snap.pdbs[i].namespace, snap.pdbs[i].name))
         .collect();
     pdbs.sort();
-    out.pdbs_violated = pdbs;
-    let pinned: HashMap<String, String> = out
-        .pinned
-        .iter()
-        .map(|p| (p.pod.clone(), p.reason.clone()))
-        .collect();
-    let placed = placement::place(req, snap, &zone_nodes, &killed, &pinned);
-    out.unplaceable = placed.workloads;
-    predict(req, snap, &zone_nodes, &placed.pods, &mut out);
-    out
+    pdbs
 }
 
-/// The plan's prediction for each SLO whose probe's target it can tell, and
-/// warnings about probes that depend on the zone.
-fn predict(
-    req: &Request,
-    snap: &Snapshot,
-    zone_nodes: &BTreeSet<&str>,
-    unplaceable: &HashMap<String, String>,
-    out: &mut Plan,
-) {
-    let live = |t: &Target| -> Vec<&PodInfo> {
-        snap.peers
+/// What the plan needs to predict the SLOs.
+struct Predictor<'a> {
+    req: &'a Request,
+    snap: &'a Snapshot,
+    zone_nodes: &'a BTreeSet<&'a str>,
+    /// Killed pod → the rule that leaves its replacement nowhere to go.
+    unplaceable: &'a HashMap<String, String>,
+}
+
+impl Predictor<'_> {
+    /// The plan's prediction for each SLO whose probe's target it can tell,
+    /// and warnings about probes that depend on the zone.
+    fn predict(&self, out: &mut Plan) {
+        for t in &self.snap.slo_targets {
+            let prediction = self.slo(t, &mut out.warnings);
+            out.slo_predictions.push(prediction);
+        }
+    }
+
+    /// The pods a target selects that run, or are about to.
+    fn live(&self, t: &Target) -> Vec<&PodInfo> {
+        self.snap
+            .peers
             .iter()
             .filter(|p| p.namespace == t.namespace && t.selector.matches(&p.labels))
             .filter(|p| !p.finished && !p.terminating)
             .collect()
-    };
-    let in_zone = |p: &PodInfo| zone_nodes.contains(p.node.as_str());
-    for t in &snap.slo_targets {
+    }
+
+    fn in_zone(&self, p: &PodInfo) -> bool {
+        self.zone_nodes.contains(p.node.as_str())
+    }
+
+    fn slo(&self, t: &SloTarget, warnings: &mut Vec<String>) -> SloPrediction {
         let mut prediction = SloPrediction {
             slo: t.slo.clone(),
             verdict: None,
@@ -701,34 +788,61 @@ fn predict(
             target: t.backing.as_ref().map(|b| b.what.clone()),
             rule: None,
         };
-        if let Some(prober) = &t.prober {
-            let pods = live(prober);
-            if !pods.is_empty() && pods.iter().all(|p| in_zone(p)) {
-                let why = format!(
-                    "SLO {}: its probe's {} runs only in {}: the probe cannot answer while the zone is dark",
-                    t.slo, prober.what, req.zone
-                );
-                out.warnings.push(why.clone());
-                if pods.iter().all(|p| req.affects(p)) {
-                    prediction.verdict = Some(Verdict::Inconclusive);
-                    prediction.why = why;
-                    out.slo_predictions.push(prediction);
-                    continue;
-                }
-            }
+        if let Some(why) = t
+            .prober
+            .as_ref()
+            .and_then(|prober| self.prober_goes_dark(t, prober, warnings))
+        {
+            prediction.verdict = Some(Verdict::Inconclusive);
+            prediction.why = why;
+            return prediction;
         }
         let Some(backing) = &t.backing else {
-            out.slo_predictions.push(prediction);
-            continue;
+            return prediction;
         };
-        let pods = live(backing);
+        let pods = self.live(backing);
         if pods.is_empty() {
             prediction.why = format!("no pod matches {}", backing.what);
-            out.slo_predictions.push(prediction);
-            continue;
+            return prediction;
         }
+        self.backing(t, backing, &pods, &mut prediction, warnings);
+        prediction
+    }
+
+    /// Warn when the probe's own pods (the Prometheus it queries) run only
+    /// in the zone; when the drill cuts off every one of them, why the probe
+    /// cannot answer.
+    fn prober_goes_dark(
+        &self,
+        t: &SloTarget,
+        prober: &Target,
+        warnings: &mut Vec<String>,
+    ) -> Option<String> {
+        let pods = self.live(prober);
+        if pods.is_empty() || !pods.iter().all(|p| self.in_zone(p)) {
+            return None;
+        }
+        let why = format!(
+            "SLO {}: its probe's {} runs only in {}: the probe cannot answer while the zone is dark",
+            t.slo, prober.what, self.req.zone
+        );
+        warnings.push(why.clone());
+        pods.iter().all(|p| self.req.affects(p)).then_some(why)
+    }
+
+    /// Predict from the pods that serve what the probe checks: those that
+    /// keep serving, and those whose replacements can start elsewhere.
+    fn backing(
+        &self,
+        t: &SloTarget,
+        backing: &Target,
+        pods: &[&PodInfo],
+        prediction: &mut SloPrediction,
+        warnings: &mut Vec<String>,
+    ) {
+        let req = self.req;
         let (zone_pods, outside): (Vec<&PodInfo>, Vec<&PodInfo>) =
-            pods.iter().partition(|p| in_zone(p));
+            pods.iter().partition(|p| self.in_zone(p));
         let killed: Vec<&PodInfo> = zone_pods
             .iter()
             .copied()
@@ -739,13 +853,14 @@ fn predict(
                 .iter()
                 .filter(|p| p.ready && !req.affects(p))
                 .count() as i32;
-        let stuck: Vec<&&PodInfo> = killed
+        let stuck: Vec<&PodInfo> = killed
             .iter()
-            .filter(|p| unplaceable.contains_key(&p.key()))
+            .copied()
+            .filter(|p| self.unplaceable.contains_key(&p.key()))
             .collect();
         let replaced = (killed.len() - stuck.len()) as i32;
         if outside.is_empty() {
-            out.warnings.push(format!(
+            warnings.push(format!(
                 "SLO {}: every pod behind {} runs in {}",
                 t.slo, backing.what, req.zone
             ));
@@ -766,44 +881,49 @@ fn predict(
             );
         } else {
             prediction.verdict = Some(Verdict::Failed);
-            let mut rules: Vec<&str> = vec![];
-            for p in &stuck {
-                let r = unplaceable[&p.key()].as_str();
-                if !rules.contains(&r) {
-                    rules.push(r);
-                }
-            }
             let mut why = format!(
                 "{} keeps {serving} ready pods outside {} (needs {})",
                 backing.what, req.zone, t.need
             );
             if !stuck.is_empty() {
+                let rule = self.stuck_rule(&stuck);
                 let names: Vec<String> = stuck.iter().take(3).map(|p| p.key()).collect();
                 let more = if stuck.len() > 3 {
                     format!(" and {} more", stuck.len() - 3)
                 } else {
                     String::new()
                 };
-                let rule = rules.join("; ");
-                let rule = match rule
-                    .strip_prefix("nodeSelector ")
-                    .or(rule.strip_prefix("required node affinity "))
-                {
-                    Some(_) if !rule.contains("matches no node") => {
-                        format!("pinned to {} by {rule}", req.zone)
-                    }
-                    _ => rule,
-                };
-                prediction.rule = Some(rule.clone());
                 why.push_str(&format!(
                     "; {} replacements cannot be scheduled, {rule}: {}{more}",
                     stuck.len(),
                     names.join(", ")
                 ));
+                prediction.rule = Some(rule);
             }
             prediction.why = why;
         }
-        out.slo_predictions.push(prediction);
+    }
+
+    /// The rules that leave the `stuck` pods' replacements nowhere to go, in
+    /// short: a nodeSelector or node affinity on the zone reads "pinned to".
+    fn stuck_rule(&self, stuck: &[&PodInfo]) -> String {
+        let mut rules: Vec<&str> = vec![];
+        for p in stuck {
+            let r = self.unplaceable[&p.key()].as_str();
+            if !rules.contains(&r) {
+                rules.push(r);
+            }
+        }
+        let rule = rules.join("; ");
+        match rule
+            .strip_prefix("nodeSelector ")
+            .or(rule.strip_prefix("required node affinity "))
+        {
+            Some(_) if !rule.contains("matches no node") => {
+                format!("pinned to {} by {rule}", self.req.zone)
+            }
+            _ => rule,
+        }
     }
 }
 

@@ -64,7 +64,32 @@ struct Slot<'a> {
     free_pods: Option<i64>,
 }
 
-impl Slot<'_> {
+impl<'a> Slot<'a> {
+    fn new(node: &'a NodeInfo, dark: bool) -> Self {
+        Slot {
+            node,
+            dark,
+            taints: Slot::taints(node, dark),
+            free_cpu: node
+                .requested
+                .map(|r| node.cpu_millis.saturating_sub(r.cpu_millis)),
+            free_mem: node
+                .requested
+                .map(|r| node.memory_bytes.saturating_sub(r.memory_bytes)),
+            free_pods: node
+                .requested
+                .filter(|_| node.max_pods > 0)
+                .map(|r| node.max_pods.saturating_sub(r.pods)),
+        }
+    }
+
+    /// Place `pod` here: what it requests is no longer free.
+    fn take(&mut self, pod: &PodInfo) {
+        self.free_cpu = self.free_cpu.map(|c| c.saturating_sub(pod.cpu_millis));
+        self.free_mem = self.free_mem.map(|m| m.saturating_sub(pod.memory_bytes));
+        self.free_pods = self.free_pods.map(|n| n - 1);
+    }
+
     fn taints(node: &NodeInfo, dark: bool) -> Vec<TaintInfo> {
         let mut t = node.taints.clone();
         if dark {
@@ -130,6 +155,28 @@ struct Counted<'a> {
 }
 
 impl<'a> Running<'a> {
+    /// The pods that keep running once `killed` are gone: peers of the
+    /// constraints, not leaving, on a node the snapshot knows.
+    fn after(snap: &'a Snapshot, slots: &[Slot], killed: &[&PodInfo]) -> Self {
+        let slot_of: HashMap<&str, usize> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.node.name.as_str(), i))
+            .collect();
+        let killed_keys: BTreeSet<String> = killed.iter().map(|p| p.key()).collect();
+        Running {
+            pods: snap
+                .peers
+                .iter()
+                .filter(|p| !p.node.is_empty() && !p.finished && !p.terminating)
+                .filter(|p| !killed_keys.contains(&p.key()))
+                .filter_map(|p| Some((p, *slot_of.get(p.node.as_str())?)))
+                .collect(),
+            slots: slots.len(),
+            counted: HashMap::new(),
+        }
+    }
+
     /// How many running pods `covers` matches on each slot; `key` names the
     /// selector (the same key must always mean the same `covers`).
     fn counts(&mut self, key: String, covers: impl Fn(&PodInfo) -> bool + 'a) -> &[u32] {
@@ -235,95 +282,22 @@ pub fn place(
     let mut slots: Vec<Slot> = snap
         .nodes
         .iter()
-        .map(|n| {
-            let dark = zone_nodes.contains(n.name.as_str());
-            Slot {
-                node: n,
-                dark,
-                taints: Slot::taints(n, dark),
-                free_cpu: n
-                    .requested
-                    .map(|r| n.cpu_millis.saturating_sub(r.cpu_millis)),
-                free_mem: n
-                    .requested
-                    .map(|r| n.memory_bytes.saturating_sub(r.memory_bytes)),
-                free_pods: n
-                    .requested
-                    .filter(|_| n.max_pods > 0)
-                    .map(|r| n.max_pods.saturating_sub(r.pods)),
-            }
-        })
+        .map(|n| Slot::new(n, zone_nodes.contains(n.name.as_str())))
         .collect();
-    let slot_of: HashMap<&str, usize> = slots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.node.name.as_str(), i))
-        .collect();
-    let killed_keys: BTreeSet<String> = killed.iter().map(|p| p.key()).collect();
-    // Pods that keep running: peers of the constraints, not killed, not
-    // leaving, on a node the snapshot knows.
-    let mut running = Running {
-        pods: snap
-            .peers
-            .iter()
-            .filter(|p| !p.node.is_empty() && !p.finished && !p.terminating)
-            .filter(|p| !killed_keys.contains(&p.key()))
-            .filter_map(|p| Some((p, *slot_of.get(p.node.as_str())?)))
-            .collect(),
-        slots: slots.len(),
-        counted: HashMap::new(),
-    };
+    let mut running = Running::after(snap, &slots, killed);
     let mut domains = Domains::default();
-
-    // Group by workload, in a stable order.
-    let mut by_owner: BTreeMap<String, Vec<&PodInfo>> = BTreeMap::new();
-    for p in killed {
-        let Some(o) = &p.owner else { continue };
-        if !replaced(&o.kind) {
-            continue;
-        }
-        let display = match snap.workloads.get(o) {
-            Some(w) if o.kind == "ReplicaSet" && w.display != o.name => {
-                format!("Deployment {}/{}", o.namespace, w.display)
-            }
-            _ => format!("{} {}/{}", o.kind, o.namespace, o.name),
-        };
-        by_owner.entry(display).or_default().push(p);
-    }
-
     let mut out = Placement::default();
-    for (workload, pods) in by_owner {
+    for (workload, pods) in by_workload(snap, killed) {
         let mut unplaceable = 0;
         let mut rule: Option<String> = None;
         for pod in &pods {
-            if req.power_loss {
-                // Nothing is deleted: a StatefulSet never replaces a pod on an
-                // unreachable node; other controllers only once it is evicted.
-                let why = if pod.owner.as_ref().is_some_and(|o| o.kind == "StatefulSet") {
-                    format!(
-                        "a StatefulSet pod on an unreachable node is not replaced until {} has power again",
-                        req.zone
-                    )
-                } else {
-                    "not replaced until the pod is evicted from the unreachable node (its tolerationSeconds for node.kubernetes.io/unreachable, 300s by default)".to_string()
-                };
-                unplaceable += 1;
-                out.pods.insert(pod.key(), why.clone());
-                rule.get_or_insert(why);
-                continue;
-            }
-            if let Some(why) = pinned.get(&pod.key()) {
-                unplaceable += 1;
-                rule.get_or_insert_with(|| why.clone());
-                out.pods.insert(pod.key(), why.clone());
-                continue;
-            }
-            match choose(req, pod, &slots, &mut running, &mut domains) {
+            let placed = match not_replaced(req, pod, pinned) {
+                Some(why) => Err(why),
+                None => choose(req, pod, &slots, &mut running, &mut domains),
+            };
+            match placed {
                 Ok(i) => {
-                    let s = &mut slots[i];
-                    s.free_cpu = s.free_cpu.map(|c| c.saturating_sub(pod.cpu_millis));
-                    s.free_mem = s.free_mem.map(|m| m.saturating_sub(pod.memory_bytes));
-                    s.free_pods = s.free_pods.map(|n| n - 1);
+                    slots[i].take(pod);
                     running.push(pod, i);
                 }
                 Err(why) => {
@@ -345,6 +319,57 @@ pub fn place(
     out
 }
 
+/// The killed pods whose controllers replace them, by the workload people
+/// know (`Deployment shop/frontend`), in a stable order.
+fn by_workload<'a>(snap: &Snapshot, killed: &[&'a PodInfo]) -> BTreeMap<String, Vec<&'a PodInfo>> {
+    let mut by_owner: BTreeMap<String, Vec<&PodInfo>> = BTreeMap::new();
+    for p in killed {
+        let Some(o) = &p.owner else { continue };
+        if !replaced(&o.kind) {
+            continue;
+        }
+        let display = match snap.workloads.get(o) {
+            Some(w) if o.kind == "ReplicaSet" && w.display != o.name => {
+                format!("Deployment {}/{}", o.namespace, w.display)
+            }
+            _ => format!("{} {}/{}", o.kind, o.namespace, o.name),
+        };
+        by_owner.entry(display).or_default().push(p);
+    }
+    by_owner
+}
+
+/// Why `pod` gets no replacement to place, before any node is looked at: a
+/// power loss deletes nothing, and a pinned pod can go nowhere else.
+fn not_replaced(req: &Request, pod: &PodInfo, pinned: &HashMap<String, String>) -> Option<String> {
+    if req.power_loss {
+        // Nothing is deleted: a StatefulSet never replaces a pod on an
+        // unreachable node; other controllers only once it is evicted.
+        return Some(
+            if pod.owner.as_ref().is_some_and(|o| o.kind == "StatefulSet") {
+                format!(
+                    "a StatefulSet pod on an unreachable node is not replaced until {} has power again",
+                    req.zone
+                )
+            } else {
+                "not replaced until the pod is evicted from the unreachable node (its tolerationSeconds for node.kubernetes.io/unreachable, 300s by default)".to_string()
+            },
+        );
+    }
+    pinned.get(&pod.key()).cloned()
+}
+
+/// The nodes a replacement may still go to, narrowed filter by filter.
+struct Candidates(Vec<usize>);
+
+impl Candidates {
+    /// Keep the nodes `keep` accepts; when none is left, `what` is the rule.
+    fn narrow(&mut self, what: String, keep: impl Fn(usize) -> bool) -> Result<(), String> {
+        self.0.retain(|&i| keep(i));
+        if self.0.is_empty() { Err(what) } else { Ok(()) }
+    }
+}
+
 /// The node a replacement of `pod` goes to, or the rule that leaves none.
 fn choose<'a>(
     req: &Request,
@@ -353,58 +378,89 @@ fn choose<'a>(
     running: &mut Running<'a>,
     domains: &mut Domains,
 ) -> Result<usize, String> {
-    let mut candidates: Vec<usize> = (0..slots.len())
-        .filter(|&i| !slots[i].dark && !slots[i].node.unschedulable && slots[i].node.ready)
-        .collect();
-    if candidates.is_empty() {
+    let mut candidates = Candidates(
+        (0..slots.len())
+            .filter(|&i| !slots[i].dark && !slots[i].node.unschedulable && slots[i].node.ready)
+            .collect(),
+    );
+    if candidates.0.is_empty() {
         return Err(format!("no schedulable node outside {}", req.zone));
     }
-    let mut narrow = |what: String, keep: &dyn Fn(usize) -> bool| -> Result<(), String> {
-        candidates.retain(|&i| keep(i));
-        if candidates.is_empty() {
-            Err(what)
-        } else {
-            Ok(())
-        }
-    };
+    node_filters(&mut candidates, req, pod, slots)?;
+    pod_term_filters(&mut candidates, req, pod, slots, running, domains)?;
+    let ns = pod.namespace.as_str();
+    for c in &pod.spread {
+        let key = format!("spread\0{ns}\0{}", c.selector);
+        let per_slot = running.counts(key, move |p| {
+            p.namespace == ns && c.selector.matches(&p.labels)
+        });
+        let skew = spread_check(pod, c, slots, per_slot, domains.of(&c.topology_key, slots));
+        candidates.narrow(skew.1.clone(), &skew.0)?;
+    }
+    // Of the nodes left, the one with the most CPU free (spreads load).
+    Ok(*candidates
+        .0
+        .iter()
+        .max_by_key(|&&i| (slots[i].free_cpu.unwrap_or(0), std::cmp::Reverse(i)))
+        .unwrap())
+}
+
+/// The filters on a node alone: node affinity, taints, and room for the pod.
+fn node_filters(
+    candidates: &mut Candidates,
+    req: &Request,
+    pod: &PodInfo,
+    slots: &[Slot],
+) -> Result<(), String> {
     let how = if pod.required_terms.is_empty() {
         "nodeSelector"
     } else {
         "required node affinity"
     };
-    narrow(
-        format!("{how} matches no node outside {}", req.zone),
-        &|i| node_affinity_ok(pod, slots[i].node),
-    )?;
-    narrow(
+    candidates.narrow(format!("{how} matches no node outside {}", req.zone), |i| {
+        node_affinity_ok(pod, slots[i].node)
+    })?;
+    candidates.narrow(
         "taints on every remaining node it may use, without tolerations".into(),
-        &|i| tolerated(pod, &slots[i].taints),
+        |i| tolerated(pod, &slots[i].taints),
     )?;
-    narrow(
+    candidates.narrow(
         format!(
             "no single node outside {} has {}m CPU and {} MiB free for it",
             req.zone,
             pod.cpu_millis,
             pod.memory_bytes >> 20
         ),
-        &|i| {
+        |i| {
             let s = &slots[i];
             s.free_cpu.is_none_or(|c| c >= pod.cpu_millis)
                 && s.free_mem.is_none_or(|m| m >= pod.memory_bytes)
                 && s.free_pods.is_none_or(|n| n >= 1)
         },
-    )?;
+    )
+}
+
+/// Required pod anti-affinity, then required pod affinity, against the pods
+/// running (and the replacements placed so far).
+fn pod_term_filters<'a>(
+    candidates: &mut Candidates,
+    req: &Request,
+    pod: &'a PodInfo,
+    slots: &[Slot],
+    running: &mut Running<'a>,
+    domains: &mut Domains,
+) -> Result<(), String> {
     let ns = pod.namespace.as_str();
     for term in &pod.anti_affinity {
         let per_slot = running.counts(term_key(term, ns), move |p| term_covers(term, ns, p));
         let domain = domains.of(&term.topology_key, slots);
         let taken = domain.occupied(per_slot);
-        narrow(
+        candidates.narrow(
             format!(
                 "required pod anti-affinity ({} {}): every remaining {} already runs a matching pod",
                 term.topology_key, term.selector, term.topology_key
             ),
-            &|i| domain.of_slot[i].is_none_or(|d| !taken[d]),
+            |i| domain.of_slot[i].is_none_or(|d| !taken[d]),
         )?;
     }
     for term in &pod.affinity {
@@ -414,27 +470,15 @@ fn choose<'a>(
         }
         let domain = domains.of(&term.topology_key, slots);
         let wanted = domain.occupied(per_slot);
-        narrow(
+        candidates.narrow(
             format!(
                 "required pod affinity ({} {}): no pod it must run beside is left outside {}",
                 term.topology_key, term.selector, req.zone
             ),
-            &|i| domain.of_slot[i].is_some_and(|d| wanted[d]),
+            |i| domain.of_slot[i].is_some_and(|d| wanted[d]),
         )?;
     }
-    for c in &pod.spread {
-        let key = format!("spread\0{ns}\0{}", c.selector);
-        let per_slot = running.counts(key, move |p| {
-            p.namespace == ns && c.selector.matches(&p.labels)
-        });
-        let skew = spread_check(pod, c, slots, per_slot, domains.of(&c.topology_key, slots));
-        narrow(skew.1.clone(), &|i| skew.0(i))?;
-    }
-    // Of the nodes left, the one with the most CPU free (spreads load).
-    Ok(*candidates
-        .iter()
-        .max_by_key(|&&i| (slots[i].free_cpu.unwrap_or(0), std::cmp::Reverse(i)))
-        .unwrap())
+    Ok(())
 }
 
 /// The spread filter for one constraint: a predicate on candidate nodes and

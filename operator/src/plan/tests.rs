@@ -1047,3 +1047,24 @@ fn equal_label_sets_are_held_once() {
     assert!(!std::sync::Arc::ptr_eq(&a, &db));
     assert_eq!(db.get("app").map(String::as_str), Some("db"));
 }
+#[test]
+fn a_request_is_what_the_spec_asks_for_in_the_scope_given() {
+    let spec: crate::api::DataCenterFailureSpec = serde_json::from_value(serde_json::json!({
+        "zone": "zone-a", "topologyKey": "example.com/dc",
+        "fault": {"mode": "PowerLoss"}, "guards": {"maxNodePercent": 20}
+    }))
+    .unwrap();
+    let scope = Scope {
+        operator_namespace: Some("firedrill".into()),
+        ..Default::default()
+    };
+    let req = Request::from_spec(&spec, scope);
+    assert_eq!(req.zone, "zone-a");
+    assert_eq!(req.topology_key, "example.com/dc");
+    assert_eq!(req.guards, spec.guards);
+    assert!(req.power_loss);
+    assert_eq!(req.scope.operator_namespace.as_deref(), Some("firedrill"));
+    let mut spec = spec;
+    spec.fault.mode = crate::api::FaultMode::CordonAndKill;
+    assert!(!Request::from_spec(&spec, Scope::default()).power_loss);
+}
