@@ -42,8 +42,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// The field manager for everything the operator writes.
-
 /// Operator settings.
 #[derive(Clone, Debug)]
 pub struct Config {
