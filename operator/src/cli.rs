@@ -295,9 +295,6 @@ async fn client() -> anyhow::Result<kube::Client> {
 
 async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     let clients = clients().await?;
-    if let Some(hosts) = &args.probe_hosts {
-        crate::probe::use_hosts_file(hosts.clone());
-    }
     let mut secret_namespaces: std::collections::BTreeSet<String> = args
         .secret_namespaces
         .iter()
@@ -318,11 +315,14 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         apiserver.push((h, p));
     }
     tracing::info!(secret_namespaces = ?secret_namespaces, allow_link_local = args.allow_link_local_probes, "probe policy");
-    crate::probe::set_policy(crate::probe::Policy {
-        secret_namespaces,
-        allow_link_local: args.allow_link_local_probes,
-        apiserver,
-    });
+    let probes = crate::probe::Env::new(
+        crate::probe::Policy {
+            secret_namespaces,
+            allow_link_local: args.allow_link_local_probes,
+            apiserver,
+        },
+        args.probe_hosts.clone(),
+    );
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let lease_namespace = args
         .leader_elect_namespace
@@ -336,6 +336,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         restore_grace: args.restore_grace,
         injection_timeout: args.injection_timeout,
         inject_pause: args.debug_inject_pause,
+        probes,
     };
     let listener = tokio::net::TcpListener::bind(&args.metrics_bind)
         .await

@@ -61,6 +61,8 @@ pub struct Config {
     /// Pause between node changes while injecting (for rehearsing an operator
     /// crash in the middle of injection).
     pub inject_pause: Option<Duration>,
+    /// What probes may read and reach, and the hosts file they resolve with.
+    pub probes: probe::Env,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             restore_grace: Duration::from_secs(120),
             injection_timeout: Duration::from_secs(600),
             inject_pause: None,
+            probes: probe::Env::default(),
         }
     }
 }
@@ -475,6 +478,7 @@ pub struct Parsed {
 pub fn parse_spec(
     spec: &DataCenterFailureSpec,
     operator_namespace: Option<String>,
+    probes: &probe::Env,
 ) -> std::result::Result<Parsed, String> {
     let duration = parse_duration(&spec.duration).map_err(|e| format!("spec.duration: {e}"))?;
     parse_duration(&spec.baseline).map_err(|e| format!("spec.baseline: {e}"))?;
@@ -488,7 +492,7 @@ pub fn parse_spec(
         }
     }
     let scope = Scope::from_target(&spec.target, operator_namespace)?;
-    probe::check_spec(spec)?;
+    probe::check_spec(spec, probes)?;
     Ok(Parsed { duration, scope })
 }
 
@@ -676,7 +680,11 @@ impl<'a> Drill<'a> {
     }
 
     fn parse(&self) -> std::result::Result<Parsed, String> {
-        parse_spec(&self.obj.spec, self.ctx.config.namespace.clone())
+        parse_spec(
+            &self.obj.spec,
+            self.ctx.config.namespace.clone(),
+            &self.ctx.config.probes,
+        )
     }
 
     fn power_loss(&self) -> bool {
@@ -1560,7 +1568,7 @@ async fn ensure_runner(ctx: &Context, obj: &DataCenterFailure) -> Result<()> {
         return Ok(());
     }
     let previous = record::load_timeline(&ctx.client, &ctx.config.home_namespace(), &uid).await?;
-    let runner = probe::Runner::start(&ctx.client, obj, previous);
+    let runner = probe::Runner::start(&ctx.client, obj, previous, &ctx.config.probes);
     ctx.with_tasks(&uid, |t| {
         if t.runner.is_none() {
             t.runner = Some(runner);

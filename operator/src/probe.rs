@@ -21,8 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::AbortHandle;
 
-/// What probes may read and reach, set once at start-up from the installer's
-/// flags. A DataCenterFailure may be created by anyone allowed to create
+/// What probes may read and reach, from the installer's flags. A DataCenterFailure may be created by anyone allowed to create
 /// one; these limits keep its probes from reading Secrets of other teams or
 /// being turned into a scanner of the cluster's network.
 #[derive(Clone, Debug, Default)]
@@ -37,15 +36,32 @@ pub struct Policy {
     pub apiserver: Vec<(String, u16)>,
 }
 
-static POLICY: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
-
-/// Set the probe policy (once, at start-up).
-pub fn set_policy(p: Policy) {
-    let _ = POLICY.set(p);
+/// What the probes run with: the [`Policy`] and the hosts file (if any).
+/// Built once at start-up and handed to everything that checks, builds or
+/// runs probes; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    policy: Arc<Policy>,
+    hosts: Option<Arc<HostsFile>>,
 }
 
-fn policy() -> Policy {
-    POLICY.get().cloned().unwrap_or_default()
+impl Env {
+    /// Probes under `policy`, looking names up in `hosts_file` first (if any).
+    pub fn new(policy: Policy, hosts_file: Option<std::path::PathBuf>) -> Env {
+        Env {
+            policy: Arc::new(policy),
+            hosts: hosts_file.map(|path| Arc::new(HostsFile::new(path))),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The address the hosts file gives `name`, if any.
+    pub fn hosts_lookup(&self, name: &str) -> Option<std::net::IpAddr> {
+        self.hosts.as_ref()?.lookup(name)
+    }
 }
 
 /// Link-local or cloud metadata: never a probe target unless allowed.
@@ -93,8 +109,8 @@ pub fn refused_target(p: &Policy, host: &str, port: u16) -> Option<String> {
 
 /// Check what the schema cannot: every Secret a probe names is in a listed
 /// namespace, and no probe targets a refused address. Err names the field.
-pub fn check_spec(spec: &crate::api::DataCenterFailureSpec) -> Result<(), String> {
-    check_spec_with(spec, &policy())
+pub fn check_spec(spec: &crate::api::DataCenterFailureSpec, env: &Env) -> Result<(), String> {
+    check_spec_with(spec, env.policy())
 }
 
 /// [`check_spec`] against a given policy.
@@ -167,10 +183,11 @@ fn url_target(url: &str) -> (String, u16) {
 
 /// Addresses a probe may connect to: link-local ones dropped unless allowed.
 fn allowed_addrs(
+    p: &Policy,
     host: &str,
     addrs: Vec<std::net::SocketAddr>,
 ) -> std::io::Result<Vec<std::net::SocketAddr>> {
-    if policy().allow_link_local {
+    if p.allow_link_local {
         return Ok(addrs);
     }
     let kept: Vec<_> = addrs
@@ -212,30 +229,38 @@ pub const PROMETHEUS_CAP: usize = 1024 * 1024;
 
 /// A hosts file (`ADDRESS NAME...` lines) the probes look names up in first,
 /// like `curl --resolve`: how an operator running outside the cluster
-/// reaches in-cluster names. Set once, at start-up.
-static HOSTS_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-
-/// Look probe host names up in `path` first (re-read when it changes).
-pub fn use_hosts_file(path: std::path::PathBuf) {
-    let _ = HOSTS_FILE.set(path);
+/// reaches in-cluster names. Re-read when it changes.
+#[derive(Debug)]
+struct HostsFile {
+    path: std::path::PathBuf,
+    /// The file's modification time when last read, and what it said.
+    cache: Mutex<(
+        Option<std::time::SystemTime>,
+        BTreeMap<String, std::net::IpAddr>,
+    )>,
 }
 
-/// The address the hosts file gives `name`, if any.
-pub fn hosts_lookup(name: &str) -> Option<std::net::IpAddr> {
-    type Cache = (
-        Option<std::time::SystemTime>,
-        std::collections::BTreeMap<String, std::net::IpAddr>,
-    );
-    static CACHE: Mutex<Cache> = Mutex::new((None, BTreeMap::new()));
-    let path = HOSTS_FILE.get()?;
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut cache = CACHE.lock().unwrap();
-    if cache.0 != modified || modified.is_none() {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        cache.1 = parse_hosts(&text);
-        cache.0 = modified;
+impl HostsFile {
+    fn new(path: std::path::PathBuf) -> HostsFile {
+        HostsFile {
+            path,
+            cache: Mutex::new((None, BTreeMap::new())),
+        }
     }
-    cache.1.get(name.trim_end_matches('.')).copied()
+
+    /// The address the file gives `name`, if any.
+    fn lookup(&self, name: &str) -> Option<std::net::IpAddr> {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut cache = self.cache.lock().unwrap();
+        if cache.0 != modified || modified.is_none() {
+            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            cache.1 = parse_hosts(&text);
+            cache.0 = modified;
+        }
+        cache.1.get(name.trim_end_matches('.')).copied()
+    }
 }
 
 /// `ADDRESS NAME...` lines; `#` starts a comment.
@@ -255,17 +280,19 @@ pub fn parse_hosts(text: &str) -> BTreeMap<String, std::net::IpAddr> {
 }
 
 /// Resolves through the hosts file first, then the system resolver.
-struct HostsResolver;
+struct HostsResolver(Env);
 
 impl reqwest::dns::Resolve for HostsResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
+        let env = self.0.clone();
         Box::pin(async move {
-            let found: Vec<std::net::SocketAddr> = match hosts_lookup(&host) {
+            let found: Vec<std::net::SocketAddr> = match env.hosts_lookup(&host) {
                 Some(ip) => vec![std::net::SocketAddr::new(ip, 0)],
                 None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
             };
-            let addrs: reqwest::dns::Addrs = Box::new(allowed_addrs(&host, found)?.into_iter());
+            let addrs: reqwest::dns::Addrs =
+                Box::new(allowed_addrs(env.policy(), &host, found)?.into_iter());
             Ok(addrs)
         })
     }
@@ -273,8 +300,8 @@ impl reqwest::dns::Resolve for HostsResolver {
 
 /// Every probe's HTTP client resolves through the hosts file (if any) and
 /// drops refused addresses.
-fn with_hosts(b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
-    b.dns_resolver(Arc::new(HostsResolver))
+fn with_hosts(b: reqwest::ClientBuilder, env: &Env) -> reqwest::ClientBuilder {
+    b.dns_resolver(Arc::new(HostsResolver(env.clone())))
 }
 
 /// Follow redirects only when asked, and then only to the same scheme, host
@@ -316,6 +343,7 @@ pub enum Prober {
     Tcp {
         host: String,
         port: u16,
+        env: Env,
     },
     Prometheus {
         client: reqwest::Client,
@@ -386,8 +414,8 @@ pub fn parse_comparison(s: &str) -> Result<(Comparison, f64), String> {
     Ok((op, v))
 }
 
-async fn secret_value(client: &Client, r: &SecretKeyRef) -> Result<String, String> {
-    if !policy().secret_namespaces.contains(&r.namespace) {
+async fn secret_value(client: &Client, p: &Policy, r: &SecretKeyRef) -> Result<String, String> {
+    if !p.secret_namespaces.contains(&r.namespace) {
         return Err(format!(
             "secret {}/{}: probes read Secrets only in the namespaces the operator was installed for",
             r.namespace, r.name
@@ -418,9 +446,10 @@ impl Prober {
         probe: &Probe,
         timeout: Duration,
         client: &Client,
+        env: &Env,
     ) -> Result<Prober, String> {
         if let Some(h) = &probe.http {
-            let mut b = with_hosts(reqwest::Client::builder())
+            let mut b = with_hosts(reqwest::Client::builder(), env)
                 .timeout(timeout)
                 .redirect(same_origin_redirects(h.follow_redirects))
                 .no_proxy();
@@ -429,7 +458,7 @@ impl Prober {
                     b = b.danger_accept_invalid_certs(true);
                 }
                 if let Some(ca) = &tls.ca_secret_ref {
-                    let pem = secret_value(client, ca).await?;
+                    let pem = secret_value(client, env.policy(), ca).await?;
                     let cert = reqwest::Certificate::from_pem(pem.as_bytes())
                         .map_err(|e| format!("CA from secret {}/{}: {e}", ca.namespace, ca.name))?;
                     b = b.add_root_certificate(cert);
@@ -439,7 +468,9 @@ impl Prober {
             for hd in &h.headers {
                 let value = match (&hd.value, &hd.value_from) {
                     (Some(v), _) => v.clone(),
-                    (None, Some(from)) => secret_value(client, &from.secret_key_ref).await?,
+                    (None, Some(from)) => {
+                        secret_value(client, env.policy(), &from.secret_key_ref).await?
+                    }
                     (None, None) => String::new(),
                 };
                 headers.push((hd.name.clone(), value));
@@ -464,15 +495,16 @@ impl Prober {
             return Ok(Prober::Tcp {
                 host: t.host.clone(),
                 port: t.port as u16,
+                env: env.clone(),
             });
         }
         if let Some(p) = &probe.prometheus {
             let (op, threshold) = parse_comparison(&p.success_when)?;
             let token = match &p.bearer_token_secret_ref {
-                Some(r) => Some(secret_value(client, r).await?),
+                Some(r) => Some(secret_value(client, env.policy(), r).await?),
                 None => None,
             };
-            let http = with_hosts(reqwest::Client::builder())
+            let http = with_hosts(reqwest::Client::builder(), env)
                 .timeout(timeout)
                 .redirect(same_origin_redirects(false))
                 .no_proxy()
@@ -564,15 +596,15 @@ impl Prober {
                 }
                 (Outcome::Ok, None)
             }
-            Prober::Tcp { host, port } => {
+            Prober::Tcp { host, port, env } => {
                 let connected = async {
-                    let found: Vec<std::net::SocketAddr> = match hosts_lookup(host) {
+                    let found: Vec<std::net::SocketAddr> = match env.hosts_lookup(host) {
                         Some(ip) => vec![std::net::SocketAddr::new(ip, *port)],
                         None => tokio::net::lookup_host((host.as_str(), *port))
                             .await?
                             .collect(),
                     };
-                    let addrs = allowed_addrs(host, found)?;
+                    let addrs = allowed_addrs(env.policy(), host, found)?;
                     tokio::net::TcpStream::connect(&addrs[..]).await
                 }
                 .await;
@@ -832,7 +864,12 @@ impl Drop for Runner {
 
 impl Runner {
     /// Start probing every SLO, continuing `previous` timelines.
-    pub fn start(client: &Client, obj: &DataCenterFailure, previous: Recording) -> Runner {
+    pub fn start(
+        client: &Client,
+        obj: &DataCenterFailure,
+        previous: Recording,
+        env: &Env,
+    ) -> Runner {
         let armed_at = Arc::new(AtomicI64::new(0));
         let mut timelines = BTreeMap::new();
         let mut tasks = vec![];
@@ -847,6 +884,7 @@ impl Runner {
                 slo.clone(),
                 tl,
                 armed_at.clone(),
+                env.clone(),
             ));
             tasks.push(task.abort_handle());
         }
@@ -889,6 +927,7 @@ async fn run_slo(
     slo: SloSpec,
     timeline: Arc<Mutex<Timeline>>,
     armed_at: Arc<AtomicI64>,
+    env: Env,
 ) {
     let interval = parse_duration(&slo.interval)
         .unwrap_or(Duration::from_secs(1))
@@ -906,7 +945,7 @@ async fn run_slo(
         ticker.tick().await;
         let at = now_ms();
         if prober.is_none() {
-            match Prober::build(&slo.probe, timeout, &client).await {
+            match Prober::build(&slo.probe, timeout, &client, &env).await {
                 Ok(p) => prober = Some(p),
                 Err(e) => {
                     let mut tl = timeline.lock().unwrap();

@@ -265,7 +265,7 @@ fn spec_inner(u: &mut Unstructured) -> Result<()> {
     } else {
         None
     };
-    match firedrill::controller::parse_spec(&exp.spec, namespace) {
+    match firedrill::controller::parse_spec(&exp.spec, namespace, &Default::default()) {
         Ok(p) => {
             // Accepted: the scope and duration are what the spec says.
             assert_eq!(
