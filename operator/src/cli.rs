@@ -296,7 +296,7 @@ async fn client() -> anyhow::Result<kube::Client> {
 
 async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     let clients = clients().await?;
-    set_probe_policy(&args, &clients);
+    let probes = probe_env(&args, &clients);
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let lease_namespace = args
         .leader_elect_namespace
@@ -310,6 +310,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         restore_grace: args.restore_grace,
         injection_timeout: args.injection_timeout,
         inject_pause: args.debug_inject_pause,
+        probes,
     };
     let metrics_addr = serve_metrics(&args.metrics_bind, args.health_bind.as_deref()).await?;
     tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, metrics = %metrics_addr, "firedrill operator starting");
@@ -334,10 +335,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
 /// What the probes may reach: the Secrets of which namespaces, link-local
 /// addresses or not, and where the API server is; and the hosts file they
 /// look names up in first, if any.
-fn set_probe_policy(args: &OperatorArgs, clients: &controller::Clients) {
-    if let Some(hosts) = &args.probe_hosts {
-        crate::probe::use_hosts_file(hosts.clone());
-    }
+fn probe_env(args: &OperatorArgs, clients: &controller::Clients) -> crate::probe::Env {
     let mut secret_namespaces: std::collections::BTreeSet<String> = args
         .secret_namespaces
         .iter()
@@ -358,11 +356,14 @@ fn set_probe_policy(args: &OperatorArgs, clients: &controller::Clients) {
         apiserver.push((h, p));
     }
     tracing::info!(secret_namespaces = ?secret_namespaces, allow_link_local = args.allow_link_local_probes, "probe policy");
-    crate::probe::set_policy(crate::probe::Policy {
-        secret_namespaces,
-        allow_link_local: args.allow_link_local_probes,
-        apiserver,
-    });
+    crate::probe::Env::new(
+        crate::probe::Policy {
+            secret_namespaces,
+            allow_link_local: args.allow_link_local_probes,
+            apiserver,
+        },
+        args.probe_hosts.clone(),
+    )
 }
 
 /// Serve /metrics, /healthz and /readyz on `metrics_bind`, and the health

@@ -83,9 +83,14 @@ async fn an_endless_body_is_a_failed_sample_within_the_timeout() {
         &format!("http://127.0.0.1:{port}/"),
         serde_json::json!({"bodyContains": "ok"}),
     );
-    let p = Prober::build(&probe, Duration::from_secs(5), &client())
-        .await
-        .unwrap();
+    let p = Prober::build(
+        &probe,
+        Duration::from_secs(5),
+        &client(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let started = Instant::now();
     let (outcome, why) = p.probe().await;
     assert_eq!(outcome, Outcome::Fail);
@@ -127,9 +132,14 @@ async fn redirects_are_not_followed_unless_asked_and_never_to_another_origin() {
     };
 
     // Not asked: the 302 itself is the answer (not 200: failed), nothing followed.
-    let p = Prober::build(&build("/here", false), Duration::from_secs(2), &client())
-        .await
-        .unwrap();
+    let p = Prober::build(
+        &build("/here", false),
+        Duration::from_secs(2),
+        &client(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(p.probe().await, (Outcome::Fail, Some("HTTP 302".into())));
     assert!(
         !seen
@@ -140,9 +150,14 @@ async fn redirects_are_not_followed_unless_asked_and_never_to_another_origin() {
     );
 
     // Asked: followed within the origin, with the header.
-    let p = Prober::build(&build("/here", true), Duration::from_secs(2), &client())
-        .await
-        .unwrap();
+    let p = Prober::build(
+        &build("/here", true),
+        Duration::from_secs(2),
+        &client(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(p.probe().await, (Outcome::Ok, None));
     assert!(
         seen.lock()
@@ -152,9 +167,14 @@ async fn redirects_are_not_followed_unless_asked_and_never_to_another_origin() {
     );
 
     // Asked, but to another origin: not followed; the header never leaves.
-    let p = Prober::build(&build("/away", true), Duration::from_secs(2), &client())
-        .await
-        .unwrap();
+    let p = Prober::build(
+        &build("/away", true),
+        Duration::from_secs(2),
+        &client(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(p.probe().await, (Outcome::Fail, Some("HTTP 302".into())));
     assert!(
         elsewhere_seen.lock().unwrap().is_empty(),

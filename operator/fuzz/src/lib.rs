@@ -265,7 +265,7 @@ fn spec_inner(u: &mut Unstructured) -> Result<()> {
     } else {
         None
     };
-    if let Err(why) = firedrill::probe::check_spec(&exp.spec) {
+    if let Err(why) = firedrill::probe::check_spec(&exp.spec, &Default::default()) {
         assert!(!why.trim().is_empty(), "refused without a reason");
     }
     match firedrill::spec::parse(&exp.spec, namespace) {

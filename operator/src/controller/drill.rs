@@ -258,7 +258,7 @@ impl<'a> Drill<'a> {
     /// The spec, parsed and checked against the probe policy.
     fn parse(&self) -> std::result::Result<Checked, String> {
         let checked = spec::parse(&self.obj.spec, self.ctx.config.namespace.clone())?;
-        probe::check_spec(&self.obj.spec)?;
+        probe::check_spec(&self.obj.spec, &self.ctx.config.probes)?;
         Ok(checked)
     }
 
@@ -267,13 +267,7 @@ impl<'a> Drill<'a> {
     }
 
     pub fn request(&self, spec: &Checked) -> Request {
-        Request {
-            zone: self.obj.spec.zone.clone(),
-            topology_key: self.obj.spec.topology_key.clone(),
-            scope: spec.scope.clone(),
-            guards: self.obj.spec.guards.clone(),
-            power_loss: self.power_loss(),
-        }
+        Request::from_spec(&self.obj.spec, spec.scope.clone())
     }
 
     pub fn has_slos(&self) -> bool {

@@ -39,6 +39,8 @@ pub struct Config {
     /// Pause between node changes while injecting (for rehearsing an operator
     /// crash in the middle of injection).
     pub inject_pause: Option<Duration>,
+    /// What probes may read and reach, and the hosts file they resolve with.
+    pub probes: crate::probe::Env,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             restore_grace: Duration::from_secs(120),
             injection_timeout: Duration::from_secs(600),
             inject_pause: None,
+            probes: crate::probe::Env::default(),
         }
     }
 }

@@ -112,7 +112,7 @@ impl Context {
         }
         let previous =
             record::load_timeline(&self.client, &self.config.home_namespace(), &uid).await?;
-        let runner = probe::Runner::start(&self.client, obj, previous);
+        let runner = probe::Runner::start(&self.client, obj, previous, &self.config.probes);
         self.with_tasks(&uid, |t| {
             if t.runner.is_none() {
                 t.runner = Some(runner);

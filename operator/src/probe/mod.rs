@@ -1,0 +1,134 @@
+//! Probes: http, tcp, prometheus and kubernetes, each SLO in its own task so
+//! a slow or hanging probe never delays another. Every sample carries the
+//! time the probe started. Samples go into a run-length-encoded
+//! [`Timeline`](crate::slo::Timeline), flushed to a ConfigMap per experiment
+//! so a restarted operator continues the measurement and reports can draw it.
+//!
+//! The invariant this module keeps: a probe reads only what the [`Policy`]
+//! lets it read and reaches only what it lets it reach. Secrets come only
+//! from the namespaces the operator was installed for; link-local and cloud
+//! metadata addresses (unless allowed) and the Kubernetes API server are
+//! never targets as written in the spec ([`check_spec`]), and link-local
+//! addresses are dropped again from whatever a probe's host name resolves
+//! to; an HTTP probe follows redirects only within its URL's own origin and
+//! reads bodies only up to a cap. Secret values (header values, bearer
+//! tokens) are read into memory only; they never appear in samples, errors,
+//! status, events or logs.
+//!
+//! What probes run with (the policy and the hosts file) is an [`Env`] built
+//! once at start-up and passed to [`check_spec`], [`Prober::build`] and
+//! [`Runner::start`]: no process-wide state.
+//!
+//! - `policy`: what probes may read and reach; checking a spec against it.
+//! - `hosts`: the hosts file names are looked up in first; the resolver.
+//! - `secret`: reading the value a SecretKeyRef names.
+//! - `http`, `tcp`, `prometheus`, `kubernetes`: one probe kind each.
+//! - `runner`: one task per SLO, the timelines, the guard's abort.
+
+mod hosts;
+mod http;
+mod kubernetes;
+mod policy;
+mod prometheus;
+mod runner;
+mod secret;
+mod tcp;
+
+pub use hosts::parse_hosts;
+pub use http::BODY_CAP;
+pub use policy::{Policy, check_spec, check_spec_with, is_link_local, refused_target};
+pub use prometheus::{Comparison, PROMETHEUS_CAP, parse_comparison, prometheus_value};
+pub use runner::{Recording, Runner, sample_cap};
+
+use crate::api::Probe;
+use crate::slo::Outcome;
+use kube::Client;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the probes run with: the [`Policy`] and the hosts file (if any).
+/// Built once at start-up and handed to everything that checks, builds or
+/// runs probes; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    policy: Arc<Policy>,
+    hosts: Option<Arc<hosts::HostsFile>>,
+}
+
+impl Env {
+    /// Probes under `policy`, looking names up in `hosts_file` first (if any;
+    /// re-read when it changes).
+    pub fn new(policy: Policy, hosts_file: Option<std::path::PathBuf>) -> Env {
+        Env {
+            policy: Arc::new(policy),
+            hosts: hosts_file.map(|path| Arc::new(hosts::HostsFile::new(path))),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The address the hosts file gives `name`, if any.
+    pub fn hosts_lookup(&self, name: &str) -> Option<std::net::IpAddr> {
+        self.hosts.as_ref()?.lookup(name)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_millisecond()
+}
+
+/// A probe ready to run: Secrets resolved, clients built.
+pub enum Prober {
+    Http(http::Http),
+    Tcp(tcp::Tcp),
+    Prometheus(prometheus::Prometheus),
+    Service(kubernetes::Service),
+    Workload(kubernetes::Workload),
+}
+
+impl Prober {
+    /// Resolve Secrets and build clients. An error means the probe cannot run.
+    pub async fn build(
+        probe: &Probe,
+        timeout: Duration,
+        client: &Client,
+        env: &Env,
+    ) -> Result<Prober, String> {
+        if let Some(h) = &probe.http {
+            return Ok(Prober::Http(
+                http::Http::build(h, timeout, client, env).await?,
+            ));
+        }
+        if let Some(t) = &probe.tcp {
+            return Ok(Prober::Tcp(tcp::Tcp::build(t, env)));
+        }
+        if let Some(p) = &probe.prometheus {
+            return Ok(Prober::Prometheus(
+                prometheus::Prometheus::build(p, timeout, client, env).await?,
+            ));
+        }
+        if let Some(k) = &probe.kubernetes {
+            if let Some(s) = &k.service {
+                return Ok(Prober::Service(kubernetes::Service::build(s, client)));
+            }
+            if let Some(w) = &k.workload {
+                return Ok(Prober::Workload(kubernetes::Workload::build(w, client)));
+            }
+        }
+        Err("no probe kind is set".into())
+    }
+
+    /// One probe. Fail: the service is not healthy. Error: the probe could not tell.
+    pub async fn probe(&self) -> (Outcome, Option<String>) {
+        match self {
+            Prober::Http(p) => p.probe().await,
+            Prober::Tcp(p) => p.probe().await,
+            Prober::Prometheus(p) => p.probe().await,
+            Prober::Service(p) => p.probe().await,
+            Prober::Workload(p) => p.probe().await,
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The probe target policy: which Secrets probes may read and which
+//! addresses they may never reach (link-local and cloud metadata addresses
+//! unless allowed, the Kubernetes API server), checked on the spec before an
+//! experiment runs and again on every address a probe resolves.
+
+use super::Env;
+use crate::api::{DataCenterFailureSpec, SecretKeyRef};
+
+/// What probes may read and reach, from the installer's flags. A
+/// DataCenterFailure may be created by anyone allowed to create one; these
+/// limits keep its probes from reading Secrets of other teams or being
+/// turned into a scanner of the cluster's network.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Namespaces whose Secrets probes may read (header values, bearer
+    /// tokens, CA bundles). Empty: none.
+    pub secret_namespaces: std::collections::BTreeSet<String>,
+    /// Allow link-local and cloud metadata addresses (169.254.0.0/16,
+    /// fe80::/10, fd00:ec2::254).
+    pub allow_link_local: bool,
+    /// The Kubernetes API server's addresses (host, port): never a probe target.
+    pub apiserver: Vec<(String, u16)>,
+}
+
+/// Link-local or cloud metadata: never a probe target unless allowed.
+pub fn is_link_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6 == "fd00:ec2::254".parse::<std::net::Ipv6Addr>().unwrap()
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
+    }
+}
+
+/// Why a probe may not target `host:port`, if it may not.
+pub fn refused_target(p: &Policy, host: &str, port: u16) -> Option<String> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.as_str();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>()
+        && is_link_local(ip)
+        && !p.allow_link_local
+    {
+        return Some(format!(
+            "{host} is a link-local or cloud metadata address; the operator refuses those (it allows them only with --allow-link-local-probes)"
+        ));
+    }
+    let api_names = [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ];
+    if api_names.contains(&host)
+        || p.apiserver
+            .iter()
+            .any(|(h, ap)| h.trim_start_matches('[').trim_end_matches(']') == bare && *ap == port)
+    {
+        return Some(format!(
+            "{host}:{port} is the Kubernetes API server; probes may not target it"
+        ));
+    }
+    None
+}
+
+/// Check what the schema cannot: every Secret a probe names is in a listed
+/// namespace, and no probe targets a refused address. Err names the field.
+pub fn check_spec(spec: &DataCenterFailureSpec, env: &Env) -> Result<(), String> {
+    check_spec_with(spec, env.policy())
+}
+
+/// [`check_spec`] against a given policy.
+pub fn check_spec_with(spec: &DataCenterFailureSpec, p: &Policy) -> Result<(), String> {
+    for (i, slo) in spec.slos.iter().enumerate() {
+        let at = format!("spec.slos[{i}].probe");
+        if let Some(h) = &slo.probe.http {
+            for (j, hd) in h.headers.iter().enumerate() {
+                if let Some(v) = &hd.value_from {
+                    secret_ok(
+                        p,
+                        format!("{at}.http.headers[{j}].valueFrom.secretKeyRef"),
+                        &v.secret_key_ref,
+                    )?;
+                }
+            }
+            if let Some(ca) = h.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+                secret_ok(p, format!("{at}.http.tls.caSecretRef"), ca)?;
+            }
+            let (host, port) = url_target(&h.url);
+            if let Some(why) = refused_target(p, &host, port) {
+                return Err(format!("{at}.http.url: {why}"));
+            }
+        }
+        if let Some(t) = &slo.probe.tcp
+            && let Some(why) = refused_target(p, &t.host, t.port as u16)
+        {
+            return Err(format!("{at}.tcp: {why}"));
+        }
+        if let Some(pr) = &slo.probe.prometheus {
+            if let Some(r) = &pr.bearer_token_secret_ref {
+                secret_ok(p, format!("{at}.prometheus.bearerTokenSecretRef"), r)?;
+            }
+            let (host, port) = url_target(&pr.url);
+            if let Some(why) = refused_target(p, &host, port) {
+                return Err(format!("{at}.prometheus.url: {why}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Err (naming `field`) unless the policy lets probes read Secrets in `r`'s
+/// namespace.
+fn secret_ok(p: &Policy, field: String, r: &SecretKeyRef) -> Result<(), String> {
+    if p.secret_namespaces.contains(&r.namespace) {
+        return Ok(());
+    }
+    let listed = if p.secret_namespaces.is_empty() {
+        "none".to_string()
+    } else {
+        p.secret_namespaces
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(format!(
+        "{field}.namespace: probes read Secrets only in the namespaces the operator was installed for ({listed}); {} is not one of them",
+        r.namespace
+    ))
+}
+
+/// The host and port an http(s) URL connects to.
+fn url_target(url: &str) -> (String, u16) {
+    match reqwest::Url::parse(url) {
+        Ok(u) => (
+            u.host_str().unwrap_or("").to_string(),
+            u.port_or_known_default().unwrap_or(0),
+        ),
+        Err(_) => (String::new(), 0),
+    }
+}
+
+/// Addresses a probe may connect to: link-local ones dropped unless allowed.
+pub(super) fn allowed_addrs(
+    p: &Policy,
+    host: &str,
+    addrs: Vec<std::net::SocketAddr>,
+) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    if p.allow_link_local {
+        return Ok(addrs);
+    }
+    let kept: Vec<_> = addrs
+        .into_iter()
+        .filter(|a| !is_link_local(a.ip()))
+        .collect();
+    if kept.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "{host} resolves only to link-local or metadata addresses (refused)"
+        )));
+    }
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(probe: serde_json::Value) -> DataCenterFailureSpec {
+        serde_json::from_value(serde_json::json!({
+            "zone": "zone-a",
+            "slos": [{"name": "x", "recoveryTimeObjective": "30s", "probe": probe}],
+        }))
+        .unwrap()
+    }
+
+    fn policy_for(ns: &[&str]) -> Policy {
+        Policy {
+            secret_namespaces: ns.iter().map(|s| s.to_string()).collect(),
+            allow_link_local: false,
+            apiserver: vec![("127.0.0.1".into(), 6443)],
+        }
+    }
+    #[test]
+    fn secrets_are_read_only_in_the_listed_namespaces() {
+        let header = spec(
+            serde_json::json!({"http": {"url": "http://api.shop.svc/", "headers": [
+            {"name": "Authorization", "valueFrom": {"secretKeyRef": {"namespace": "kube-system", "name": "admin", "key": "token"}}}]}}),
+        );
+        let err = check_spec_with(&header, &policy_for(&["shop"])).unwrap_err();
+        assert_eq!(
+            err,
+            "spec.slos[0].probe.http.headers[0].valueFrom.secretKeyRef.namespace: probes read Secrets only in the namespaces the operator was installed for (shop); kube-system is not one of them"
+        );
+        assert_eq!(
+            check_spec_with(&header, &policy_for(&["kube-system"])),
+            Ok(())
+        );
+        let token = spec(
+            serde_json::json!({"prometheus": {"url": "http://prom.monitoring:9090", "query": "up", "successWhen": "> 0",
+            "bearerTokenSecretRef": {"namespace": "other", "name": "t", "key": "k"}}}),
+        );
+        assert!(
+            check_spec_with(&token, &policy_for(&[]))
+                .unwrap_err()
+                .starts_with("spec.slos[0].probe.prometheus.bearerTokenSecretRef.namespace")
+        );
+        let ca = spec(
+            serde_json::json!({"http": {"url": "https://api.shop.svc/", "tls": {"caSecretRef": {"namespace": "x", "name": "ca", "key": "ca.crt"}}}}),
+        );
+        assert!(
+            check_spec_with(&ca, &policy_for(&["shop"]))
+                .unwrap_err()
+                .contains("tls.caSecretRef")
+        );
+    }
+
+    #[test]
+    fn metadata_link_local_and_the_api_server_are_never_targets() {
+        let p = policy_for(&[]);
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fd00:ec2::254]/latest/meta-data/",
+            "http://[fe80::1]:8080/",
+        ] {
+            let err =
+                check_spec_with(&spec(serde_json::json!({"http": {"url": url}})), &p).unwrap_err();
+            assert!(
+                err.starts_with("spec.slos[0].probe.http.url:") && err.contains("link-local"),
+                "{url}: {err}"
+            );
+        }
+        let tcp = spec(serde_json::json!({"tcp": {"host": "169.254.169.254", "port": 80}}));
+        assert!(
+            check_spec_with(&tcp, &p)
+                .unwrap_err()
+                .starts_with("spec.slos[0].probe.tcp:")
+        );
+        let allowed = Policy {
+            allow_link_local: true,
+            ..p.clone()
+        };
+        assert_eq!(check_spec_with(&tcp, &allowed), Ok(()));
+        for url in [
+            "https://127.0.0.1:6443/api",
+            "https://kubernetes.default.svc/healthz",
+        ] {
+            let err =
+                check_spec_with(&spec(serde_json::json!({"http": {"url": url}})), &p).unwrap_err();
+            assert!(err.contains("is the Kubernetes API server"), "{url}: {err}");
+        }
+        let api =
+            spec(serde_json::json!({"tcp": {"host": "Kubernetes.Default.svc.", "port": 443}}));
+        assert!(
+            check_spec_with(&api, &p)
+                .unwrap_err()
+                .contains("is the Kubernetes API server")
+        );
+        // The same host on another port is fine (the testbed runs everything on loopback).
+        assert_eq!(
+            check_spec_with(
+                &spec(serde_json::json!({"http": {"url": "http://127.0.0.1:8080/"}})),
+                &p
+            ),
+            Ok(())
+        );
+        assert!(is_link_local("169.254.1.1".parse().unwrap()));
+        assert!(!is_link_local("10.0.0.1".parse().unwrap()));
+        assert!(is_link_local("::ffff:169.254.169.254".parse().unwrap()));
+    }
+}

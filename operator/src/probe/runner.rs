@@ -1,0 +1,184 @@
+//! The runner: one task per SLO, timelines shared with the controller.
+
+use super::{Env, Prober, now_ms};
+use crate::api::{DataCenterFailure, SloSpec, parse_duration};
+use crate::slo::{Outcome, Timeline};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::AbortHandle;
+
+/// Stored per experiment in the ConfigMap `firedrill-<name>`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Recording {
+    pub slos: BTreeMap<String, Timeline>,
+}
+
+/// The probes of one experiment while they run.
+pub struct Runner {
+    pub timelines: BTreeMap<String, Arc<Mutex<Timeline>>>,
+    /// Guard SLOs only act once the fault is in place: Unix ms, 0 = not armed.
+    pub armed_at: Arc<AtomicI64>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Runner {
+    /// Start probing every SLO, continuing `previous` timelines.
+    pub fn start(
+        client: &Client,
+        obj: &DataCenterFailure,
+        previous: Recording,
+        env: &Env,
+    ) -> Runner {
+        let armed_at = Arc::new(AtomicI64::new(0));
+        let mut timelines = BTreeMap::new();
+        let mut tasks = vec![];
+        for slo in &obj.spec.slos {
+            let mut kept = previous.slos.get(&slo.name).cloned().unwrap_or_default();
+            kept.cap_ms = sample_cap(slo).as_millis() as i64;
+            let tl = Arc::new(Mutex::new(kept));
+            timelines.insert(slo.name.clone(), tl.clone());
+            let task = tokio::spawn(run_slo(
+                client.clone(),
+                obj.name_any(),
+                slo.clone(),
+                tl,
+                armed_at.clone(),
+                env.clone(),
+            ));
+            tasks.push(task.abort_handle());
+        }
+        Runner {
+            timelines,
+            armed_at,
+            tasks,
+        }
+    }
+
+    /// A window edge at `t` (injection, start of the restore) on every SLO.
+    pub fn mark(&self, t: i64) {
+        for tl in self.timelines.values() {
+            tl.lock().unwrap().mark(t);
+        }
+    }
+
+    pub fn recording(&self) -> Recording {
+        Recording {
+            slos: self
+                .timelines
+                .iter()
+                .map(|(k, v)| (k.clone(), v.lock().unwrap().clone()))
+                .collect(),
+        }
+    }
+}
+
+/// The longest time one sample stands for: the longer of the interval and
+/// the timeout (a probe that hangs delays the next one), plus one interval.
+pub fn sample_cap(slo: &SloSpec) -> Duration {
+    let interval = parse_duration(&slo.interval).unwrap_or(Duration::from_secs(1));
+    let timeout = parse_duration(&slo.timeout).unwrap_or(Duration::from_secs(1));
+    interval.max(timeout) + interval
+}
+
+async fn run_slo(
+    client: Client,
+    experiment: String,
+    slo: SloSpec,
+    timeline: Arc<Mutex<Timeline>>,
+    armed_at: Arc<AtomicI64>,
+    env: Env,
+) {
+    let interval = parse_duration(&slo.interval)
+        .unwrap_or(Duration::from_secs(1))
+        .max(Duration::from_millis(100));
+    let timeout = parse_duration(&slo.timeout).unwrap_or(Duration::from_secs(1));
+    let tolerance = slo
+        .guard
+        .as_ref()
+        .map(|g| parse_duration(&g.tolerance).unwrap_or_default().as_millis() as i64);
+    let tripped = AtomicBool::new(false);
+    let mut prober: Option<Prober> = None;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticker.tick().await;
+        let at = now_ms();
+        if prober.is_none() {
+            match Prober::build(&slo.probe, timeout, &client, &env).await {
+                Ok(p) => prober = Some(p),
+                Err(e) => {
+                    let mut tl = timeline.lock().unwrap();
+                    tl.push(at, Outcome::Error);
+                    tl.set_error(e);
+                    continue;
+                }
+            }
+        }
+        let p = prober.as_ref().unwrap();
+        let (outcome, why) = match tokio::time::timeout(timeout, p.probe()).await {
+            Ok(r) => r,
+            Err(_) => (Outcome::Fail, Some(format!("timed out after {timeout:?}"))),
+        };
+        let failing_ms = {
+            let mut tl = timeline.lock().unwrap();
+            tl.push(at, outcome);
+            if let Some(why) = why {
+                tl.set_error(why);
+            }
+            tl.failing_for(now_ms())
+        };
+        // A guard SLO ends the fault once breached past its tolerance.
+        let armed = armed_at.load(Ordering::Relaxed);
+        if let Some(tol) = tolerance
+            && armed > 0
+            && outcome != Outcome::Ok
+            && failing_ms > tol
+            && now_ms() - armed > tol
+            && !tripped.swap(true, Ordering::Relaxed)
+        {
+            request_abort(&client, &experiment, &slo.name, failing_ms, tol, &tripped).await;
+        }
+    }
+}
+
+/// Ask for the experiment's abort: a guard SLO `slo` has failed for
+/// `failing_ms`, past its tolerance `tol`. If the request fails, `tripped` is
+/// cleared so the next breached sample asks again.
+async fn request_abort(
+    client: &Client,
+    experiment: &str,
+    slo: &str,
+    failing_ms: i64,
+    tol: i64,
+    tripped: &AtomicBool,
+) {
+    let why = format!(
+        "guard SLO {} breached for {:.1}s (tolerance {}s)",
+        slo,
+        failing_ms as f64 / 1000.0,
+        tol as f64 / 1000.0
+    );
+    tracing::warn!(experiment = %experiment, "{why}; aborting");
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {crate::api::ABORT_ANNOTATION: why}}});
+    if let Err(e) = Api::<DataCenterFailure>::all(client.clone())
+        .patch(experiment, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::error!(experiment = %experiment, error = %e, "cannot request the abort for a breached guard");
+        tripped.store(false, Ordering::Relaxed);
+    }
+}
