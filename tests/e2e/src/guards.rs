@@ -4,14 +4,35 @@
 use crate::kubectl::{kubectl, kubectl_json};
 use crate::manifests::kwok_node_yaml;
 use crate::wait::wait_for;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-/// Serializes the tests that change nodes with the tests that need every zone
-/// schedulable, within one test binary.
-pub fn zones_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The testbed, as the tests of one process share it.
+static TESTBED: RwLock<()> = RwLock::new(());
+
+/// The testbed to this test alone while the guard lives: no other test that
+/// takes this lock or [`zones_lock_shared`] runs meanwhile.
+///
+/// Tests run in parallel threads. A test takes this lock when it changes
+/// nodes or other cluster-wide state (cordons, taints, admission policies,
+/// the API server itself), runs an operator, creates objects an operator
+/// would act on, lists or counts things cluster-wide, needs every zone
+/// schedulable, or has timing that a busy machine would upset.
+pub fn zones_lock() -> RwLockWriteGuard<'static, ()> {
+    TESTBED
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The testbed shared with the other tests that take this guard, and with
+/// none that holds [`zones_lock`]: for a test that changes nothing a drill
+/// could notice (an apply the API server refuses, a read-only plan, work on
+/// local files) but must not run during one (while the API server is
+/// stopped, or beside a drill's timing).
+pub fn zones_lock_shared() -> RwLockReadGuard<'static, ()> {
+    TESTBED
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A namespace that is deleted when the test ends, pass or fail.

@@ -55,12 +55,20 @@ fn ref_name_of(archive: &Path) -> String {
 
 /// The image's root filesystem, unpacked once per test process by `umoci
 /// unpack` (which checks every blob against its digest), under the testbed's
-/// state directory (removed with it).
+/// state directory (removed with it). Shared by the tests that only read it
+/// (and write nothing they leave behind): a test that puts files in it
+/// unpacks a copy of its own with [`unpack_image`].
 pub fn image_rootfs() -> PathBuf {
     static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
     ROOTFS
         .get_or_init(|| unpack(&image_archive(), "image"))
         .clone()
+}
+
+/// A root filesystem of the image for one test alone, unpacked as
+/// [`image_rootfs`] is into a directory named after `what`.
+pub fn unpack_image(what: &str) -> PathBuf {
+    unpack(&image_archive(), what)
 }
 
 /// The agent image's root filesystem, unpacked as [`image_rootfs`] is.
@@ -151,9 +159,19 @@ pub fn image_command(args: &[&str], env: &[(&str, &str)]) -> Command {
         0,
         "running the image's binary needs root (chroot --userspec)"
     );
+    image_command_in(&image_rootfs(), args, env)
+}
+
+/// [`image_command`] in the root filesystem `rootfs` (from [`unpack_image`]).
+pub fn image_command_in(rootfs: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    assert_eq!(
+        euid(),
+        0,
+        "running the image's binary needs root (chroot --userspec)"
+    );
     let mut cmd = Command::new(chroot_program());
     cmd.arg("--userspec=65532:65532")
-        .arg(image_rootfs())
+        .arg(rootfs)
         .arg("/usr/local/bin/firedrill")
         .args(args)
         .env_clear()

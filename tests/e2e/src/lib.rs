@@ -10,8 +10,8 @@
 //! - `kubectl`: running kubectl, and the loopback-only kubeconfig check;
 //! - `testbed`: the repository, the testbed's script, the CRDs and the
 //!   workloads most drills run against;
-//! - `guards`: the lock that serializes the tests that change nodes, and
-//!   cleanups that run when a test ends;
+//! - `guards`: the lock by which tests share the testbed, and cleanups that
+//!   run when a test ends;
 //! - `manifests`: DataCenterFailures and the other manifests;
 //! - `cluster`: reading the cluster, and assertions on what a drill left;
 //! - `wait`: polling;
@@ -34,10 +34,12 @@ pub use cluster::{
     firedrill_taints, firedrill_traces_on_nodes, marked_zones, node_zones, nodes_in, pod_uids,
     ready_endpoints, ready_pods,
 };
-pub use guards::{AdminCordon, Cleanup, Experiment, ExtraNode, Namespace, zones_lock};
+pub use guards::{
+    AdminCordon, Cleanup, Experiment, ExtraNode, Namespace, zones_lock, zones_lock_shared,
+};
 pub use images::{
     agent_image_archive, agent_image_rootfs, chroot_program, euid, image_archive, image_command,
-    image_ref_name, image_rootfs, run_ok,
+    image_command_in, image_ref_name, image_rootfs, run_ok, unpack_image,
 };
 pub use kubectl::{Output, apply, kubectl, kubectl_json};
 pub use manifests::{

@@ -4,7 +4,7 @@
 //! Each rejection test starts from a manifest the server accepts
 //! (`valid_experiment_is_accepted` proves that) and breaks exactly one rule.
 
-use firedrill_e2e::{Cleanup, apply, install_crds, kubectl};
+use firedrill_e2e::{Cleanup, apply, install_crds, kubectl, zones_lock, zones_lock_shared};
 
 const VALID_SLOS: &str = r#"
   slos:
@@ -45,9 +45,11 @@ fn schedule(name: &str, spec: &str) -> String {
 }
 
 /// `yaml` must be rejected by `kubectl apply`, with a message naming `field`
-/// and containing `says`.
+/// and containing `says`. Nothing is created, so the testbed is shared; but
+/// not with a test that stops the API server.
 #[track_caller]
 fn rejected(kind: &str, name: &str, yaml: &str, field: &str, says: &str) {
+    let _shared = zones_lock_shared();
     install_crds();
     let _cleanup = Cleanup(vec![format!("{kind}/{name}")]);
     let out = apply(yaml);
@@ -70,6 +72,8 @@ fn rejected(kind: &str, name: &str, yaml: &str, field: &str, says: &str) {
 
 #[test]
 fn crds_install_and_get_shows_the_columns() {
+    // An experiment a running operator would start, in a listing of all.
+    let _lock = zones_lock();
     install_crds();
     let _cleanup = Cleanup(vec!["dcf/columns".into()]);
     let out = apply(&experiment(
@@ -109,6 +113,8 @@ fn crds_install_and_get_shows_the_columns() {
 
 #[test]
 fn schedules_get_shows_the_columns() {
+    // A schedule a running operator would act on.
+    let _lock = zones_lock();
     install_crds();
     let _cleanup = Cleanup(vec!["dcfs/weekly".into()]);
     let out = apply(&schedule(
@@ -154,6 +160,8 @@ fn schedules_get_shows_the_columns() {
 
 #[test]
 fn valid_experiment_is_accepted() {
+    // An experiment a running operator would start.
+    let _lock = zones_lock();
     install_crds();
     let _cleanup = Cleanup(vec!["dcf/valid".into()]);
     let out = apply(&experiment(

@@ -254,6 +254,8 @@ fn run_timeout_aborts_the_drill_and_waits_for_the_restore() {
 
 #[test]
 fn usage_errors_exit_3() {
+    // The API server refuses the drill: nothing is created.
+    let _shared = zones_lock_shared();
     let (code, _, err) = firedrill(&["run", "-f", "/nonexistent/drill.yaml", "--wait"]);
     assert_eq!(code, 3, "{err}");
     let bad = tmp("bad.yaml");
@@ -331,6 +333,8 @@ fn on_a_terminal_progress_is_redrawn_in_place() {
 
 #[test]
 fn kubectl_finds_firedrill_as_a_plugin() {
+    // A plan only reads the cluster.
+    let _shared = zones_lock_shared();
     let bin_dir = firedrill_bin().parent().unwrap().to_path_buf();
     assert!(
         bin_dir.join("kubectl-firedrill").exists(),

@@ -274,8 +274,9 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
     });
 
     // The image's binary, in the image's root filesystem, as its user: the
-    // kubeconfig and CA go where it can read them.
-    let rootfs = image_rootfs();
+    // kubeconfig and CA go where it can read them, in a copy of the root
+    // filesystem of this test's own (the image tests list its files).
+    let rootfs = unpack_image("helm-image");
     std::fs::copy(&ca, rootfs.join("tmp/ca.crt")).unwrap();
     std::fs::write(
         rootfs.join("tmp/kubeconfig"),
@@ -285,7 +286,8 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
         ),
     )
     .unwrap();
-    let mut op = image_command(
+    let mut op = image_command_in(
+        &rootfs,
         &[
             "operator",
             "--metrics-bind=127.0.0.1:0",
