@@ -7,17 +7,18 @@ use crate::wait::wait_for;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-/// The testbed, as the tests of one process share it.
+/// The testbed, as the tests share it: all of them run in one process.
 static TESTBED: RwLock<()> = RwLock::new(());
 
 /// The testbed to this test alone while the guard lives: no other test that
 /// takes this lock or [`zones_lock_shared`] runs meanwhile.
 ///
-/// Tests run in parallel threads. A test takes this lock when it changes
-/// nodes or other cluster-wide state (cordons, taints, admission policies,
-/// the API server itself), runs an operator, creates objects an operator
-/// would act on, lists or counts things cluster-wide, needs every zone
-/// schedulable, or has timing that a busy machine would upset.
+/// Tests run in parallel threads of one process, whatever module they are
+/// in. A test takes this lock when it changes nodes or other cluster-wide
+/// state (cordons, taints, admission policies, the API server itself), runs
+/// an operator, creates objects an operator would act on, lists or counts
+/// things cluster-wide, needs every zone schedulable, or has timing that a
+/// busy machine would upset.
 pub fn zones_lock() -> RwLockWriteGuard<'static, ()> {
     TESTBED
         .write()
@@ -35,7 +36,8 @@ pub fn zones_lock_shared() -> RwLockReadGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A namespace that is deleted when the test ends, pass or fail.
+/// A namespace that is deleted when the test ends, pass or fail. Named
+/// `PREFIX-PID`: every test of the process uses a prefix of its own.
 pub struct Namespace(pub String);
 
 impl Namespace {

@@ -1,7 +1,7 @@
 //! The operator image `make image` builds (tests/run-e2e.sh builds it before
 //! the tests): reproducible, digest-valid, configured to run as uid 65532,
 //! with a static binary that works from the image's own root filesystem.
-//! `helm.rs` runs a whole experiment with this image's binary. The node
+//! The `helm` tests run a whole experiment with this image's binary. The node
 //! agent's image (the same binary with nft) partitions a network namespace
 //! from its own root filesystem.
 //!

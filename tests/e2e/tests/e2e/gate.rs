@@ -207,7 +207,7 @@ fn ctrl_c_during_zone_down_restores_the_zone_before_run_exits() {
 #[test]
 fn run_timeout_aborts_the_drill_and_waits_for_the_restore() {
     let _lock = zones_lock();
-    let ns = setup_chat_and_login("e2e-timeout");
+    let ns = setup_chat_and_login("e2e-run-timeout");
     let _op = Operator::start(&[]);
     let file = tmp("timeout.yaml");
     std::fs::write(&file, drill("gate-timeout", &ns.0, "chat", "10m")).unwrap();
