@@ -12,7 +12,7 @@
 //!   workloads most drills run against;
 //! - `guards`: the lock by which tests share the testbed, and cleanups that
 //!   run when a test ends;
-//! - `manifests`: DataCenterFailures and the other manifests;
+//! - `manifests`: the DataCenterFailure builder and the other manifests;
 //! - `cluster`: reading the cluster, and assertions on what a drill left;
 //! - `wait`: polling;
 //! - `operator`: the `firedrill` binary and the operator as a process;
@@ -43,7 +43,7 @@ pub use images::{
 };
 pub use kubectl::{Output, apply, kubectl, kubectl_json};
 pub use manifests::{
-    chat_and_login, drill_yaml, kwok_node_yaml, service_and_deployment, spread_over_zones,
+    Drill, Slo, chat_and_login, kwok_node_yaml, service_and_deployment, spread_over_zones,
 };
 pub use operator::{Operator, firedrill, firedrill_bin, http_get};
 pub use testbed::{install_crds, repo_root, setup_chat_and_login, testbed};

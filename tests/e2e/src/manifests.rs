@@ -1,17 +1,429 @@
-//! Manifests the tests apply: DataCenterFailures, the workloads drills run
-//! against, and testbed nodes.
+//! Manifests the tests apply: the one DataCenterFailure builder ([`Drill`],
+//! with its [`Slo`]s), the workloads drills run against, and testbed nodes.
 
-/// A DataCenterFailure manifest: `extra` is added under `spec:` (indented
-/// two spaces). Without SLOs in `extra`, it is a fault-only drill.
-pub fn drill_yaml(name: &str, zone: &str, duration: &str, extra: &str) -> String {
-    let fault_only = if extra.contains("slos:") {
-        ""
-    } else {
-        "  faultOnly: true\n"
-    };
-    format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n  zone: {zone}\n  duration: {duration}\n  baseline: 0s\n{fault_only}{extra}"
-    )
+use std::fmt::Write as _;
+
+/// A DataCenterFailure manifest, built up option by option:
+///
+/// ```text
+/// Drill::new("dark", "zone-a")
+///     .duration("8s")
+///     .baseline("1s")
+///     .namespace("shop")
+///     .slo(Slo::new("web", "30s").interval("200ms").service("shop", "web"))
+///     .yaml()
+/// ```
+///
+/// Only what is set is written, so the API server's defaults apply to the
+/// rest (a drill without `baseline` gets the default one). Without SLOs it
+/// is a fault-only drill (`faultOnly: true`).
+#[derive(Clone, Debug)]
+pub struct Drill {
+    name: String,
+    zone: String,
+    topology_key: Option<String>,
+    duration: Option<String>,
+    baseline: Option<String>,
+    observe: Option<String>,
+    namespaces: Vec<String>,
+    exclude_namespaces: Vec<String>,
+    match_labels: Option<String>,
+    include_daemon_sets: bool,
+    guards: Option<String>,
+    slos: Vec<Slo>,
+}
+
+impl Drill {
+    /// A drill named `name` that takes `zone` down.
+    pub fn new(name: &str, zone: &str) -> Self {
+        Drill {
+            name: name.into(),
+            zone: zone.into(),
+            topology_key: None,
+            duration: None,
+            baseline: None,
+            observe: None,
+            namespaces: vec![],
+            exclude_namespaces: vec![],
+            match_labels: None,
+            include_daemon_sets: false,
+            guards: None,
+            slos: vec![],
+        }
+    }
+
+    /// Another zone (`spec.zone`).
+    pub fn zone(mut self, zone: &str) -> Self {
+        self.zone = zone.into();
+        self
+    }
+
+    /// The node label that names zones (`spec.topologyKey`).
+    pub fn topology_key(mut self, key: &str) -> Self {
+        self.topology_key = Some(key.into());
+        self
+    }
+
+    /// How long the zone stays down (`spec.duration`).
+    pub fn duration(mut self, duration: &str) -> Self {
+        self.duration = Some(duration.into());
+        self
+    }
+
+    /// The steady-state check before the fault (`spec.baseline`).
+    pub fn baseline(mut self, baseline: &str) -> Self {
+        self.baseline = Some(baseline.into());
+        self
+    }
+
+    /// Probing after the restore (`spec.observe`).
+    pub fn observe(mut self, observe: &str) -> Self {
+        self.observe = Some(observe.into());
+        self
+    }
+
+    /// One more namespace in scope (`spec.target.namespaces`).
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespaces.push(namespace.into());
+        self
+    }
+
+    /// One more namespace out of scope (`spec.target.excludeNamespaces`).
+    pub fn exclude_namespace(mut self, namespace: &str) -> Self {
+        self.exclude_namespaces.push(namespace.into());
+        self
+    }
+
+    /// Only pods with these labels, a flow-map body such as `tier: web`
+    /// (`spec.target.labelSelector.matchLabels`).
+    pub fn match_labels(mut self, labels: &str) -> Self {
+        self.match_labels = Some(labels.into());
+        self
+    }
+
+    /// DaemonSet pods in scope too (`spec.target.includeDaemonSets`).
+    pub fn include_daemon_sets(mut self) -> Self {
+        self.include_daemon_sets = true;
+        self
+    }
+
+    /// `spec.guards`, a flow-map body such as `maxNodes: 3` (empty: `{}`).
+    pub fn guards(mut self, guards: &str) -> Self {
+        self.guards = Some(guards.into());
+        self
+    }
+
+    /// One more SLO (`spec.slos`).
+    pub fn slo(mut self, slo: Slo) -> Self {
+        self.slos.push(slo);
+        self
+    }
+
+    /// The manifest.
+    pub fn yaml(&self) -> String {
+        let mut y = format!(
+            r#"apiVersion: chaos.firedrill.dev/v1alpha1
+kind: DataCenterFailure
+metadata:
+  name: {}
+spec:
+  zone: {}
+"#,
+            self.name, self.zone
+        );
+        let mut field = |key: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                writeln!(y, "  {key}: {v}").unwrap();
+            }
+        };
+        field("topologyKey", &self.topology_key);
+        field("duration", &self.duration);
+        field("baseline", &self.baseline);
+        field("observe", &self.observe);
+        if self.slos.is_empty() {
+            y.push_str("  faultOnly: true\n");
+        }
+        let scoped = !self.namespaces.is_empty()
+            || !self.exclude_namespaces.is_empty()
+            || self.match_labels.is_some()
+            || self.include_daemon_sets;
+        if scoped {
+            y.push_str("  target:\n");
+            if !self.namespaces.is_empty() {
+                writeln!(y, "    namespaces: [{}]", self.namespaces.join(", ")).unwrap();
+            }
+            if !self.exclude_namespaces.is_empty() {
+                let excluded = self.exclude_namespaces.join(", ");
+                writeln!(y, "    excludeNamespaces: [{excluded}]").unwrap();
+            }
+            if let Some(labels) = &self.match_labels {
+                writeln!(y, "    labelSelector: {{matchLabels: {{{labels}}}}}").unwrap();
+            }
+            if self.include_daemon_sets {
+                y.push_str("    includeDaemonSets: true\n");
+            }
+        }
+        if let Some(guards) = &self.guards {
+            writeln!(y, "  guards: {{{guards}}}").unwrap();
+        }
+        if !self.slos.is_empty() {
+            y.push_str("  slos:\n");
+            for slo in &self.slos {
+                y.push_str(&slo.yaml());
+            }
+        }
+        y
+    }
+}
+
+/// One SLO of a [`Drill`]: a name, a recovery time objective, and one probe
+/// (set with [`service`](Slo::service), [`http`](Slo::http),
+/// [`tcp`](Slo::tcp) or [`prometheus`](Slo::prometheus)).
+#[derive(Clone, Debug)]
+pub struct Slo {
+    name: String,
+    recovery_time_objective: String,
+    availability_objective: Option<f64>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    guard_tolerance: Option<String>,
+    probe: Option<Probe>,
+}
+
+#[derive(Clone, Debug)]
+enum Probe {
+    Service {
+        namespace: String,
+        name: String,
+        min_ready_endpoints: Option<u32>,
+    },
+    Http {
+        url: String,
+        /// (header, `{namespace: .., name: .., key: ..}` of its Secret)
+        secret_headers: Vec<(String, String)>,
+        tls: Option<String>,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Prometheus {
+        url: String,
+        query: String,
+        success_when: String,
+    },
+}
+
+impl Slo {
+    /// An SLO named `name` that must recover within `recovery_time_objective`.
+    pub fn new(name: &str, recovery_time_objective: &str) -> Self {
+        Slo {
+            name: name.into(),
+            recovery_time_objective: recovery_time_objective.into(),
+            availability_objective: None,
+            interval: None,
+            timeout: None,
+            guard_tolerance: None,
+            probe: None,
+        }
+    }
+
+    /// `availabilityObjective`, in percent.
+    pub fn availability_objective(mut self, percent: f64) -> Self {
+        self.availability_objective = Some(percent);
+        self
+    }
+
+    /// How often the probe runs (`interval`).
+    pub fn interval(mut self, interval: &str) -> Self {
+        self.interval = Some(interval.into());
+        self
+    }
+
+    /// How long one probe may take (`timeout`).
+    pub fn timeout(mut self, timeout: &str) -> Self {
+        self.timeout = Some(timeout.into());
+        self
+    }
+
+    /// A guard SLO: a breach longer than `tolerance` aborts the fault.
+    pub fn guard_tolerance(mut self, tolerance: &str) -> Self {
+        self.guard_tolerance = Some(tolerance.into());
+        self
+    }
+
+    /// Probe the ready endpoints of Service `namespace/name`.
+    pub fn service(mut self, namespace: &str, name: &str) -> Self {
+        self.probe = Some(Probe::Service {
+            namespace: namespace.into(),
+            name: name.into(),
+            min_ready_endpoints: None,
+        });
+        self
+    }
+
+    /// With [`service`](Slo::service): how many ready endpoints it needs.
+    pub fn min_ready_endpoints(mut self, min: u32) -> Self {
+        match &mut self.probe {
+            Some(Probe::Service {
+                min_ready_endpoints,
+                ..
+            }) => *min_ready_endpoints = Some(min),
+            _ => panic!("min_ready_endpoints is for a service probe"),
+        }
+        self
+    }
+
+    /// Probe `url` over HTTP(S).
+    pub fn http(mut self, url: &str) -> Self {
+        self.probe = Some(Probe::Http {
+            url: url.into(),
+            secret_headers: vec![],
+            tls: None,
+        });
+        self
+    }
+
+    /// With [`http`](Slo::http): send `header` with the value of `key` in
+    /// Secret `namespace/name`.
+    pub fn header_from_secret(
+        mut self,
+        header: &str,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Self {
+        match &mut self.probe {
+            Some(Probe::Http { secret_headers, .. }) => secret_headers.push((
+                header.into(),
+                format!("{{namespace: {namespace}, name: {name}, key: {key}}}"),
+            )),
+            _ => panic!("header_from_secret is for an http probe"),
+        }
+        self
+    }
+
+    /// With [`http`](Slo::http): verify with the CA in `key` of Secret
+    /// `namespace/name`.
+    pub fn ca_from_secret(self, namespace: &str, name: &str, key: &str) -> Self {
+        self.with_tls(format!(
+            "{{caSecretRef: {{namespace: {namespace}, name: {name}, key: {key}}}}}"
+        ))
+    }
+
+    /// With [`http`](Slo::http): accept any certificate.
+    pub fn insecure_skip_verify(self) -> Self {
+        self.with_tls("{insecureSkipVerify: true}".into())
+    }
+
+    fn with_tls(mut self, flow: String) -> Self {
+        match &mut self.probe {
+            Some(Probe::Http { tls, .. }) => *tls = Some(flow),
+            _ => panic!("TLS settings are for an http probe"),
+        }
+        self
+    }
+
+    /// Probe a TCP connection to `host:port`.
+    pub fn tcp(mut self, host: &str, port: u16) -> Self {
+        self.probe = Some(Probe::Tcp {
+            host: host.into(),
+            port,
+        });
+        self
+    }
+
+    /// Probe a PromQL `query` at the Prometheus at `url`, passing when the
+    /// value satisfies `success_when` (such as `< 0.05`).
+    pub fn prometheus(mut self, url: &str, query: &str, success_when: &str) -> Self {
+        self.probe = Some(Probe::Prometheus {
+            url: url.into(),
+            query: query.into(),
+            success_when: success_when.into(),
+        });
+        self
+    }
+
+    /// The SLO as an item of `spec.slos` (indented two spaces).
+    fn yaml(&self) -> String {
+        let mut y = format!(
+            "  - name: {}\n    recoveryTimeObjective: {}\n",
+            self.name, self.recovery_time_objective
+        );
+        if let Some(percent) = self.availability_objective {
+            writeln!(y, "    availabilityObjective: {percent}").unwrap();
+        }
+        let mut field = |key: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                writeln!(y, "    {key}: {v}").unwrap();
+            }
+        };
+        field("interval", &self.interval);
+        field("timeout", &self.timeout);
+        if let Some(tolerance) = &self.guard_tolerance {
+            writeln!(y, "    guard: {{tolerance: {tolerance}}}").unwrap();
+        }
+        y.push_str("    probe:\n");
+        match self.probe.as_ref().expect("an SLO needs a probe") {
+            Probe::Service {
+                namespace,
+                name,
+                min_ready_endpoints,
+            } => {
+                let min = min_ready_endpoints
+                    .map(|n| format!(", minReadyEndpoints: {n}"))
+                    .unwrap_or_default();
+                writeln!(
+                    y,
+                    "      kubernetes:\n        service: {{namespace: {namespace}, name: {name}{min}}}"
+                )
+                .unwrap();
+            }
+            Probe::Http {
+                url,
+                secret_headers,
+                tls,
+            } => {
+                writeln!(y, "      http:\n        url: {}", quoted(url)).unwrap();
+                if !secret_headers.is_empty() {
+                    y.push_str("        headers:\n");
+                    for (header, secret) in secret_headers {
+                        writeln!(
+                            y,
+                            "        - name: {header}\n          valueFrom: {{secretKeyRef: {secret}}}"
+                        )
+                        .unwrap();
+                    }
+                }
+                if let Some(tls) = tls {
+                    writeln!(y, "        tls: {tls}").unwrap();
+                }
+            }
+            Probe::Tcp { host, port } => {
+                writeln!(y, "      tcp: {{host: {host}, port: {port}}}").unwrap();
+            }
+            Probe::Prometheus {
+                url,
+                query,
+                success_when,
+            } => {
+                writeln!(
+                    y,
+                    "      prometheus:\n        url: {}\n        query: {}\n        successWhen: {}",
+                    quoted(url),
+                    quoted(query),
+                    quoted(success_when)
+                )
+                .unwrap();
+            }
+        }
+        y
+    }
+}
+
+/// `s` as a double-quoted YAML scalar (a JSON string is one).
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
 }
 
 /// A Deployment of `replicas` placeholder pods labelled `app: NAME` and a

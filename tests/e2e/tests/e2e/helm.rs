@@ -306,11 +306,17 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
     .spawn()
     .unwrap();
     let _exp = Experiment("helm-rbac".into()); // cleans up if the test fails early
-    let drill = format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: helm-rbac}}\nspec:\n  zone: zone-a\n  duration: 4s\n  baseline: 1s\n  target: {{namespaces: [{ns}]}}\n  slos:\n  - name: web\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe: {{kubernetes: {{service: {{namespace: {ns}, name: web, minReadyEndpoints: 2}}}}}}\n",
-        ns = ns.0
-    );
-    assert!(apply(&drill).ok);
+    let drill = Drill::new("helm-rbac", "zone-a")
+        .duration("4s")
+        .baseline("1s")
+        .namespace(&ns.0)
+        .slo(
+            Slo::new("web", "30s")
+                .interval("200ms")
+                .service(&ns.0, "web")
+                .min_ready_endpoints(2),
+        );
+    assert!(apply(&drill.yaml()).ok);
     let done = kubectl(
         &[
             "wait",
