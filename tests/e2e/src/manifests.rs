@@ -1,8 +1,6 @@
 //! Manifests the tests apply: the one DataCenterFailure builder ([`Drill`],
 //! with its [`Slo`]s), the workloads drills run against, and testbed nodes.
 
-use std::fmt::Write as _;
-
 /// A DataCenterFailure manifest, built up option by option:
 ///
 /// ```text
@@ -121,58 +119,59 @@ impl Drill {
 
     /// The manifest.
     pub fn yaml(&self) -> String {
-        let mut y = format!(
-            r#"apiVersion: chaos.firedrill.dev/v1alpha1
-kind: DataCenterFailure
-metadata:
-  name: {}
-spec:
-  zone: {}
-"#,
-            self.name, self.zone
-        );
-        let mut field = |key: &str, value: &Option<String>| {
+        let mut spec = vec![format!("zone: {}", self.zone)];
+        for (key, value) in [
+            ("topologyKey", &self.topology_key),
+            ("duration", &self.duration),
+            ("baseline", &self.baseline),
+            ("observe", &self.observe),
+        ] {
             if let Some(v) = value {
-                writeln!(y, "  {key}: {v}").unwrap();
+                spec.push(format!("{key}: {v}"));
             }
-        };
-        field("topologyKey", &self.topology_key);
-        field("duration", &self.duration);
-        field("baseline", &self.baseline);
-        field("observe", &self.observe);
+        }
         if self.slos.is_empty() {
-            y.push_str("  faultOnly: true\n");
+            spec.push("faultOnly: true".into());
         }
         let scoped = !self.namespaces.is_empty()
             || !self.exclude_namespaces.is_empty()
             || self.match_labels.is_some()
             || self.include_daemon_sets;
         if scoped {
-            y.push_str("  target:\n");
+            spec.push("target:".into());
             if !self.namespaces.is_empty() {
-                writeln!(y, "    namespaces: [{}]", self.namespaces.join(", ")).unwrap();
+                spec.push(format!("  namespaces: [{}]", self.namespaces.join(", ")));
             }
             if !self.exclude_namespaces.is_empty() {
                 let excluded = self.exclude_namespaces.join(", ");
-                writeln!(y, "    excludeNamespaces: [{excluded}]").unwrap();
+                spec.push(format!("  excludeNamespaces: [{excluded}]"));
             }
             if let Some(labels) = &self.match_labels {
-                writeln!(y, "    labelSelector: {{matchLabels: {{{labels}}}}}").unwrap();
+                spec.push(format!("  labelSelector: {{matchLabels: {{{labels}}}}}"));
             }
             if self.include_daemon_sets {
-                y.push_str("    includeDaemonSets: true\n");
+                spec.push("  includeDaemonSets: true".into());
             }
         }
         if let Some(guards) = &self.guards {
-            writeln!(y, "  guards: {{{guards}}}").unwrap();
+            spec.push(format!("guards: {{{guards}}}"));
         }
         if !self.slos.is_empty() {
-            y.push_str("  slos:\n");
+            spec.push("slos:".into());
             for slo in &self.slos {
-                y.push_str(&slo.yaml());
+                spec.extend(slo.lines());
             }
         }
-        y
+        let spec: String = spec.iter().map(|line| format!("  {line}\n")).collect();
+        format!(
+            r#"apiVersion: chaos.firedrill.dev/v1alpha1
+kind: DataCenterFailure
+metadata:
+  name: {name}
+spec:
+{spec}"#,
+            name = self.name
+        )
     }
 }
 
@@ -344,26 +343,24 @@ impl Slo {
         self
     }
 
-    /// The SLO as an item of `spec.slos` (indented two spaces).
-    fn yaml(&self) -> String {
-        let mut y = format!(
-            "  - name: {}\n    recoveryTimeObjective: {}\n",
-            self.name, self.recovery_time_objective
-        );
+    /// The SLO as an item of `spec.slos`, line by line.
+    fn lines(&self) -> Vec<String> {
+        let mut lines = vec![
+            format!("- name: {}", self.name),
+            format!("  recoveryTimeObjective: {}", self.recovery_time_objective),
+        ];
         if let Some(percent) = self.availability_objective {
-            writeln!(y, "    availabilityObjective: {percent}").unwrap();
+            lines.push(format!("  availabilityObjective: {percent}"));
         }
-        let mut field = |key: &str, value: &Option<String>| {
+        for (key, value) in [("interval", &self.interval), ("timeout", &self.timeout)] {
             if let Some(v) = value {
-                writeln!(y, "    {key}: {v}").unwrap();
+                lines.push(format!("  {key}: {v}"));
             }
-        };
-        field("interval", &self.interval);
-        field("timeout", &self.timeout);
-        if let Some(tolerance) = &self.guard_tolerance {
-            writeln!(y, "    guard: {{tolerance: {tolerance}}}").unwrap();
         }
-        y.push_str("    probe:\n");
+        if let Some(tolerance) = &self.guard_tolerance {
+            lines.push(format!("  guard: {{tolerance: {tolerance}}}"));
+        }
+        lines.push("  probe:".into());
         match self.probe.as_ref().expect("an SLO needs a probe") {
             Probe::Service {
                 namespace,
@@ -373,51 +370,44 @@ impl Slo {
                 let min = min_ready_endpoints
                     .map(|n| format!(", minReadyEndpoints: {n}"))
                     .unwrap_or_default();
-                writeln!(
-                    y,
-                    "      kubernetes:\n        service: {{namespace: {namespace}, name: {name}{min}}}"
-                )
-                .unwrap();
+                lines.push("    kubernetes:".into());
+                lines.push(format!(
+                    "      service: {{namespace: {namespace}, name: {name}{min}}}"
+                ));
             }
             Probe::Http {
                 url,
                 secret_headers,
                 tls,
             } => {
-                writeln!(y, "      http:\n        url: {}", quoted(url)).unwrap();
+                lines.push("    http:".into());
+                lines.push(format!("      url: {}", quoted(url)));
                 if !secret_headers.is_empty() {
-                    y.push_str("        headers:\n");
+                    lines.push("      headers:".into());
                     for (header, secret) in secret_headers {
-                        writeln!(
-                            y,
-                            "        - name: {header}\n          valueFrom: {{secretKeyRef: {secret}}}"
-                        )
-                        .unwrap();
+                        lines.push(format!("      - name: {header}"));
+                        lines.push(format!("        valueFrom: {{secretKeyRef: {secret}}}"));
                     }
                 }
                 if let Some(tls) = tls {
-                    writeln!(y, "        tls: {tls}").unwrap();
+                    lines.push(format!("      tls: {tls}"));
                 }
             }
             Probe::Tcp { host, port } => {
-                writeln!(y, "      tcp: {{host: {host}, port: {port}}}").unwrap();
+                lines.push(format!("    tcp: {{host: {host}, port: {port}}}"));
             }
             Probe::Prometheus {
                 url,
                 query,
                 success_when,
             } => {
-                writeln!(
-                    y,
-                    "      prometheus:\n        url: {}\n        query: {}\n        successWhen: {}",
-                    quoted(url),
-                    quoted(query),
-                    quoted(success_when)
-                )
-                .unwrap();
+                lines.push("    prometheus:".into());
+                lines.push(format!("      url: {}", quoted(url)));
+                lines.push(format!("      query: {}", quoted(query)));
+                lines.push(format!("      successWhen: {}", quoted(success_when)));
             }
         }
-        y
+        lines
     }
 }
 

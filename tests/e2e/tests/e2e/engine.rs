@@ -481,7 +481,14 @@ fn pods_that_land_on_the_dark_zone_are_killed_again() {
     // often do): neither the scheduler nor taint eviction stops it; only the
     // experiment's watch can.
     let intruder = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: intruder, namespace: {}, labels: {{app: intruder}}}}\nspec:\n  nodeName: {}\n  tolerations: [{{operator: Exists}}]\n  containers: [{{name: app, image: registry.invalid/x:1}}]\n",
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: intruder, namespace: {}, labels: {{app: intruder}}}}
+spec:
+  nodeName: {}
+  tolerations: [{{operator: Exists}}]
+  containers: [{{name: app, image: registry.invalid/x:1}}]
+"#,
         ns.0, zone_a[0]
     );
     assert!(apply(&intruder).ok);

@@ -227,7 +227,13 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
     std::fs::write(
         &sa_config,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: '{server}', certificate-authority: '{ca}'}}}}]\nusers: [{{name: sa, user: {{token: '{}'}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: sa}}}}]\ncurrent-context: t\n",
+            r#"apiVersion: v1
+kind: Config
+clusters: [{{name: t, cluster: {{server: '{server}', certificate-authority: '{ca}'}}}}]
+users: [{{name: sa, user: {{token: '{}'}}}}]
+contexts: [{{name: t, context: {{cluster: t, user: sa}}}}]
+current-context: t
+"#,
             token.trim()
         ),
     )
@@ -261,7 +267,23 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
     }
 
     let app = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: 3\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      topologySpreadConstraints: [{{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: web}}}}}}]\n      containers: [{{name: web, image: registry.invalid/web:1}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}\n",
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      topologySpreadConstraints: [{{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: web}}}}}}]
+      containers: [{{name: web, image: registry.invalid/web:1}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {ns}}}
+spec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}
+"#,
         ns = ns.0
     );
     assert!(apply(&app).ok);

@@ -99,7 +99,11 @@ impl Prometheus {
         let dir = std::env::temp_dir().join(format!("firedrill-prometheus-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let config = format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: checkout\n  static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+            r#"global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+scrape_configs:
+- job_name: checkout
+  static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]
+"#
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let port = TcpListener::bind("127.0.0.1:0")

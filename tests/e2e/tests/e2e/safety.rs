@@ -80,7 +80,13 @@ fn chat_slo(ns: &str) -> Slo {
 
 fn bare_pod(ns: &str, name: &str, labels: &str, node: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}{labels}}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: app, image: registry.invalid/x:1}}]\n"
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}{labels}}}}}
+spec:
+  nodeName: {node}
+  containers: [{{name: app, image: registry.invalid/x:1}}]
+"#
     )
 }
 
@@ -444,7 +450,19 @@ fn two_schedules_firing_on_the_same_tick_never_darken_two_zones() {
     let _op = Operator::start(&[]);
     let schedule = |name: &str, zone: &str| {
         format!(
-            "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailureSchedule\nmetadata: {{name: {name}}}\nspec:\n  schedule: '* * * * *'\n  zones: [{zone}]\n  template:\n    spec:\n      zone: {zone}\n      duration: 3s\n      baseline: 0s\n      faultOnly: true\n"
+            r#"apiVersion: chaos.firedrill.dev/v1alpha1
+kind: DataCenterFailureSchedule
+metadata: {{name: {name}}}
+spec:
+  schedule: '* * * * *'
+  zones: [{zone}]
+  template:
+    spec:
+      zone: {zone}
+      duration: 3s
+      baseline: 0s
+      faultOnly: true
+"#
         )
     };
     let _cleanup = Cleanup(vec!["dcfs/tick-a".into(), "dcfs/tick-b".into()]);
