@@ -21,6 +21,6 @@ trap 'exit 130' INT TERM
 eval "$("$HERE/testbed/testbed.sh" env)"
 export FIREDRILL_TESTBED_KUBECONFIG=$KUBECONFIG
 cargo build -p firedrill
-# The operator image (static musl binary); image.rs and helm.rs test it.
+# The operator image (static musl binary), which the image and helm tests use.
 "$HERE/../image/build.sh"
 TMPDIR=$SCRATCH cargo test --no-fail-fast -p firedrill-e2e "$@"

@@ -74,8 +74,13 @@ webhooks:
     Cleanup(vec![format!("validatingwebhookconfiguration/{name}")])
 }
 
-fn scoped(ns: &str) -> String {
-    format!("  target: {{namespaces: [{ns}]}}\n")
+/// A fault-only drill of zone-a scoped to `ns`, with no baseline.
+fn scoped(name: &str, duration: &str, ns: &str) -> String {
+    Drill::new(name, "zone-a")
+        .duration(duration)
+        .baseline("0s")
+        .namespace(ns)
+        .yaml()
 }
 
 /// Wait until injection is under way: the zone's nodes carry our marks.
@@ -96,7 +101,7 @@ fn a_stuck_pod_delete_never_outlives_an_abort_a_deletion_or_the_timeout() {
     // The abort annotation, while every kill hangs in the webhook.
     {
         let _exp = Experiment("stuck-abort".into());
-        apply(&drill_yaml("stuck-abort", "zone-a", "10m", &scoped(&ns.0))).expect_ok("drill");
+        apply(&scoped("stuck-abort", "10m", &ns.0)).expect_ok("drill");
         wait_phase("stuck-abort", "Injecting", Duration::from_secs(60));
         wait_marked();
         std::thread::sleep(Duration::from_secs(2));
@@ -124,7 +129,7 @@ fn a_stuck_pod_delete_never_outlives_an_abort_a_deletion_or_the_timeout() {
     // A deletion.
     {
         let _exp = Experiment("stuck-delete".into());
-        apply(&drill_yaml("stuck-delete", "zone-a", "10m", &scoped(&ns.0))).expect_ok("drill");
+        apply(&scoped("stuck-delete", "10m", &ns.0)).expect_ok("drill");
         wait_phase("stuck-delete", "Injecting", Duration::from_secs(60));
         wait_marked();
         std::thread::sleep(Duration::from_secs(2));
@@ -137,7 +142,7 @@ fn a_stuck_pod_delete_never_outlives_an_abort_a_deletion_or_the_timeout() {
     // duration + grace (2 s + 1 s).
     {
         let _exp = Experiment("stuck-timeout".into());
-        apply(&drill_yaml("stuck-timeout", "zone-a", "2s", &scoped(&ns.0))).expect_ok("drill");
+        apply(&scoped("stuck-timeout", "2s", &ns.0)).expect_ok("drill");
         wait_phase("stuck-timeout", "Injecting", Duration::from_secs(60));
         wait_completed("stuck-timeout", 30);
         assert_eq!(dcf_field("stuck-timeout", ".status.phase"), "Aborted");
@@ -155,7 +160,7 @@ fn pods_that_cannot_be_killed_abort_the_drill_with_the_reason() {
     let _op = Operator::start(&[]);
     let _exp = Experiment("no-kill".into());
     let started = Instant::now();
-    apply(&drill_yaml("no-kill", "zone-a", "10m", &scoped(&ns.0))).expect_ok("drill");
+    apply(&scoped("no-kill", "10m", &ns.0)).expect_ok("drill");
     wait_completed("no-kill", 120);
     assert_eq!(dcf_field("no-kill", ".status.phase"), "Aborted");
     let reason = dcf_field("no-kill", ".status.reason");
@@ -206,7 +211,7 @@ fn status_writes_never_redo_a_phase_while_the_object_churns() {
         }
         i
     });
-    apply(&drill_yaml("churned", "zone-a", "5s", &scoped(&ns.0))).expect_ok("drill");
+    apply(&scoped("churned", "5s", &ns.0)).expect_ok("drill");
     wait_completed("churned", 120);
     stop.store(true, Ordering::Relaxed);
     let writes = churn.join().unwrap();
@@ -258,7 +263,7 @@ fn a_rolling_update_hands_the_drill_over_and_only_the_last_operator_restores() {
         || new.log_text().contains("standing by").then_some(()),
     );
     let _exp = Experiment("rolled".into());
-    apply(&drill_yaml("rolled", "zone-a", "15s", &scoped(&ns.0))).expect_ok("drill");
+    apply(&scoped("rolled", "15s", &ns.0)).expect_ok("drill");
     wait_phase("rolled", "ZoneDown", Duration::from_secs(60));
     let held = firedrill_traces_on_nodes();
     // The rolling update stops the old pod while the new one stands by.
@@ -284,7 +289,7 @@ fn a_rolling_update_hands_the_drill_over_and_only_the_last_operator_restores() {
 
     // With no other operator left, a stop restores and aborts.
     let _exp2 = Experiment("last".into());
-    apply(&drill_yaml("last", "zone-a", "10m", &scoped(&ns.0))).expect_ok("drill");
+    apply(&scoped("last", "10m", &ns.0)).expect_ok("drill");
     wait_phase("last", "ZoneDown", Duration::from_secs(60));
     new.stop();
     assert_eq!(dcf_field("last", ".status.phase"), "Aborted");
@@ -299,7 +304,7 @@ fn an_api_server_outage_mid_drill_only_delays_it() {
     let ns = setup_chat_and_login("e2e-outage");
     let op = Operator::start(&["--leader-elect=false"]);
     let _exp = Experiment("outage".into());
-    apply(&drill_yaml("outage", "zone-a", "40s", &scoped(&ns.0))).expect_ok("drill");
+    apply(&scoped("outage", "40s", &ns.0)).expect_ok("drill");
     wait_phase("outage", "ZoneDown", Duration::from_secs(60));
     let dark_at = Instant::now();
     let _guard = ApiServerBack;

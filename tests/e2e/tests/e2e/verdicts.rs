@@ -12,10 +12,11 @@ use std::time::Duration;
 
 const PIN_A: &str = "      nodeSelector: {topology.kubernetes.io/zone: zone-a}";
 
-fn slo(name: &str, ns: &str, svc: &str, need: u32) -> String {
-    format!(
-        "  - name: {name}\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe: {{kubernetes: {{service: {{namespace: {ns}, name: {svc}, minReadyEndpoints: {need}}}}}}}\n"
-    )
+fn slo(name: &str, ns: &str, svc: &str, need: u32) -> Slo {
+    Slo::new(name, "30s")
+        .interval("200ms")
+        .service(ns, svc)
+        .min_ready_endpoints(need)
 }
 
 /// Pods of `app` in `ns` that the scheduler could not place, with its message.
@@ -58,19 +59,14 @@ fn the_plan_predicts_the_replacements_the_scheduler_refuses_and_the_run_observes
             && ready_endpoints(&ns.0, "cart") == 1)
             .then_some(())
     });
-    let manifest = drill_yaml(
-        "shop",
-        "zone-a",
-        "12s",
-        &format!(
-            "  target: {{namespaces: [{ns}]}}\n  slos:\n{}{}{}",
-            slo("frontend", &ns.0, "web", 6),
-            slo("api", &ns.0, "api", 2),
-            slo("cart", &ns.0, "cart", 1),
-            ns = ns.0
-        ),
-    )
-    .replace("baseline: 0s", "baseline: 2s");
+    let manifest = Drill::new("shop", "zone-a")
+        .duration("12s")
+        .baseline("2s")
+        .namespace(&ns.0)
+        .slo(slo("frontend", &ns.0, "web", 6))
+        .slo(slo("api", &ns.0, "api", 2))
+        .slo(slo("cart", &ns.0, "cart", 1))
+        .yaml();
 
     // Before anything is touched: what the plan predicts.
     let dir = std::env::temp_dir().join(format!("firedrill-shop-{}", std::process::id()));
@@ -244,15 +240,17 @@ fn a_black_hole_counts_as_down_for_every_second_it_lasts() {
     let port = black_hole_server(hole.clone());
     let _op = Operator::start(&[]);
     let _exp = Experiment("black-hole".into());
-    let manifest = drill_yaml(
-        "black-hole",
-        "zone-a",
-        "20s",
-        &format!(
-            "  target: {{namespaces: [default]}}\n  slos:\n  - name: api\n    recoveryTimeObjective: 1m\n    interval: 500ms\n    timeout: 3s\n    probe: {{http: {{url: 'http://127.0.0.1:{port}/'}}}}\n"
-        ),
-    )
-    .replace("baseline: 0s", "baseline: 2s");
+    let manifest = Drill::new("black-hole", "zone-a")
+        .duration("20s")
+        .baseline("2s")
+        .namespace("default")
+        .slo(
+            Slo::new("api", "1m")
+                .interval("500ms")
+                .timeout("3s")
+                .http(&format!("http://127.0.0.1:{port}/")),
+        )
+        .yaml();
     apply(&manifest).expect_ok("drill");
     wait_phase("black-hole", "ZoneDown", Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(4));

@@ -1,9 +1,13 @@
 //! The operator image `make image` builds (tests/run-e2e.sh builds it before
 //! the tests): reproducible, digest-valid, configured to run as uid 65532,
 //! with a static binary that works from the image's own root filesystem.
-//! `helm.rs` runs a whole experiment with this image's binary. The node
+//! The `helm` tests run a whole experiment with this image's binary. The node
 //! agent's image (the same binary with nft) partitions a network namespace
 //! from its own root filesystem.
+//!
+//! Nothing here touches the cluster, but unpacking and assembling images is
+//! heavy work the drills' timing should not compete with: every test shares
+//! the testbed (`zones_lock_shared`), so none of them runs during a drill.
 
 use firedrill_e2e::*;
 use serde_json::Value;
@@ -27,6 +31,7 @@ fn skopeo_ref() -> String {
 
 #[test]
 fn assembling_it_again_gives_the_same_archive() {
+    let _shared = zones_lock_shared();
     let archive = image_archive();
     let config: Value = serde_json::from_str(&run_ok(
         Command::new("skopeo").args(["inspect", "--config", &skopeo_ref()]),
@@ -75,6 +80,7 @@ fn assembling_it_again_gives_the_same_archive() {
 
 #[test]
 fn skopeo_copies_it_checking_every_digest_and_the_config_is_as_promised() {
+    let _shared = zones_lock_shared();
     let dir = std::env::temp_dir().join(format!("firedrill-image-copy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let docker = dir.join("image.docker.tar");
@@ -143,6 +149,7 @@ fn program_headers(bytes: &[u8]) -> Vec<u32> {
 
 #[test]
 fn the_binary_is_static_and_runs_from_the_image_as_uid_65532() {
+    let _shared = zones_lock_shared();
     let rootfs = image_rootfs();
     let bin = std::fs::read(rootfs.join("usr/local/bin/firedrill")).unwrap();
     const PT_DYNAMIC: u32 = 2;
@@ -216,6 +223,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// namespace's loopback stops answering, and `agent lift` brings it back.
 #[test]
 fn the_agent_image_cuts_a_network_namespace_off_with_its_own_nft() {
+    let _shared = zones_lock_shared();
     assert_eq!(euid(), 0, "chroot and network namespaces need root");
     let archive = agent_image_archive();
     let reference = format!("oci-archive:{}:{}", archive.display(), image_ref_name());

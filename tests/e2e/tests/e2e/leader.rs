@@ -53,11 +53,10 @@ fn one_operator_leads_a_standby_takes_over_mid_drill_and_a_graceful_stop_hands_o
     let transitions: i64 = lease(".spec.leaseTransitions").parse().unwrap_or(0);
 
     let exp = Experiment("leader".into());
-    let yaml = format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: leader}}\nspec:\n  zone: zone-a\n  duration: 10s\n  faultOnly: true\n  target: {{namespaces: [{}]}}\n",
-        ns.0
-    );
-    assert!(apply(&yaml).ok);
+    let drill = Drill::new("leader", "zone-a")
+        .duration("10s")
+        .namespace(&ns.0);
+    assert!(apply(&drill.yaml()).ok);
     wait_phase("leader", "ZoneDown", Duration::from_secs(60));
     assert!(
         !b.log_text().contains("reconciled"),

@@ -23,7 +23,10 @@ fn pangyo_with_fix() -> String {
     format!("{}\n---\n{fix}", docs.join("\n---\n"))
 }
 
-fn drill(name: &str, mode: &str, duration: &str) -> String {
+/// The example's Pangyo drill itself (examples/pangyo/drill.yaml, not built
+/// with `Drill`: this test runs what the example ships), renamed, with
+/// another duration, a fault mode and a shorter observation.
+fn pangyo_drill(name: &str, mode: &str, duration: &str) -> String {
     let base = std::fs::read_to_string(repo_root().join("examples/pangyo/drill.yaml")).unwrap();
     base.replace("name: pangyo-zone-a", &format!("name: {name}"))
         .replace(
@@ -120,7 +123,7 @@ fn the_same_services_fail_over_in_seconds_under_cordon_and_kill_and_in_about_a_m
 
     // 1. Cordon and kill.
     let _e1 = Experiment("pangyo-kill".into());
-    apply(&drill("pangyo-kill", "CordonAndKill", "25s")).expect_ok("drill");
+    apply(&pangyo_drill("pangyo-kill", "CordonAndKill", "25s")).expect_ok("drill");
     wait_completed("pangyo-kill", 120);
     let kill = kubectl_json(&["get", "dcf", "pangyo-kill"])["status"].clone();
     assert_eq!(kill["verdict"], "Passed", "{}", kill["reason"]);
@@ -128,7 +131,7 @@ fn the_same_services_fail_over_in_seconds_under_cordon_and_kill_and_in_about_a_m
 
     // 2. Power loss, with the plan first.
     let file = std::env::temp_dir().join(format!("firedrill-power-{}.yaml", std::process::id()));
-    let power_yaml = drill("pangyo-power", "PowerLoss", "85s");
+    let power_yaml = pangyo_drill("pangyo-power", "PowerLoss", "85s");
     std::fs::write(&file, &power_yaml).unwrap();
     let (code, out, err) = firedrill(&["plan", "-f", file.to_str().unwrap(), "-o", "json"]);
     assert_eq!(code, 0, "{out}\n{err}");

@@ -20,11 +20,27 @@ fn apiserver() -> String {
 /// one read from a Secret outside any namespace the operator may read.
 fn near_one_megabyte() -> String {
     let mut y = String::from(
-        "# Bad input: a spec close to 1 MB.\n# expect: failed probes read Secrets only\napiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {{NAME}}\nspec:\n  zone: zone-a\n  slos:\n",
+        r#"# Bad input: a spec close to 1 MB.
+# expect: failed probes read Secrets only
+apiVersion: chaos.firedrill.dev/v1alpha1
+kind: DataCenterFailure
+metadata:
+  name: {{NAME}}
+spec:
+  zone: zone-a
+  slos:
+"#,
     );
     for i in 0..32 {
         y.push_str(&format!(
-            "  - name: s{i}\n    recoveryTimeObjective: 30s\n    probe:\n      http:\n        url: http://web.shop.svc/{i}\n        headers:\n        - {{name: Authorization, valueFrom: {{secretKeyRef: {{namespace: kube-system, name: t, key: k}}}}}}\n"
+            r#"  - name: s{i}
+    recoveryTimeObjective: 30s
+    probe:
+      http:
+        url: http://web.shop.svc/{i}
+        headers:
+        - {{name: Authorization, valueFrom: {{secretKeyRef: {{namespace: kube-system, name: t, key: k}}}}}}
+"#
         ));
         for h in 0..7 {
             y.push_str(&format!(

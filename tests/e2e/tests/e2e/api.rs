@@ -4,50 +4,82 @@
 //! Each rejection test starts from a manifest the server accepts
 //! (`valid_experiment_is_accepted` proves that) and breaks exactly one rule.
 
-use firedrill_e2e::{Cleanup, apply, install_crds, kubectl};
+use firedrill_e2e::{Cleanup, apply, install_crds, kubectl, zones_lock, zones_lock_shared};
 
-const VALID_SLOS: &str = r#"
-  slos:
-  - name: authentication
-    recoveryTimeObjective: 60s
-    availabilityObjective: 99.5
-    interval: 500ms
-    probe:
-      http:
-        url: https://auth.example.test/healthz
-  - name: messaging
-    recoveryTimeObjective: 30s
-    probe:
-      kubernetes:
-        service: {namespace: messaging, name: chat, minReadyEndpoints: 2}
-  - name: payments
-    recoveryTimeObjective: 2m
-    probe:
-      tcp: {host: 127.0.0.1, port: 5432}"#;
+/// SLOs the API server accepts, at the level of the spec's fields.
+const VALID_SLOS: &str = r#"slos:
+- name: authentication
+  recoveryTimeObjective: 60s
+  availabilityObjective: 99.5
+  interval: 500ms
+  probe:
+    http:
+      url: https://auth.example.test/healthz
+- name: messaging
+  recoveryTimeObjective: 30s
+  probe:
+    kubernetes:
+      service: {namespace: messaging, name: chat, minReadyEndpoints: 2}
+- name: payments
+  recoveryTimeObjective: 2m
+  probe:
+    tcp: {host: 127.0.0.1, port: 5432}"#;
 
-/// A DataCenterFailure named `name` whose spec is `spec` (indented by two spaces).
-/// Without SLOs in `spec`, a fault-only drill (so it breaks no other rule).
-fn experiment(name: &str, spec: &str) -> String {
+/// Fields of a spec, each line indented two spaces to sit under `spec:`.
+fn spec(fields: &[impl AsRef<str>]) -> String {
+    fields
+        .iter()
+        .flat_map(|f| f.as_ref().lines())
+        .map(|line| format!("  {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A DataCenterFailure named `name` whose spec has `fields`. Without SLOs,
+/// a fault-only drill (so it breaks no other rule).
+fn experiment(name: &str, fields: &[impl AsRef<str>]) -> String {
+    let spec = spec(fields);
     let fault_only = if spec.contains("slos") {
         ""
     } else {
         "  faultOnly: true\n"
     };
     format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n{fault_only}{spec}\n"
+        r#"apiVersion: chaos.firedrill.dev/v1alpha1
+kind: DataCenterFailure
+metadata:
+  name: {name}
+spec:
+{fault_only}{spec}
+"#
     )
 }
 
-fn schedule(name: &str, spec: &str) -> String {
+/// A DataCenterFailureSchedule of fault-only drills of zone-a, named `name`,
+/// whose spec has `fields` too.
+fn schedule(name: &str, fields: &[impl AsRef<str>]) -> String {
+    let spec = spec(fields);
     format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailureSchedule\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      zone: zone-a\n      faultOnly: true\n{spec}\n"
+        r#"apiVersion: chaos.firedrill.dev/v1alpha1
+kind: DataCenterFailureSchedule
+metadata:
+  name: {name}
+spec:
+  template:
+    spec:
+      zone: zone-a
+      faultOnly: true
+{spec}
+"#
     )
 }
 
 /// `yaml` must be rejected by `kubectl apply`, with a message naming `field`
-/// and containing `says`.
+/// and containing `says`. Nothing is created, so the testbed is shared; but
+/// not with a test that stops the API server.
 #[track_caller]
 fn rejected(kind: &str, name: &str, yaml: &str, field: &str, says: &str) {
+    let _shared = zones_lock_shared();
     install_crds();
     let _cleanup = Cleanup(vec![format!("{kind}/{name}")]);
     let out = apply(yaml);
@@ -70,11 +102,13 @@ fn rejected(kind: &str, name: &str, yaml: &str, field: &str, says: &str) {
 
 #[test]
 fn crds_install_and_get_shows_the_columns() {
+    // An experiment a running operator would start, in a listing of all.
+    let _lock = zones_lock();
     install_crds();
     let _cleanup = Cleanup(vec!["dcf/columns".into()]);
     let out = apply(&experiment(
         "columns",
-        &format!("  zone: zone-b\n  duration: 90s{VALID_SLOS}"),
+        &["zone: zone-b", "duration: 90s", VALID_SLOS],
     ));
     assert!(out.ok, "{}", out.stderr);
     let table = kubectl(&["get", "dcf"], None).expect_ok("kubectl get dcf");
@@ -109,11 +143,13 @@ fn crds_install_and_get_shows_the_columns() {
 
 #[test]
 fn schedules_get_shows_the_columns() {
+    // A schedule a running operator would act on.
+    let _lock = zones_lock();
     install_crds();
     let _cleanup = Cleanup(vec!["dcfs/weekly".into()]);
     let out = apply(&schedule(
         "weekly",
-        "  schedule: '0 3 * * 1'\n  timeZone: Asia/Seoul",
+        &["schedule: '0 3 * * 1'", "timeZone: Asia/Seoul"],
     ));
     assert!(out.ok, "{}", out.stderr);
     let table = kubectl(&["get", "dcfs", "weekly"], None).expect_ok("kubectl get dcfs");
@@ -154,11 +190,13 @@ fn schedules_get_shows_the_columns() {
 
 #[test]
 fn valid_experiment_is_accepted() {
+    // An experiment a running operator would start.
+    let _lock = zones_lock();
     install_crds();
     let _cleanup = Cleanup(vec!["dcf/valid".into()]);
     let out = apply(&experiment(
         "valid",
-        &format!("  zone: zone-a\n  duration: 1h30m{VALID_SLOS}"),
+        &["zone: zone-a", "duration: 1h30m", VALID_SLOS],
     ));
     assert!(out.ok, "{}", out.stderr);
 }
@@ -170,7 +208,7 @@ fn zone_is_required() {
     rejected(
         "dcf",
         "no-zone",
-        &experiment("no-zone", "  duration: 90s"),
+        &experiment("no-zone", &["duration: 90s"]),
         "spec.zone",
         "Required value",
     );
@@ -181,7 +219,7 @@ fn zone_must_not_be_empty() {
     rejected(
         "dcf",
         "empty-zone",
-        &experiment("empty-zone", "  zone: ''"),
+        &experiment("empty-zone", &["zone: ''"]),
         "spec.zone",
         "should be at least 1 chars long",
     );
@@ -192,7 +230,7 @@ fn zone_must_not_be_blank() {
     rejected(
         "dcf",
         "blank-zone",
-        &experiment("blank-zone", "  zone: '   '"),
+        &experiment("blank-zone", &["zone: '   '"]),
         "spec.zone",
         "zone must not be blank",
     );
@@ -205,7 +243,7 @@ fn duration_must_parse() {
     rejected(
         "dcf",
         "bad-duration",
-        &experiment("bad-duration", "  zone: zone-a\n  duration: ten minutes"),
+        &experiment("bad-duration", &["zone: zone-a", "duration: ten minutes"]),
         "spec.duration",
         "should match",
     );
@@ -216,7 +254,7 @@ fn duration_is_at_most_24h() {
     rejected(
         "dcf",
         "long-duration",
-        &experiment("long-duration", "  zone: zone-a\n  duration: 25h"),
+        &experiment("long-duration", &["zone: zone-a", "duration: 25h"]),
         "spec.duration",
         "duration must be between 1s and 24h",
     );
@@ -227,7 +265,7 @@ fn duration_is_at_least_1s() {
     rejected(
         "dcf",
         "short-duration",
-        &experiment("short-duration", "  zone: zone-a\n  duration: 0s"),
+        &experiment("short-duration", &["zone: zone-a", "duration: 0s"]),
         "spec.duration",
         "duration must be between 1s and 24h",
     );
@@ -238,7 +276,7 @@ fn baseline_is_bounded() {
     rejected(
         "dcf",
         "long-baseline",
-        &experiment("long-baseline", "  zone: zone-a\n  baseline: 2h"),
+        &experiment("long-baseline", &["zone: zone-a", "baseline: 2h"]),
         "spec.baseline",
         "baseline must be at most 1h",
     );
@@ -246,17 +284,23 @@ fn baseline_is_bounded() {
 
 // --- SLOs --------------------------------------------------------------------
 
-fn one_slo(slo: &str) -> String {
-    format!("  zone: zone-a\n  slos:\n  - {slo}")
+/// The fields of a spec with one SLO, `slo` (a flow map).
+fn one_slo(slo: &str) -> [String; 3] {
+    ["zone: zone-a".into(), "slos:".into(), format!("- {slo}")]
 }
 
 #[test]
 fn slo_names_are_unique() {
-    let spec = "  zone: zone-a\n  slos:\n  - {name: auth, recoveryTimeObjective: 30s, probe: {tcp: {host: h, port: 1}}}\n  - {name: auth, recoveryTimeObjective: 60s, probe: {tcp: {host: h, port: 2}}}";
+    let spec = [
+        "zone: zone-a",
+        "slos:",
+        "- {name: auth, recoveryTimeObjective: 30s, probe: {tcp: {host: h, port: 1}}}",
+        "- {name: auth, recoveryTimeObjective: 60s, probe: {tcp: {host: h, port: 2}}}",
+    ];
     rejected(
         "dcf",
         "dup-slo",
-        &experiment("dup-slo", spec),
+        &experiment("dup-slo", &spec),
         "spec.slos[1]",
         "Duplicate value",
     );
@@ -378,14 +422,14 @@ fn cron_schedule_is_well_formed() {
     rejected(
         "dcfs",
         "bad-cron",
-        &schedule("bad-cron", "  schedule: 'every monday'"),
+        &schedule("bad-cron", &["schedule: 'every monday'"]),
         "spec.schedule",
         "schedule must be 5 cron fields in range",
     );
     rejected(
         "dcfs",
         "cron-61",
-        &schedule("cron-61", "  schedule: '61 * * * *'"),
+        &schedule("cron-61", &["schedule: '61 * * * *'"]),
         "spec.schedule",
         "minute 0-59",
     );
@@ -396,7 +440,7 @@ fn cron_schedule_has_no_embedded_time_zone() {
     rejected(
         "dcfs",
         "tz-cron",
-        &schedule("tz-cron", "  schedule: 'CRON_TZ=Asia/Seoul 0 3 * * 1'"),
+        &schedule("tz-cron", &["schedule: 'CRON_TZ=Asia/Seoul 0 3 * * 1'"]),
         "spec.schedule",
         "set the time zone in spec.timeZone",
     );
@@ -409,7 +453,7 @@ fn time_zone_is_well_formed() {
         "bad-tz",
         &schedule(
             "bad-tz",
-            "  schedule: '@weekly'\n  timeZone: 'Korea Standard Time'",
+            &["schedule: '@weekly'", "timeZone: 'Korea Standard Time'"],
         ),
         "spec.timeZone",
         "timeZone must be an IANA time zone name",

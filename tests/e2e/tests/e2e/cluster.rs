@@ -8,10 +8,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 fn deployment(ns: &str, name: &str, replicas: u32, when_unsatisfiable: &str) -> String {
-    let placement = format!(
-        "      terminationGracePeriodSeconds: 30\n{}",
-        spread_over_zones(name, when_unsatisfiable)
-    );
+    let placement = [
+        "      terminationGracePeriodSeconds: 30".to_string(),
+        spread_over_zones(name, when_unsatisfiable),
+    ]
+    .join("\n");
     service_and_deployment(ns, name, replicas, "", &placement)
 }
 

@@ -71,9 +71,22 @@ spec:
     )
 }
 
+/// The SLO of the drills on chat and login: chat keeps a ready endpoint.
+fn chat_slo(ns: &str) -> Slo {
+    Slo::new("chat", "30s")
+        .interval("200ms")
+        .service(ns, "chat")
+}
+
 fn bare_pod(ns: &str, name: &str, labels: &str, node: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}{labels}}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: app, image: registry.invalid/x:1}}]\n"
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}{labels}}}}}
+spec:
+  nodeName: {node}
+  containers: [{{name: app, image: registry.invalid/x:1}}]
+"#
     )
 }
 
@@ -135,12 +148,14 @@ fn a_scoped_drill_spares_by_mechanism_what_the_plan_spares() {
 
     let _op = Operator::start(&["--namespace", &home.0]);
     let _exp = Experiment("scoped".into());
-    let spec = format!(
-        "  target:\n    namespaces: [{t}, {e}]\n    excludeNamespaces: [{e}]\n    labelSelector: {{matchLabels: {{tier: web}}}}\n",
-        t = target.0,
-        e = excluded.0
-    );
-    apply(&drill_yaml("scoped", "zone-a", "8s", &spec)).expect_ok("applying the drill");
+    let drill = Drill::new("scoped", "zone-a")
+        .duration("8s")
+        .baseline("0s")
+        .namespace(&target.0)
+        .namespace(&excluded.0)
+        .exclude_namespace(&excluded.0)
+        .match_labels("tier: web");
+    apply(&drill.yaml()).expect_ok("applying the drill");
     wait_phase("scoped", "ZoneDown", Duration::from_secs(60));
     assert_eq!(
         dcf_field("scoped", ".status.fault.taintEffect"),
@@ -189,13 +204,11 @@ fn only_a_whole_zone_drill_keeps_the_zone_dark_with_no_execute() {
     });
     let _op = Operator::start(&[]);
     let _exp = Experiment("whole".into());
-    apply(&drill_yaml(
-        "whole",
-        "zone-a",
-        "4s",
-        "  target:\n    includeDaemonSets: true\n",
-    ))
-    .expect_ok("applying the drill");
+    let drill = Drill::new("whole", "zone-a")
+        .duration("4s")
+        .baseline("0s")
+        .include_daemon_sets();
+    apply(&drill.yaml()).expect_ok("applying the drill");
     wait_phase("whole", "ZoneDown", Duration::from_secs(60));
     assert_eq!(dcf_field("whole", ".status.fault.taintEffect"), "NoExecute");
     assert!(firedrill_taints().iter().all(|(_, e, _)| e == "NoExecute"));
@@ -214,11 +227,12 @@ fn names_of_70_and_253_characters_run_and_delete() {
     ] {
         assert!(name.len() == 70 || name.len() == 253);
         let _exp = Experiment(name.clone());
-        let spec = format!(
-            "  target: {{namespaces: [{ns}]}}\n  slos:\n  - name: chat\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe: {{kubernetes: {{service: {{namespace: {ns}, name: chat}}}}}}\n",
-            ns = ns.0
-        );
-        let out = apply(&drill_yaml(&name, "zone-a", "3s", &spec));
+        let drill = Drill::new(&name, "zone-a")
+            .duration("3s")
+            .baseline("0s")
+            .namespace(&ns.0)
+            .slo(chat_slo(&ns.0));
+        let out = apply(&drill.yaml());
         assert!(
             out.ok,
             "a valid name of {} characters was refused: {}",
@@ -273,16 +287,15 @@ fn the_spec_cannot_change_mid_baseline_or_mid_zone_down() {
     let zone_b = nodes_in("zone-b");
     let _op = Operator::start(&[]);
     let _exp = Experiment("steady".into());
-    let slo = format!(
-        "  target: {{namespaces: [{ns}]}}\n  slos:\n  - name: chat\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe: {{kubernetes: {{service: {{namespace: {ns}, name: chat}}}}}}\n",
-        ns = ns.0
-    );
-    let manifest =
-        drill_yaml("steady", "zone-a", "8s", &slo).replace("baseline: 0s", "baseline: 6s");
-    apply(&manifest).expect_ok("applying the drill");
+    let drill = Drill::new("steady", "zone-a")
+        .duration("8s")
+        .baseline("6s")
+        .namespace(&ns.0)
+        .slo(chat_slo(&ns.0));
+    apply(&drill.yaml()).expect_ok("applying the drill");
     for phase in ["Baseline", "ZoneDown"] {
         wait_phase("steady", phase, Duration::from_secs(60));
-        let moved = apply(&manifest.replace("zone: zone-a", "zone: zone-b"));
+        let moved = apply(&drill.clone().zone("zone-b").yaml());
         assert!(!moved.ok, "the zone was changed mid-{phase}");
         assert!(
             moved.stderr.contains("spec is immutable"),
@@ -380,8 +393,14 @@ fn two_drills_created_at_the_same_instant_never_darken_two_zones() {
         let sampler = DarkZoneSampler::start();
         let both = format!(
             "{}---\n{}",
-            drill_yaml(&a, "zone-a", "1s", ""),
-            drill_yaml(&b, "zone-b", "1s", "")
+            Drill::new(&a, "zone-a")
+                .duration("1s")
+                .baseline("0s")
+                .yaml(),
+            Drill::new(&b, "zone-b")
+                .duration("1s")
+                .baseline("0s")
+                .yaml()
         );
         apply(&both).expect_ok("creating both drills at once");
         for n in [&a, &b] {
@@ -431,7 +450,19 @@ fn two_schedules_firing_on_the_same_tick_never_darken_two_zones() {
     let _op = Operator::start(&[]);
     let schedule = |name: &str, zone: &str| {
         format!(
-            "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailureSchedule\nmetadata: {{name: {name}}}\nspec:\n  schedule: '* * * * *'\n  zones: [{zone}]\n  template:\n    spec:\n      zone: {zone}\n      duration: 3s\n      baseline: 0s\n      faultOnly: true\n"
+            r#"apiVersion: chaos.firedrill.dev/v1alpha1
+kind: DataCenterFailureSchedule
+metadata: {{name: {name}}}
+spec:
+  schedule: '* * * * *'
+  zones: [{zone}]
+  template:
+    spec:
+      zone: {zone}
+      duration: 3s
+      baseline: 0s
+      faultOnly: true
+"#
         )
     };
     let _cleanup = Cleanup(vec!["dcfs/tick-a".into(), "dcfs/tick-b".into()]);
@@ -502,8 +533,11 @@ fn the_keeper_kills_only_on_nodes_that_are_dark_at_that_moment() {
     let (rescued, dark) = (zone_a[0].clone(), zone_a[1].clone());
     let _op = Operator::start(&[]);
     let _exp = Experiment("keeper".into());
-    let spec = format!("  target: {{namespaces: [{}]}}\n", ns.0);
-    apply(&drill_yaml("keeper", "zone-a", "10m", &spec)).expect_ok("applying the drill");
+    let drill = Drill::new("keeper", "zone-a")
+        .duration("10m")
+        .baseline("0s")
+        .namespace(&ns.0);
+    apply(&drill.yaml()).expect_ok("applying the drill");
     wait_phase("keeper", "ZoneDown", Duration::from_secs(60));
     // An admin takes one node back by hand: mark, record and taint removed, uncordoned.
     kubectl(
@@ -566,8 +600,11 @@ fn a_drill_deleted_with_its_finalizer_removed_by_hand_leaves_nothing_behind() {
     let zone_a = nodes_in("zone-a");
     let _op = Operator::start(&[]);
     let _exp = Experiment("vanish".into());
-    let spec = format!("  target: {{namespaces: [{}]}}\n", ns.0);
-    apply(&drill_yaml("vanish", "zone-a", "10m", &spec)).expect_ok("applying the drill");
+    let drill = Drill::new("vanish", "zone-a")
+        .duration("10m")
+        .baseline("0s")
+        .namespace(&ns.0);
+    apply(&drill.yaml()).expect_ok("applying the drill");
     wait_phase("vanish", "ZoneDown", Duration::from_secs(60));
     // The "stuck delete" remedy people reach for: delete, then strip the finalizer.
     kubectl(&["delete", "dcf", "vanish", "--wait=false"], None).expect_ok("delete");
@@ -612,8 +649,11 @@ fn nodes_deleted_re_registered_or_relabelled_mid_drill_end_consistent_and_explai
     let (gone, moved) = (zone_a[0].clone(), zone_a[1].clone());
     let _op = Operator::start(&[]);
     let _exp = Experiment("churn".into());
-    let spec = format!("  target: {{namespaces: [{}]}}\n", ns.0);
-    apply(&drill_yaml("churn", "zone-a", "12s", &spec)).expect_ok("applying the drill");
+    let drill = Drill::new("churn", "zone-a")
+        .duration("12s")
+        .baseline("0s")
+        .namespace(&ns.0);
+    apply(&drill.yaml()).expect_ok("applying the drill");
     wait_phase("churn", "ZoneDown", Duration::from_secs(60));
     // Relabel one dark node into zone-b; delete another and register it again.
     kubectl(
@@ -680,19 +720,18 @@ fn nodes_that_join_the_zone_after_planning_are_guarded_again() {
     let ns = setup_chat_and_login("e2e-join");
     let zone_a = nodes_in("zone-a");
     let _op = Operator::start(&[]);
-    let slo = |max_nodes: &str| {
-        format!(
-            "  target: {{namespaces: [{ns}]}}\n  guards: {{{max_nodes}}}\n  slos:\n  - name: chat\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe: {{kubernetes: {{service: {{namespace: {ns}, name: chat}}}}}}\n",
-            ns = ns.0
-        )
+    let drill = |name: &str, guards: &str| {
+        Drill::new(name, "zone-a")
+            .duration("3s")
+            .baseline("5s")
+            .namespace(&ns.0)
+            .guards(guards)
+            .slo(chat_slo(&ns.0))
     };
     // 1. Taken too, and said so.
     {
         let _exp = Experiment("joined".into());
-        apply(
-            &drill_yaml("joined", "zone-a", "3s", &slo("")).replace("baseline: 0s", "baseline: 5s"),
-        )
-        .expect_ok("drill");
+        apply(&drill("joined", "").yaml()).expect_ok("drill");
         wait_phase("joined", "Baseline", Duration::from_secs(60));
         let extra = ExtraNode::add("node-zone-a-late", "zone-a");
         wait_phase("joined", "ZoneDown", Duration::from_secs(60));
@@ -717,10 +756,7 @@ fn nodes_that_join_the_zone_after_planning_are_guarded_again() {
     let before = kubectl_json(&["get", "nodes"]);
     let _exp = Experiment("outgrown".into());
     let max = format!("maxNodes: {}", zone_a.len());
-    apply(
-        &drill_yaml("outgrown", "zone-a", "3s", &slo(&max)).replace("baseline: 0s", "baseline: 5s"),
-    )
-    .expect_ok("drill");
+    apply(&drill("outgrown", &max).yaml()).expect_ok("drill");
     wait_phase("outgrown", "Baseline", Duration::from_secs(60));
     let _extra = ExtraNode::add("node-zone-a-later", "zone-a");
     let before_extra = kubectl_json(&["get", "nodes"]);

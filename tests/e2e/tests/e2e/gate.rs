@@ -6,10 +6,18 @@ use firedrill_e2e::*;
 use std::process::Command;
 use std::time::Duration;
 
-fn drill(name: &str, ns: &str, service: &str, duration: &str) -> String {
-    format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: {name}}}\nspec:\n  zone: zone-a\n  duration: {duration}\n  baseline: 1s\n  target: {{namespaces: [{ns}]}}\n  slos:\n  - name: {service}\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe:\n      kubernetes:\n        service: {{namespace: {ns}, name: {service}, minReadyEndpoints: 1}}\n"
-    )
+/// A drill of zone-a in `ns` whose one SLO is that `service` keeps a ready
+/// endpoint.
+fn drill(name: &str, ns: &str, service: &str, duration: &str) -> Drill {
+    let slo = Slo::new(service, "30s")
+        .interval("200ms")
+        .service(ns, service)
+        .min_ready_endpoints(1);
+    Drill::new(name, "zone-a")
+        .duration(duration)
+        .baseline("1s")
+        .namespace(ns)
+        .slo(slo)
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -43,7 +51,7 @@ fn run_wait_exits_0_when_slos_pass_and_1_when_they_fail_with_reports() {
 
     // Passing: the spread service keeps an endpoint.
     let pass = tmp("pass.yaml");
-    std::fs::write(&pass, drill("gate-pass", &ns.0, "chat", "5s")).unwrap();
+    std::fs::write(&pass, drill("gate-pass", &ns.0, "chat", "5s").yaml()).unwrap();
     let _e1 = Experiment("gate-pass".into());
     let (code, out, err) = firedrill(&["run", "-f", pass.to_str().unwrap(), "--wait"]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -52,7 +60,7 @@ fn run_wait_exits_0_when_slos_pass_and_1_when_they_fail_with_reports() {
 
     // Failing: the pinned service never recovers. Reports are written.
     let fail = tmp("fail.yaml");
-    std::fs::write(&fail, drill("gate-fail", &ns.0, "login", "5s")).unwrap();
+    std::fs::write(&fail, drill("gate-fail", &ns.0, "login", "5s").yaml()).unwrap();
     let _e2 = Experiment("gate-fail".into());
     let (junit, json, html) = (tmp("r.xml"), tmp("r.json"), tmp("r.html"));
     let (code, out, err) = firedrill(&[
@@ -158,7 +166,7 @@ fn ctrl_c_during_zone_down_restores_the_zone_before_run_exits() {
     let ns = setup_chat_and_login("e2e-sigint");
     let _op = Operator::start(&[]);
     let file = tmp("long.yaml");
-    std::fs::write(&file, drill("gate-sigint", &ns.0, "chat", "10m")).unwrap();
+    std::fs::write(&file, drill("gate-sigint", &ns.0, "chat", "10m").yaml()).unwrap();
     let _exp = Experiment("gate-sigint".into());
     let mut run = Command::new(firedrill_bin())
         .args(["run", "-f", file.to_str().unwrap(), "--wait"])
@@ -207,10 +215,10 @@ fn ctrl_c_during_zone_down_restores_the_zone_before_run_exits() {
 #[test]
 fn run_timeout_aborts_the_drill_and_waits_for_the_restore() {
     let _lock = zones_lock();
-    let ns = setup_chat_and_login("e2e-timeout");
+    let ns = setup_chat_and_login("e2e-run-timeout");
     let _op = Operator::start(&[]);
     let file = tmp("timeout.yaml");
-    std::fs::write(&file, drill("gate-timeout", &ns.0, "chat", "10m")).unwrap();
+    std::fs::write(&file, drill("gate-timeout", &ns.0, "chat", "10m").yaml()).unwrap();
     let _exp = Experiment("gate-timeout".into());
     let started = std::time::Instant::now();
     let (code, _, err) = firedrill(&[
@@ -254,10 +262,12 @@ fn run_timeout_aborts_the_drill_and_waits_for_the_restore() {
 
 #[test]
 fn usage_errors_exit_3() {
+    // The API server refuses the drill: nothing is created.
+    let _shared = zones_lock_shared();
     let (code, _, err) = firedrill(&["run", "-f", "/nonexistent/drill.yaml", "--wait"]);
     assert_eq!(code, 3, "{err}");
     let bad = tmp("bad.yaml");
-    std::fs::write(&bad, "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {name: bad}\nspec: {zone: zone-a, duration: 48h, faultOnly: true}\n").unwrap();
+    std::fs::write(&bad, Drill::new("bad", "zone-a").duration("48h").yaml()).unwrap();
     install_crds();
     let (code, _, err) = firedrill(&["run", "-f", bad.to_str().unwrap(), "--wait"]);
     assert_eq!(code, 3, "{err}");
@@ -280,7 +290,7 @@ fn metrics_health_and_readiness_are_served() {
         get("/readyz").starts_with("HTTP/1.1 200").then_some(())
     });
     let _exp = Experiment("metered".into());
-    assert!(apply("apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {name: metered}\nspec: {zone: zone-x, duration: 5s, faultOnly: true}\n").ok);
+    assert!(apply(&Drill::new("metered", "zone-x").duration("5s").yaml()).ok);
     wait_phase("metered", "Failed", Duration::from_secs(60));
     let metrics = get("/metrics");
     assert!(
@@ -304,7 +314,7 @@ fn on_a_terminal_progress_is_redrawn_in_place() {
     let ns = setup_chat_and_login("e2e-tty");
     let _op = Operator::start(&[]);
     let file = tmp("tty.yaml");
-    std::fs::write(&file, drill("gate-tty", &ns.0, "chat", "3s")).unwrap();
+    std::fs::write(&file, drill("gate-tty", &ns.0, "chat", "3s").yaml()).unwrap();
     let _exp = Experiment("gate-tty".into());
     // `script` gives the command a real pseudo-terminal.
     let cmd = format!(
@@ -331,6 +341,8 @@ fn on_a_terminal_progress_is_redrawn_in_place() {
 
 #[test]
 fn kubectl_finds_firedrill_as_a_plugin() {
+    // A plan only reads the cluster.
+    let _shared = zones_lock_shared();
     let bin_dir = firedrill_bin().parent().unwrap().to_path_buf();
     assert!(
         bin_dir.join("kubectl-firedrill").exists(),

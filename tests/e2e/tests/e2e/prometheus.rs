@@ -99,7 +99,11 @@ impl Prometheus {
         let dir = std::env::temp_dir().join(format!("firedrill-prometheus-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let config = format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: checkout\n  static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+            r#"global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+scrape_configs:
+- job_name: checkout
+  static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]
+"#
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
@@ -153,28 +157,12 @@ fn a_breach_and_a_recovery_are_measured_through_prometheus() {
 
     let _op = Operator::start(&[]);
     let _exp = Experiment("prom".into());
-    let yaml = format!(
-        r#"apiVersion: chaos.firedrill.dev/v1alpha1
-kind: DataCenterFailure
-metadata: {{name: prom}}
-spec:
-  zone: zone-a
-  duration: 14s
-  baseline: 2s
-  target: {{namespaces: [default]}}
-  slos:
-  - name: payments
-    recoveryTimeObjective: 30s
-    interval: 250ms
-    probe:
-      prometheus:
-        url: http://127.0.0.1:{}
-        query: max(checkout_error_ratio)
-        successWhen: "< 0.05"
-"#,
-        prom.port
-    );
-    assert!(apply(&yaml).ok);
+    let drill = Drill::new("prom", "zone-a")
+        .duration("14s")
+        .baseline("2s")
+        .namespace("default")
+        .slo(error_ratio_slo("payments", prom.port));
+    assert!(apply(&drill.yaml()).ok);
     wait_phase("prom", "ZoneDown", Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
     *error_ratio.lock().unwrap() = 0.4;
@@ -208,27 +196,23 @@ spec:
     );
 }
 
-fn drill(name: &str, prom_port: u16, extra_probe: &str) -> String {
-    format!(
-        r#"apiVersion: chaos.firedrill.dev/v1alpha1
-kind: DataCenterFailure
-metadata: {{name: {name}}}
-spec:
-  zone: zone-a
-  duration: 10s
-  baseline: 2s
-  target: {{namespaces: [default]}}
-  slos:
-  - name: checkout
-    recoveryTimeObjective: 30s
-    interval: 250ms
-    probe:
-      prometheus:
-        url: http://127.0.0.1:{prom_port}
-        query: max(checkout_error_ratio)
-        successWhen: "< 0.05"
-{extra_probe}"#
+/// An SLO that the checkout error ratio, as the Prometheus on `prom_port`
+/// has it, stays below 5 %.
+fn error_ratio_slo(name: &str, prom_port: u16) -> Slo {
+    Slo::new(name, "30s").interval("250ms").prometheus(
+        &format!("http://127.0.0.1:{prom_port}"),
+        "max(checkout_error_ratio)",
+        "< 0.05",
     )
+}
+
+/// A 10 s drill of zone-a measured by the checkout error ratio.
+fn drill(name: &str, prom_port: u16) -> Drill {
+    Drill::new(name, "zone-a")
+        .duration("10s")
+        .baseline("2s")
+        .namespace("default")
+        .slo(error_ratio_slo("checkout", prom_port))
 }
 
 #[test]
@@ -245,7 +229,7 @@ fn series_that_vanish_with_the_service_are_a_failure_not_a_pass() {
     });
     let _op = Operator::start(&[]);
     let _exp = Experiment("vanish-series".into());
-    apply(&drill("vanish-series", prom.port, "")).expect_ok("drill");
+    apply(&drill("vanish-series", prom.port).yaml()).expect_ok("drill");
     wait_phase("vanish-series", "ZoneDown", Duration::from_secs(60));
     *ratio.lock().unwrap() = f64::NAN;
     wait_completed("vanish-series", 60);
@@ -278,7 +262,7 @@ fn a_prometheus_that_dies_with_the_zone_makes_the_drill_inconclusive_and_the_gat
     let dir = std::env::temp_dir().join(format!("firedrill-dead-prom-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("drill.yaml");
-    std::fs::write(&file, drill("dead-prom", prom.port, "")).unwrap();
+    std::fs::write(&file, drill("dead-prom", prom.port).yaml()).unwrap();
     let gate =
         std::thread::spawn(move || firedrill(&["run", "-f", file.to_str().unwrap(), "--wait"]));
     wait_phase("dead-prom", "ZoneDown", Duration::from_secs(60));

@@ -227,7 +227,13 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
     std::fs::write(
         &sa_config,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: '{server}', certificate-authority: '{ca}'}}}}]\nusers: [{{name: sa, user: {{token: '{}'}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: sa}}}}]\ncurrent-context: t\n",
+            r#"apiVersion: v1
+kind: Config
+clusters: [{{name: t, cluster: {{server: '{server}', certificate-authority: '{ca}'}}}}]
+users: [{{name: sa, user: {{token: '{}'}}}}]
+contexts: [{{name: t, context: {{cluster: t, user: sa}}}}]
+current-context: t
+"#,
             token.trim()
         ),
     )
@@ -261,7 +267,23 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
     }
 
     let app = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: 3\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      topologySpreadConstraints: [{{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: web}}}}}}]\n      containers: [{{name: web, image: registry.invalid/web:1}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}\n",
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      topologySpreadConstraints: [{{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: web}}}}}}]
+      containers: [{{name: web, image: registry.invalid/web:1}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {ns}}}
+spec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}
+"#,
         ns = ns.0
     );
     assert!(apply(&app).ok);
@@ -274,8 +296,9 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
     });
 
     // The image's binary, in the image's root filesystem, as its user: the
-    // kubeconfig and CA go where it can read them.
-    let rootfs = image_rootfs();
+    // kubeconfig and CA go where it can read them, in a copy of the root
+    // filesystem of this test's own (the image tests list its files).
+    let rootfs = unpack_image("helm-image");
     std::fs::copy(&ca, rootfs.join("tmp/ca.crt")).unwrap();
     std::fs::write(
         rootfs.join("tmp/kubeconfig"),
@@ -285,7 +308,8 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
         ),
     )
     .unwrap();
-    let mut op = image_command(
+    let mut op = image_command_in(
+        &rootfs,
         &[
             "operator",
             "--metrics-bind=127.0.0.1:0",
@@ -304,11 +328,17 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
     .spawn()
     .unwrap();
     let _exp = Experiment("helm-rbac".into()); // cleans up if the test fails early
-    let drill = format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: helm-rbac}}\nspec:\n  zone: zone-a\n  duration: 4s\n  baseline: 1s\n  target: {{namespaces: [{ns}]}}\n  slos:\n  - name: web\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe: {{kubernetes: {{service: {{namespace: {ns}, name: web, minReadyEndpoints: 2}}}}}}\n",
-        ns = ns.0
-    );
-    assert!(apply(&drill).ok);
+    let drill = Drill::new("helm-rbac", "zone-a")
+        .duration("4s")
+        .baseline("1s")
+        .namespace(&ns.0)
+        .slo(
+            Slo::new("web", "30s")
+                .interval("200ms")
+                .service(&ns.0, "web")
+                .min_ready_endpoints(2),
+        );
+    assert!(apply(&drill.yaml()).ok);
     let done = kubectl(
         &[
             "wait",

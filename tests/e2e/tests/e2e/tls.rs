@@ -137,16 +137,20 @@ impl Drop for TlsServer {
     }
 }
 
-fn https_drill(name: &str, ns: &str, port: u16, slos: &[(&str, &str)]) -> String {
-    let mut yaml = format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: {name}}}\nspec:\n  zone: zone-a\n  duration: 3s\n  baseline: 2s\n  target: {{namespaces: [{ns}]}}\n  slos:\n"
-    );
-    for (slo, tls) in slos {
-        yaml += &format!(
-            "  - name: {slo}\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe:\n      http:\n        url: https://127.0.0.1:{port}/healthz\n{tls}"
-        );
-    }
-    yaml
+/// A drill of zone-a in `ns` whose SLOs are `slos`.
+fn https_drill(name: &str, ns: &str, slos: Vec<Slo>) -> String {
+    let drill = Drill::new(name, "zone-a")
+        .duration("3s")
+        .baseline("2s")
+        .namespace(ns);
+    slos.into_iter().fold(drill, Drill::slo).yaml()
+}
+
+/// An SLO that the server on `port` answers over https.
+fn https_slo(name: &str, port: u16) -> Slo {
+    Slo::new(name, "30s")
+        .interval("200ms")
+        .http(&format!("https://127.0.0.1:{port}/healthz"))
 }
 
 #[test]
@@ -173,8 +177,7 @@ fn https_probes_verify_with_a_ca_from_a_secret_or_skip_verification_when_told() 
         apply(&https_drill(
             "tls-unknown",
             &ns.0,
-            server.port,
-            &[("api", "")]
+            vec![https_slo("api", server.port)]
         ))
         .ok
     );
@@ -193,17 +196,12 @@ fn https_probes_verify_with_a_ca_from_a_secret_or_skip_verification_when_told() 
 
     // With the CA from the Secret, and with verification skipped, both pass.
     let _verified = Experiment("tls".into());
-    let ca = format!(
-        "        tls: {{caSecretRef: {{namespace: {}, name: probe-ca, key: ca.crt}}}}\n",
-        ns.0
-    );
     let yaml = https_drill(
         "tls",
         &ns.0,
-        server.port,
-        &[
-            ("with-ca", &ca),
-            ("insecure", "        tls: {insecureSkipVerify: true}\n"),
+        vec![
+            https_slo("with-ca", server.port).ca_from_secret(&ns.0, "probe-ca", "ca.crt"),
+            https_slo("insecure", server.port).insecure_skip_verify(),
         ],
     );
     assert!(apply(&yaml).ok);

@@ -5,12 +5,6 @@ use firedrill_e2e::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-fn drill(name: &str, ns: &str, zone: &str, duration: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata:\n  name: {name}\nspec:\n  zone: {zone}\n  duration: {duration}\n  faultOnly: true\n  target:\n    namespaces: [{ns}]\n{extra}"
-    )
-}
-
 /// Pods of `app` in `ns` that are not being deleted: (name, node, phase).
 fn pods(ns: &str, app: &str) -> Vec<(String, String, String)> {
     kubectl_json(&["-n", ns, "get", "pods", "-l", &format!("app={app}")])["items"]
@@ -45,7 +39,8 @@ fn zone_goes_dark_pods_move_pinned_pods_wait_and_everything_is_restored() {
 
     let mut op = Operator::start(&[]);
     let _exp = Experiment("dark".into());
-    assert!(apply(&drill("dark", &ns.0, "zone-a", "8s", "")).ok);
+    let drill = Drill::new("dark", "zone-a").duration("8s").namespace(&ns.0);
+    assert!(apply(&drill.yaml()).ok);
 
     wait_phase("dark", "ZoneDown", Duration::from_secs(60));
     let cordoned = cordoned_nodes();
@@ -139,7 +134,10 @@ fn deleting_the_experiment_during_zone_down_restores_the_zone() {
     let ns = setup_chat_and_login("e2e-delete");
     let _op = Operator::start(&[]);
     let exp = Experiment("deleted".into());
-    assert!(apply(&drill("deleted", &ns.0, "zone-a", "10m", "")).ok);
+    let drill = Drill::new("deleted", "zone-a")
+        .duration("10m")
+        .namespace(&ns.0);
+    assert!(apply(&drill.yaml()).ok);
     wait_phase("deleted", "ZoneDown", Duration::from_secs(60));
     assert!(!firedrill_traces_on_nodes().is_empty());
     kubectl(&["delete", "dcf", "deleted", "--timeout=60s"], None).expect_ok("kubectl delete dcf");
@@ -153,7 +151,10 @@ fn abort_annotation_restores_the_zone() {
     let ns = setup_chat_and_login("e2e-abort");
     let _op = Operator::start(&[]);
     let _exp = Experiment("aborted".into());
-    assert!(apply(&drill("aborted", &ns.0, "zone-a", "10m", "")).ok);
+    let drill = Drill::new("aborted", "zone-a")
+        .duration("10m")
+        .namespace(&ns.0);
+    assert!(apply(&drill.yaml()).ok);
     wait_phase("aborted", "ZoneDown", Duration::from_secs(60));
     kubectl(
         &[
@@ -184,7 +185,10 @@ fn operator_killed_during_injecting_and_zone_down_still_restores_everything() {
 
     // Slow injection down so the crash lands in the middle of it.
     let mut op = Operator::start(&["--debug-inject-pause=2s"]);
-    assert!(apply(&drill("crash", &ns.0, "zone-a", "15s", "")).ok);
+    let drill = Drill::new("crash", "zone-a")
+        .duration("15s")
+        .namespace(&ns.0);
+    assert!(apply(&drill.yaml()).ok);
     wait_phase("crash", "Injecting", Duration::from_secs(60));
     wait_for(
         "a first zone-a node marked",
@@ -238,7 +242,8 @@ fn a_zone_down_past_duration_plus_grace_is_ended_as_timed_out() {
     let ns = setup_chat_and_login("e2e-timeout");
     let exp = Experiment("late".into());
     let mut op = Operator::start(&[]);
-    assert!(apply(&drill("late", &ns.0, "zone-a", "4s", "")).ok);
+    let drill = Drill::new("late", "zone-a").duration("4s").namespace(&ns.0);
+    assert!(apply(&drill.yaml()).ok);
     wait_phase("late", "ZoneDown", Duration::from_secs(60));
     op.crash();
     // Away for longer than duration (4s) + grace (1s); the zone stays held.
@@ -309,7 +314,10 @@ fn a_refused_restore_is_reported_and_retried_until_it_succeeds() {
         "validatingadmissionpolicy/e2e-block-restore".into(),
     ]);
     assert!(apply(BLOCK_RESTORE).ok);
-    assert!(apply(&drill("retry", &ns.0, "zone-a", "3s", "")).ok);
+    let drill = Drill::new("retry", "zone-a")
+        .duration("3s")
+        .namespace(&ns.0);
+    assert!(apply(&drill.yaml()).ok);
     wait_phase("retry", "Restoring", Duration::from_secs(60));
     let failed = wait_for("the restore to be refused", Duration::from_secs(60), || {
         let c = dcf_field(
@@ -366,7 +374,10 @@ fn a_zone_with_no_nodes_fails_and_nothing_is_touched() {
     let _op = Operator::start(&[]);
     let _exp = Experiment("nowhere".into());
     let before = kubectl_json(&["get", "nodes"]);
-    assert!(apply(&drill("nowhere", "default", "zone-x", "1m", "")).ok);
+    let drill = Drill::new("nowhere", "zone-x")
+        .duration("1m")
+        .namespace("default");
+    assert!(apply(&drill.yaml()).ok);
     wait_phase("nowhere", "Failed", Duration::from_secs(60));
     let reason = dcf_field("nowhere", ".status.reason");
     assert!(
@@ -392,8 +403,12 @@ fn a_zone_holding_every_node_fails_and_nothing_is_touched() {
     let _exp = Experiment("everything".into());
     let before = kubectl_json(&["get", "nodes"]);
     // Every testbed node is in region "testbed".
-    let extra = "  topologyKey: topology.kubernetes.io/region\n  guards: {maxNodePercent: 100}\n";
-    assert!(apply(&drill("everything", "default", "testbed", "1m", extra)).ok);
+    let drill = Drill::new("everything", "testbed")
+        .topology_key("topology.kubernetes.io/region")
+        .duration("1m")
+        .namespace("default")
+        .guards("maxNodePercent: 100");
+    assert!(apply(&drill.yaml()).ok);
     wait_phase("everything", "Failed", Duration::from_secs(60));
     let reason = dcf_field("everything", ".status.reason");
     assert!(reason.contains("holds every schedulable node"), "{reason}");
@@ -456,14 +471,24 @@ fn pods_that_land_on_the_dark_zone_are_killed_again() {
     let zone_a = nodes_in("zone-a");
     let _op = Operator::start(&[]);
     let _exp = Experiment("rekill".into());
-    assert!(apply(&drill("rekill", &ns.0, "zone-a", "10m", "")).ok);
+    let drill = Drill::new("rekill", "zone-a")
+        .duration("10m")
+        .namespace(&ns.0);
+    assert!(apply(&drill.yaml()).ok);
     wait_phase("rekill", "ZoneDown", Duration::from_secs(60));
 
     // Bound straight to a dark node, tolerating every taint (as DaemonSet pods
     // often do): neither the scheduler nor taint eviction stops it; only the
     // experiment's watch can.
     let intruder = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: intruder, namespace: {}, labels: {{app: intruder}}}}\nspec:\n  nodeName: {}\n  tolerations: [{{operator: Exists}}]\n  containers: [{{name: app, image: registry.invalid/x:1}}]\n",
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: intruder, namespace: {}, labels: {{app: intruder}}}}
+spec:
+  nodeName: {}
+  tolerations: [{{operator: Exists}}]
+  containers: [{{name: app, image: registry.invalid/x:1}}]
+"#,
         ns.0, zone_a[0]
     );
     assert!(apply(&intruder).ok);

@@ -39,7 +39,17 @@ fn every_minute_schedule_fires_and_forbid_holds_while_a_run_is_active() {
     install_crds();
     let _op = Operator::start(&[]);
     let _cleanup = Cleanup(vec!["dcfs/every-minute".into()]);
-    let yaml = "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailureSchedule\nmetadata: {name: every-minute}\nspec:\n  schedule: '* * * * *'\n  concurrencyPolicy: Forbid\n  zones: [zone-b]\n  template:\n    metadata: {labels: {drill: scheduled}}\n    spec: {zone: zone-a, duration: 100s, faultOnly: true, target: {namespaces: [default]}}\n";
+    let yaml = r#"apiVersion: chaos.firedrill.dev/v1alpha1
+kind: DataCenterFailureSchedule
+metadata: {name: every-minute}
+spec:
+  schedule: '* * * * *'
+  concurrencyPolicy: Forbid
+  zones: [zone-b]
+  template:
+    metadata: {labels: {drill: scheduled}}
+    spec: {zone: zone-a, duration: 100s, faultOnly: true, target: {namespaces: [default]}}
+"#;
     assert!(apply(yaml).ok);
 
     let first = wait_for("the first scheduled run", Duration::from_secs(75), || {

@@ -6,10 +6,12 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-fn service_slo(name: &str, ns: &str, service: &str, min: u32, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    recoveryTimeObjective: 60s\n    interval: 200ms\n    probe:\n      kubernetes:\n        service: {{namespace: {ns}, name: {service}, minReadyEndpoints: {min}}}\n{extra}"
-    )
+/// An SLO that Service `ns/service` keeps `min` ready endpoints.
+fn service_slo(name: &str, ns: &str, service: &str, min: u32) -> Slo {
+    Slo::new(name, "60s")
+        .interval("200ms")
+        .service(ns, service)
+        .min_ready_endpoints(min)
 }
 
 #[test]
@@ -18,19 +20,14 @@ fn spread_service_passes_and_pinned_service_fails_naming_the_pinned_pods() {
     let ns = setup_chat_and_login("e2e-slo");
     let _op = Operator::start(&[]);
     let _exp = Experiment("slo".into());
-    let yaml = format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: slo}}\nspec:\n  zone: zone-a\n  duration: 12s\n  baseline: 2s\n  observe: 4s\n  target: {{namespaces: [{ns}]}}\n  slos:\n{}{}",
-        service_slo(
-            "messaging",
-            &ns.0,
-            "chat",
-            6,
-            "    availabilityObjective: 10\n"
-        ),
-        service_slo("authentication", &ns.0, "login", 1, ""),
-        ns = ns.0
-    );
-    assert!(apply(&yaml).ok);
+    let drill = Drill::new("slo", "zone-a")
+        .duration("12s")
+        .baseline("2s")
+        .observe("4s")
+        .namespace(&ns.0)
+        .slo(service_slo("messaging", &ns.0, "chat", 6).availability_objective(10.0))
+        .slo(service_slo("authentication", &ns.0, "login", 1));
+    assert!(apply(&drill.yaml()).ok);
     wait_completed("slo", 120);
     let status = kubectl_json(&["get", "dcf", "slo"])["status"].clone();
     assert_eq!(status["phase"], "Completed", "{status:#}");
@@ -111,10 +108,15 @@ fn an_unreachable_probe_during_the_baseline_aborts_and_touches_nothing() {
         .unwrap()
         .port();
     let before = kubectl_json(&["get", "nodes"]);
-    let yaml = format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: no-baseline}}\nspec:\n  zone: zone-a\n  duration: 1m\n  baseline: 3s\n  slos:\n  - name: db\n    recoveryTimeObjective: 30s\n    interval: 200ms\n    probe: {{tcp: {{host: 127.0.0.1, port: {port}}}}}\n"
-    );
-    assert!(apply(&yaml).ok);
+    let drill = Drill::new("no-baseline", "zone-a")
+        .duration("1m")
+        .baseline("3s")
+        .slo(
+            Slo::new("db", "30s")
+                .interval("200ms")
+                .tcp("127.0.0.1", port),
+        );
+    assert!(apply(&drill.yaml()).ok);
     wait_completed("no-baseline", 60);
     assert_eq!(dcf_field("no-baseline", ".status.phase"), "Aborted");
     assert_eq!(
@@ -142,18 +144,12 @@ fn a_breached_guard_slo_aborts_the_fault_and_restores_the_zone() {
     let ns = setup_chat_and_login("e2e-guard");
     let _op = Operator::start(&[]);
     let _exp = Experiment("guarded".into());
-    let yaml = format!(
-        "apiVersion: chaos.firedrill.dev/v1alpha1\nkind: DataCenterFailure\nmetadata: {{name: guarded}}\nspec:\n  zone: zone-a\n  duration: 10m\n  baseline: 1s\n  target: {{namespaces: [{ns}]}}\n  slos:\n{}",
-        service_slo(
-            "authentication",
-            &ns.0,
-            "login",
-            1,
-            "    guard: {tolerance: 2s}\n"
-        ),
-        ns = ns.0
-    );
-    assert!(apply(&yaml).ok);
+    let drill = Drill::new("guarded", "zone-a")
+        .duration("10m")
+        .baseline("1s")
+        .namespace(&ns.0)
+        .slo(service_slo("authentication", &ns.0, "login", 1).guard_tolerance("2s"));
+    assert!(apply(&drill.yaml()).ok);
     wait_completed("guarded", 90);
     assert_eq!(dcf_field("guarded", ".status.phase"), "Aborted");
     let reason = dcf_field("guarded", ".status.reason");
@@ -217,29 +213,17 @@ fn a_secret_used_in_a_probe_header_never_appears_anywhere() {
     .expect_ok("create secret");
     let op = Operator::start(&["--secret-namespaces", &ns.0]);
     let _exp = Experiment("secret".into());
-    let yaml = format!(
-        r#"apiVersion: chaos.firedrill.dev/v1alpha1
-kind: DataCenterFailure
-metadata: {{name: secret}}
-spec:
-  zone: zone-a
-  duration: 4s
-  baseline: 1s
-  target: {{namespaces: [{ns}]}}
-  slos:
-  - name: api
-    recoveryTimeObjective: 30s
-    interval: 200ms
-    probe:
-      http:
-        url: http://127.0.0.1:{port}/healthz
-        headers:
-        - name: Authorization
-          valueFrom: {{secretKeyRef: {{namespace: {ns}, name: probe-token, key: token}}}}
-"#,
-        ns = ns.0
-    );
-    assert!(apply(&yaml).ok);
+    let drill = Drill::new("secret", "zone-a")
+        .duration("4s")
+        .baseline("1s")
+        .namespace(&ns.0)
+        .slo(
+            Slo::new("api", "30s")
+                .interval("200ms")
+                .http(&format!("http://127.0.0.1:{port}/healthz"))
+                .header_from_secret("Authorization", &ns.0, "probe-token", "token"),
+        );
+    assert!(apply(&drill.yaml()).ok);
     wait_completed("secret", 90);
     assert_eq!(
         dcf_field("secret", ".status.verdict"),

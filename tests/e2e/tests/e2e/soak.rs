@@ -73,10 +73,17 @@ fn operator_crashes_at_random_moments_leave_nothing_behind() {
     let zone_a = nodes_in("zone-a");
     let admin = AdminCordon::cordon(&zone_a[..1]);
 
-    let spec = format!(
-        "  target: {{namespaces: [{ns}]}}\n  slos:\n  - name: chat\n    recoveryTimeObjective: 1m\n    interval: 200ms\n    probe: {{kubernetes: {{service: {{namespace: {ns}, name: chat}}}}}}\n",
-        ns = ns.0
-    );
+    let drill = |name: &str| {
+        Drill::new(name, "zone-a")
+            .duration("4s")
+            .baseline("2s")
+            .namespace(&ns.0)
+            .slo(
+                Slo::new("chat", "1m")
+                    .interval("200ms")
+                    .service(&ns.0, "chat"),
+            )
+    };
     let start_op = || Operator::start(&["--debug-inject-pause=400ms", "--leader-elect=false"]);
     let mut op = start_op();
     let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();
@@ -91,9 +98,7 @@ fn operator_crashes_at_random_moments_leave_nothing_behind() {
             None => {
                 let n = format!("soak-{drills}");
                 drills += 1;
-                let manifest =
-                    drill_yaml(&n, "zone-a", "4s", &spec).replace("baseline: 0s", "baseline: 2s");
-                apply(&manifest).expect_ok("drill");
+                apply(&drill(&n).yaml()).expect_ok("drill");
                 current = Some(n.clone());
                 n
             }
