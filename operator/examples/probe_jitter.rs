@@ -71,7 +71,13 @@ async fn main() {
     let obj = DataCenterFailure::new("jitter", spec);
     let client =
         kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
-    let runner = Runner::start(&client, &obj, Default::default(), &Default::default());
+    let runner = Runner::start(
+        &client,
+        "jitter",
+        &firedrill::spec::slos(&obj.spec).unwrap(),
+        Default::default(),
+        &Default::default(),
+    );
     tokio::time::sleep(Duration::from_secs(secs)).await;
     drop(runner);
 

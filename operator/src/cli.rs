@@ -312,11 +312,16 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         inject_pause: args.debug_inject_pause,
         probes,
     };
-    let metrics_addr = serve_metrics(&args.metrics_bind, args.health_bind.as_deref()).await?;
+    let metrics_addr = serve_metrics(
+        &args.metrics_bind,
+        args.health_bind.as_deref(),
+        &clients.metrics,
+    )
+    .await?;
     tracing::info!(namespace = ?config.namespace, concurrency = config.concurrency, metrics = %metrics_addr, "firedrill operator starting");
     let stop = stop_on_signal();
     if !args.leader_elect {
-        crate::metrics::METRICS.leader.set(1);
+        clients.metrics.leader.set(1);
         let ctx = controller::run(clients, config, stop).await?;
         controller::stand_down(&ctx).await;
         tracing::info!("firedrill operator stopped");
@@ -371,18 +376,27 @@ fn probe_env(args: &OperatorArgs, clients: &controller::Clients) -> crate::probe
 async fn serve_metrics(
     metrics_bind: &str,
     health_bind: Option<&str>,
+    metrics: &std::sync::Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(metrics_bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot serve metrics on {metrics_bind}: {e}"))?;
     let metrics_addr = listener.local_addr()?;
-    tokio::spawn(crate::metrics::serve(listener, crate::metrics::Paths::All));
+    tokio::spawn(crate::metrics::serve(
+        listener,
+        crate::metrics::Paths::All,
+        metrics.clone(),
+    ));
     if let Some(bind) = health_bind {
         let health = tokio::net::TcpListener::bind(bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot serve health probes on {bind}: {e}"))?;
         tracing::info!(health = %health.local_addr()?, "health probes on a port of their own");
-        tokio::spawn(crate::metrics::serve(health, crate::metrics::Paths::Health));
+        tokio::spawn(crate::metrics::serve(
+            health,
+            crate::metrics::Paths::Health,
+            metrics.clone(),
+        ));
     }
     Ok(metrics_addr)
 }
@@ -408,7 +422,7 @@ async fn lead(
 ) -> anyhow::Result<()> {
     let mut stopping = stop.clone();
     tokio::select! {
-        _ = elector.acquire() => {}
+        _ = elector.acquire(&clients.metrics) => {}
         _ = stopping.wait_for(|s| *s) => {
             elector.retire_standby().await;
             tracing::info!("firedrill operator stopped before it became the leader");
@@ -416,11 +430,12 @@ async fn lead(
         }
     }
     elector.retire_standby().await;
-    crate::metrics::METRICS.leader.set(1);
+    let metrics = clients.metrics.clone();
+    metrics.leader.set(1);
     tokio::select! {
         done = controller::run(clients, config, stop) => {
             let ctx = done?;
-            crate::metrics::METRICS.leader.set(0);
+            metrics.leader.set(0);
             hand_over(&ctx, &elector).await;
             elector.release().await;
             tracing::info!("firedrill operator stopped");
@@ -720,10 +735,7 @@ async fn report_cmd(args: ReportArgs) -> anyhow::Result<ExitCode> {
         }
         ReportOutput::Json => {
             run::write_reports(&exp, &rec, &args.files.outputs())?;
-            let input = crate::report::Input {
-                experiment: &exp,
-                recording: &rec,
-            };
+            let input = crate::report::Input::new(&exp, &rec);
             println!(
                 "{}",
                 serde_json::to_string_pretty(&crate::report::json(&input))?

@@ -193,7 +193,8 @@ impl Elector {
 
     /// Wait until this candidate holds the lease, saying meanwhile that a
     /// standby is there.
-    pub async fn acquire(&self) {
+    /// `metrics` turns ready once this operator reaches the API server as a standby.
+    pub async fn acquire(&self, metrics: &crate::metrics::Metrics) {
         let retry = (self.duration / 5).max(Duration::from_millis(500));
         let mut last_holder = String::new();
         loop {
@@ -204,7 +205,7 @@ impl Elector {
                 }
                 Ok(Decision::Held { holder, expires_in }) => {
                     // A standby that reaches the API server is ready to lead.
-                    crate::metrics::READY.store(true, std::sync::atomic::Ordering::Relaxed);
+                    metrics.set_ready();
                     match tokio::time::timeout(self.attempt_limit(), self.heartbeat()).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the standby lease"),

@@ -1,10 +1,26 @@
 //! firedrill: rehearse the loss of a whole data center (availability zone) and
 //! measure whether services fail over within their SLOs.
 //!
-//! Modules are named after what they do: [`api`] (the resources), [`plan`]
-//! (what losing a zone would do; pure, plus its I/O edge `plan::collect`),
-//! [`fault`] (taking the zone down and keeping it dark), [`restore`] (undoing
-//! exactly what was changed), [`controller`] (the lifecycle state machine).
+//! The modules, named after what they do in the domain:
+//! - [`api`]: the resources (`DataCenterFailure`, `DataCenterFailureSchedule`), their schema and CEL rules, the shared constants and the one status write.
+//! - [`spec`]: the spec parsed once into typed, checked values (durations, objectives, scope).
+//! - [`plan`]: what losing a zone would do (pure), with its I/O edge `plan::collect`.
+//! - [`fault`]: taking the zone down (mark, cordon, taint, kill, power cut) and keeping it dark.
+//! - [`restore`]: undoing exactly what an experiment changed, found from the marks alone.
+//! - [`probe`]: the SLO probes (http, tcp, prometheus, kubernetes), their target policy and the runner.
+//! - [`slo`]: the probe timeline and what it measures (pure).
+//! - [`verdict`]: verdicts, causes and attribution per SLO (pure).
+//! - [`controller`]: the operator runtime and the experiment's lifecycle state machine.
+//! - [`schedule`]: the game-day schedule controller (cron, zone rotation, history).
+//! - [`exclusion`]: one zone dark at a time, claimed through a Lease.
+//! - [`record`]: what an experiment keeps in its ConfigMap (planned nodes, probe recording).
+//! - [`leader`]: leader election, standby Leases and hand-over.
+//! - [`agent`]: the node agent that cuts a node's network for a PowerLoss drill.
+//! - [`event`]: Kubernetes Events through the one shared recorder.
+//! - [`metrics`]: the operator's metrics and its `/metrics`, `/healthz`, `/readyz` endpoint.
+//! - [`report`]: the table, JSON, JUnit and HTML reports.
+//! - [`run`]: `firedrill run`, the release-pipeline gate that follows an experiment.
+//! - [`cli`]: the command line.
 
 pub mod agent;
 pub mod api;

@@ -1,5 +1,9 @@
 //! Prometheus metrics (prefix `firedrill_`) and the operator's small HTTP
 //! endpoint: `/metrics`, `/healthz`, `/readyz`.
+//!
+//! The metrics are a value ([`Metrics::new`]) that the operator hands to its
+//! clients, its context and its endpoint; nothing is process-wide, so two
+//! operators (or two tests) in one process count apart.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,7 +11,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 
@@ -47,6 +50,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabel, Counter>,
     pub leader: Gauge,
     pub api_requests: Family<RequestLabel, Counter>,
+    /// Set once the controllers run (`/readyz`).
+    pub ready: AtomicBool,
     registry: Registry,
 }
 
@@ -56,8 +61,42 @@ fn ttr_histogram() -> Histogram {
     ])
 }
 
-/// The operator's metrics, registered once.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+impl Metrics {
+    /// A fresh set of metrics in a registry of its own.
+    pub fn new() -> std::sync::Arc<Metrics> {
+        std::sync::Arc::new(registered())
+    }
+
+    /// Count one request to the API server.
+    pub fn count_request(&self, method: &str) {
+        self.api_requests
+            .get_or_create(&RequestLabel {
+                method: method.to_string(),
+            })
+            .inc();
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("metrics encode");
+        out
+    }
+
+    /// Mark the operator ready (`/readyz` answers 200).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn registered() -> Metrics {
     let mut registry = Registry::with_prefix("firedrill");
     let m = Metrics {
         experiments: Family::default(),
@@ -69,6 +108,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         reconcile_errors: Family::default(),
         leader: Gauge::default(),
         api_requests: Family::default(),
+        ready: AtomicBool::new(false),
         registry: Registry::default(),
     };
     registry.register(
@@ -117,26 +157,6 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         m.api_requests.clone(),
     );
     Metrics { registry, ..m }
-});
-
-/// Count one request to the API server.
-pub fn count_request(method: &str) {
-    METRICS
-        .api_requests
-        .get_or_create(&RequestLabel {
-            method: method.to_string(),
-        })
-        .inc();
-}
-
-/// Set once the controllers run.
-pub static READY: AtomicBool = AtomicBool::new(false);
-
-/// The metrics in the Prometheus text format.
-pub fn render() -> String {
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &METRICS.registry).expect("metrics encode");
-    out
 }
 
 /// At most this many connections are served at once; more wait in the backlog.
@@ -155,15 +175,15 @@ pub enum Paths {
     Health,
 }
 
-fn respond(path: &str, paths: Paths) -> (u16, &'static str, String) {
+fn respond(m: &Metrics, path: &str, paths: Paths) -> (u16, &'static str, String) {
     match (path, paths) {
         ("/metrics", Paths::All) => (
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(),
+            m.render(),
         ),
         ("/healthz", _) => (200, "text/plain", "ok\n".to_string()),
-        ("/readyz", _) if READY.load(Ordering::Relaxed) => {
+        ("/readyz", _) if m.ready.load(Ordering::Relaxed) => {
             (200, "text/plain", "ready\n".to_string())
         }
         ("/readyz", _) => (503, "text/plain", "starting\n".to_string()),
@@ -175,7 +195,7 @@ fn respond(path: &str, paths: Paths) -> (u16, &'static str, String) {
 /// heads must arrive within 5 s, an exchange must end within 30 s, at most
 /// 64 connections at once, and accept errors (out of file descriptors, say)
 /// back off instead of spinning.
-pub async fn serve(listener: TcpListener, paths: Paths) {
+pub async fn serve(listener: TcpListener, paths: Paths, metrics: std::sync::Arc<Metrics>) {
     use http_body_util::Full;
     use hyper::body::Bytes;
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -194,25 +214,28 @@ pub async fn serve(listener: TcpListener, paths: Paths) {
                 continue;
             }
         };
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(
-                move |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let (status, ctype, body) = if req.method() == hyper::Method::GET
-                        || req.method() == hyper::Method::HEAD
-                    {
-                        respond(req.uri().path(), paths)
-                    } else {
-                        (405, "text/plain", "method not allowed\n".to_string())
-                    };
-                    let resp = hyper::Response::builder()
-                        .status(status)
-                        .header("content-type", ctype)
-                        .body(Full::new(Bytes::from(body)))
-                        .expect("a valid response");
-                    Ok::<_, std::convert::Infallible>(resp)
-                },
-            );
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let metrics = metrics.clone();
+                    async move {
+                        let (status, ctype, body) = if req.method() == hyper::Method::GET
+                            || req.method() == hyper::Method::HEAD
+                        {
+                            respond(&metrics, req.uri().path(), paths)
+                        } else {
+                            (405, "text/plain", "method not allowed\n".to_string())
+                        };
+                        let resp = hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", ctype)
+                            .body(Full::new(Bytes::from(body)))
+                            .expect("a valid response");
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -232,7 +255,7 @@ mod tests {
     async fn server(paths: Paths) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, paths));
+        tokio::spawn(serve(listener, paths, Metrics::new()));
         addr
     }
 
@@ -289,20 +312,19 @@ mod tests {
 
     #[test]
     fn metrics_are_named_with_the_prefix() {
-        METRICS.pods_killed.inc_by(3);
-        METRICS
-            .experiments
+        let m = Metrics::new();
+        m.pods_killed.inc_by(3);
+        m.experiments
             .get_or_create(&VerdictLabel {
                 verdict: "Failed".into(),
             })
             .inc();
-        METRICS
-            .time_to_recover
+        m.time_to_recover
             .get_or_create(&SloLabel {
                 slo: "messaging".into(),
             })
             .observe(4.0);
-        let text = render();
+        let text = m.render();
         assert!(text.contains("firedrill_pods_killed_total 3"), "{text}");
         assert!(
             text.contains("firedrill_experiments_total{verdict=\"Failed\"} 1"),

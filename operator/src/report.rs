@@ -5,17 +5,46 @@
 
 use crate::api::{
     DataCenterFailure, DataCenterFailureStatus, Phase, PlanSummary, SloSpec, SloStatus, Verdict,
-    parse_duration,
 };
 use crate::probe::Recording;
 use crate::slo::{Outcome, Segment};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// Everything a report shows.
 pub struct Input<'a> {
     pub experiment: &'a DataCenterFailure,
     pub recording: &'a Recording,
+    /// Each SLO's recovery-time objective in seconds, parsed once (an SLO
+    /// whose objective cannot be read has none: the report still renders).
+    rtos: BTreeMap<String, f64>,
+}
+
+impl<'a> Input<'a> {
+    pub fn new(experiment: &'a DataCenterFailure, recording: &'a Recording) -> Self {
+        let rtos = experiment
+            .spec
+            .slos
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.name.clone(),
+                    crate::spec::Slo::parse(s).ok()?.rto.as_secs_f64(),
+                ))
+            })
+            .collect();
+        Input {
+            experiment,
+            recording,
+            rtos,
+        }
+    }
+
+    /// The recovery-time objective of SLO `name`, in seconds.
+    fn rto(&self, name: &str) -> Option<f64> {
+        self.rtos.get(name).copied()
+    }
 }
 
 fn ms(t: &k8s_openapi::jiff::Timestamp) -> i64 {
@@ -89,10 +118,6 @@ fn slo_status(st: &DataCenterFailureStatus, name: &str) -> SloStatus {
         .unwrap_or_default()
 }
 
-fn secs(d: &str) -> Option<f64> {
-    parse_duration(d).ok().map(|d| d.as_secs_f64())
-}
-
 fn iso(ms: Option<i64>) -> Value {
     ms.and_then(|m| k8s_openapi::jiff::Timestamp::from_millisecond(m).ok())
         .map(|t| json!(t.to_string()))
@@ -114,7 +139,7 @@ pub fn json(input: &Input) -> Value {
                 "critical": spec.critical,
                 "verdict": r.verdict,
                 "timeToRecoverSeconds": r.time_to_recover_seconds,
-                "recoveryTimeObjectiveSeconds": secs(&spec.recovery_time_objective),
+                "recoveryTimeObjectiveSeconds": input.rto(&spec.name),
                 "availabilityPercent": r.availability_percent,
                 "availabilityObjectivePercent": spec.availability_objective,
                 "longestOutageSeconds": r.longest_outage_seconds,
@@ -475,10 +500,12 @@ impl Axis {
             .min()
             .unwrap_or(0);
         // The axis also reaches every recovery-time objective, so each one is visible.
-        let objectives =
-            input.experiment.spec.slos.iter().filter_map(|s| {
-                Some(injected? + (secs(&s.recovery_time_objective)? * 1000.0) as i64)
-            });
+        let objectives = input
+            .experiment
+            .spec
+            .slos
+            .iter()
+            .filter_map(|s| Some(injected? + (input.rto(&s.name)? * 1000.0) as i64));
         let t1 = [last, restore, input.phase_ms(Phase::Completed)]
             .into_iter()
             .flatten()
@@ -536,7 +563,13 @@ fn timeline_svg(
             .find(|(n, _)| *n == spec.name)
             .map(|(_, s)| s.as_slice());
         let y = 30.0 + i as f64 * (LANE_H + GAP);
-        slo_lane(&mut svg, axis, y, spec, &slo_status(st, &spec.name), segs);
+        let lane = Lane {
+            spec,
+            status: &slo_status(st, &spec.name),
+            rto: input.rto(&spec.name),
+            segs,
+        };
+        slo_lane(&mut svg, axis, y, &lane);
     }
     let axis_y = 30.0 + lanes * (LANE_H + GAP) + 4.0;
     let total = (axis.t1 - axis.t0) as f64 / 1000.0;
@@ -556,14 +589,15 @@ fn timeline_svg(
 
 /// One SLO's lane at height `y`: its name in its verdict's colour, its
 /// recorded runs, and its recovery-time objective.
-fn slo_lane(
-    svg: &mut String,
-    axis: &Axis,
-    y: f64,
-    spec: &SloSpec,
-    r: &SloStatus,
-    segs: Option<&[Segment]>,
-) {
+struct Lane<'a> {
+    spec: &'a SloSpec,
+    status: &'a SloStatus,
+    rto: Option<f64>,
+    segs: Option<&'a [Segment]>,
+}
+
+fn slo_lane(svg: &mut String, axis: &Axis, y: f64, lane: &Lane) {
+    let (spec, r, segs) = (lane.spec, lane.status, lane.segs);
     let _ = write!(
         svg,
         "<g class=\"lane\" data-slo=\"{n}\"><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"13\" text-anchor=\"end\" fill=\"{}\">{n}</text>",
@@ -579,7 +613,7 @@ fn slo_lane(
     for g in segs.into_iter().flatten() {
         run_rect(svg, axis, y, g);
     }
-    if let (Some(inj), Some(rto)) = (axis.injected, secs(&spec.recovery_time_objective)) {
+    if let (Some(inj), Some(rto)) = (axis.injected, lane.rto) {
         let at = inj + (rto * 1000.0) as i64;
         if at <= axis.t1 {
             let _ = write!(
@@ -794,10 +828,7 @@ mod tests {
     #[test]
     fn junit_has_one_testcase_per_slo_and_the_measured_value_in_the_failure() {
         let (exp, rec) = finished();
-        let xml = junit(&Input {
-            experiment: &exp,
-            recording: &rec,
-        });
+        let xml = junit(&Input::new(&exp, &rec));
         assert!(
             xml.contains(r#"<testsuites name="firedrill" tests="2" failures="1" errors="0""#),
             "{xml}"
@@ -810,10 +841,7 @@ mod tests {
     #[test]
     fn json_report_is_stable() {
         let (exp, rec) = finished();
-        let v = json(&Input {
-            experiment: &exp,
-            recording: &rec,
-        });
+        let v = json(&Input::new(&exp, &rec));
         assert_eq!(v["schema"], "firedrill.dev/report/v1");
         assert_eq!(v["verdict"], "Failed");
         assert_eq!(v["slos"][1]["timeToRecoverSeconds"], 2.5);
@@ -829,10 +857,7 @@ mod tests {
     #[test]
     fn html_has_a_lane_per_slo_the_dark_window_and_the_objectives() {
         let (exp, rec) = finished();
-        let page = html(&Input {
-            experiment: &exp,
-            recording: &rec,
-        });
+        let page = html(&Input::new(&exp, &rec));
         assert_eq!(page.matches("class=\"lane\"").count(), 2);
         assert_eq!(page.matches("class=\"dark-window\"").count(), 1);
         assert_eq!(page.matches("class=\"rto\"").count(), 2);
@@ -844,10 +869,7 @@ mod tests {
     #[test]
     fn table_reads_at_a_glance() {
         let (exp, rec) = finished();
-        let t = table(&Input {
-            experiment: &exp,
-            recording: &rec,
-        });
+        let t = table(&Input::new(&exp, &rec));
         assert!(t.contains("authentication     Failed"), "{t}");
         assert!(t.contains("never"), "{t}");
         assert!(t.contains("2.5s/30s"), "{t}");

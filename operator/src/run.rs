@@ -70,10 +70,7 @@ pub fn write_reports(
     rec: &Recording,
     out: &Outputs,
 ) -> anyhow::Result<String> {
-    let input = report::Input {
-        experiment: exp,
-        recording: rec,
-    };
+    let input = report::Input::new(exp, rec);
     let mut written = vec![];
     if let Some(p) = &out.junit {
         std::fs::write(p, report::junit(&input))?;

@@ -182,7 +182,13 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
     // The kube client is never used by http and tcp probes.
     let client =
         kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
-    let runner = Runner::start(&client, &obj, Default::default(), &Default::default());
+    let runner = Runner::start(
+        &client,
+        "accuracy",
+        &firedrill::spec::slos(&obj.spec).unwrap(),
+        Default::default(),
+        &Default::default(),
+    );
     sleep_until(t0 + Duration::from_millis(END_MS as u64)).await;
     let rec = runner.recording();
     drop(runner);

@@ -286,10 +286,7 @@ fn spec_inner(u: &mut Unstructured) -> Result<()> {
                 .insert(slo.name.clone(), samples(u, 1_700_000_000_000)?);
         }
     }
-    let input = firedrill::report::Input {
-        experiment: &exp,
-        recording: &rec,
-    };
+    let input = firedrill::report::Input::new(&exp, &rec);
     let _ = firedrill::report::table(&input);
     let j = firedrill::report::json(&input);
     serde_json::to_string(&j).unwrap();

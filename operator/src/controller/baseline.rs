@@ -15,7 +15,7 @@ impl Drill<'_> {
     pub(super) async fn baseline(&mut self, spec: &Checked, now: Timestamp) -> Result<Step> {
         if self.has_slos() {
             let started = phase_entered(&self.st, Phase::Baseline).unwrap_or(now);
-            self.ctx.ensure_runner(&self.obj).await?;
+            self.ctx.ensure_runner(&self.obj, spec).await?;
             let (sampled, broken) = self
                 .ctx
                 .with_runner(&self.exp.uid, |r| {

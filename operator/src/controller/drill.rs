@@ -10,7 +10,7 @@ use crate::api::{
 };
 use crate::event::publish;
 use crate::fault::Experiment;
-use crate::metrics::{METRICS, PhaseLabel, VerdictLabel};
+use crate::metrics::{PhaseLabel, VerdictLabel};
 use crate::plan::Request;
 use crate::spec::Checked;
 use crate::{Error, Result, exclusion, probe, restore, spec};
@@ -158,7 +158,8 @@ impl<'a> Drill<'a> {
     pub fn enter(&mut self, phase: Phase, now: Timestamp, reason: impl Into<String>) {
         self.st.phase = Some(phase);
         self.st.reason = Some(reason.into());
-        METRICS
+        self.ctx
+            .metrics
             .phase_transitions
             .get_or_create(&PhaseLabel {
                 phase: phase.to_string(),
@@ -198,7 +199,8 @@ impl<'a> Drill<'a> {
             .verdict
             .map(|v| v.to_string())
             .unwrap_or_else(|| phase.to_string());
-        METRICS
+        self.ctx
+            .metrics
             .experiments
             .get_or_create(&VerdictLabel { verdict: outcome })
             .inc();

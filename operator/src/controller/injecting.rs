@@ -5,7 +5,6 @@
 use super::drill::{Drill, Step};
 use crate::api::Phase;
 use crate::fault::{self, Injected, Injection};
-use crate::metrics::METRICS;
 use crate::plan::{self, collect};
 use crate::spec::Checked;
 use crate::{Result, record};
@@ -30,7 +29,7 @@ enum Progress {
 impl Drill<'_> {
     pub(super) async fn injecting(&mut self, spec: &Checked, now: Timestamp) -> Result<Step> {
         let injected_at = self.injected_at().unwrap_or(now);
-        self.arm_runner(injected_at).await?;
+        self.arm_runner(spec, injected_at).await?;
         let injected = match self.injection_progress().await {
             Progress::Done(result) => result,
             Progress::Running => return Step::after(Duration::from_millis(500)),
@@ -63,11 +62,11 @@ impl Drill<'_> {
     }
 
     /// Probes measure from the moment the injection started.
-    pub(super) async fn arm_runner(&self, injected_at: Timestamp) -> Result<()> {
+    pub(super) async fn arm_runner(&self, spec: &Checked, injected_at: Timestamp) -> Result<()> {
         if !self.has_slos() {
             return Ok(());
         }
-        self.ctx.ensure_runner(&self.obj).await?;
+        self.ctx.ensure_runner(&self.obj, spec).await?;
         let at = injected_at.as_millisecond();
         self.ctx.with_runner(&self.exp.uid, |r| {
             r.armed_at.store(at, Ordering::Relaxed);
@@ -197,11 +196,12 @@ impl Drill<'_> {
     async fn zone_is_down(&mut self, done: &Injected, now: Timestamp) -> Result<()> {
         let (cordoned, tainted) = fault::held_counts(&self.ctx.client, &self.exp).await?;
         let killed = done.kills.killed;
+        let metrics = self.ctx.metrics.clone();
         let fs = self.fault();
-        METRICS
+        metrics
             .nodes_cordoned
             .inc_by((cordoned - fs.nodes_cordoned).max(0) as u64);
-        METRICS.pods_killed.inc_by(killed as u64);
+        metrics.pods_killed.inc_by(killed as u64);
         fs.nodes_cordoned = cordoned;
         fs.nodes_tainted = tainted;
         fs.taint_effect = done.taint.map(|t| t.as_str().to_string());

@@ -4,7 +4,7 @@
 
 use super::drill::{Drill, phase_entered};
 use crate::api::{Phase, SloStatus, Verdict};
-use crate::metrics::{METRICS, SloLabel};
+use crate::metrics::{Metrics, SloLabel};
 use crate::plan::{self, collect};
 use crate::probe::Recording;
 use crate::spec::Checked;
@@ -116,7 +116,7 @@ impl Drill<'_> {
             .collect();
         verdict::attribute(&self.obj.spec.slos, &mut results, &predictions, &namespaces);
         let (v, reason) = verdict::overall(&self.obj.spec.slos, &results);
-        record_recovery_times(&results);
+        record_recovery_times(&self.ctx.metrics, &results);
         self.st.slos = results;
         self.st.verdict = Some(v);
         Some((v, reason))
@@ -174,10 +174,10 @@ struct Window {
     now: i64,
 }
 
-fn record_recovery_times(results: &[SloStatus]) {
+fn record_recovery_times(metrics: &Metrics, results: &[SloStatus]) {
     for r in results {
         if let Some(t) = r.time_to_recover_seconds {
-            METRICS
+            metrics
                 .time_to_recover
                 .get_or_create(&SloLabel {
                     slo: r.name.clone(),

@@ -150,7 +150,7 @@ impl Drill<'_> {
         if !self.has_slos() || spec.observe.is_zero() {
             return Ok(None);
         }
-        self.ctx.ensure_runner(&self.obj).await?;
+        self.ctx.ensure_runner(&self.obj, spec).await?;
         let left = spec
             .observe
             .saturating_sub(elapsed(self.restored_at(now), now));

@@ -6,7 +6,7 @@
 use super::drill::{Drill, reconcile};
 use super::tasks::Tasks;
 use crate::api::{DataCenterFailure, Phase};
-use crate::metrics::{ErrorLabel, METRICS};
+use crate::metrics::{ErrorLabel, Metrics};
 use crate::{Error, Result, restore};
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
@@ -16,7 +16,6 @@ use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +72,8 @@ pub struct Clients {
     pub watches: Client,
     /// Where the API server is (host, port), from the configuration.
     pub apiserver: (String, u16),
+    /// The operator's metrics: both clients count their requests in them.
+    pub metrics: Arc<Metrics>,
 }
 
 /// How long one ordinary API call may take before it fails.
@@ -103,18 +104,21 @@ impl Clients {
         calls.connect_timeout = Some(Duration::from_secs(10));
         let mut watches = config;
         watches.connect_timeout = Some(Duration::from_secs(10));
+        let metrics = Metrics::new();
         Ok(Clients {
-            calls: counted(calls)?,
-            watches: counted(watches)?,
+            calls: counted(calls, &metrics)?,
+            watches: counted(watches, &metrics)?,
             apiserver,
+            metrics,
         })
     }
 }
 
 /// A client whose every request is counted in `firedrill_api_requests_total`.
-fn counted(config: kube::Config) -> Result<Client, kube::Error> {
-    let count = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
-        crate::metrics::count_request(req.method().as_str());
+fn counted(config: kube::Config, metrics: &Arc<Metrics>) -> Result<Client, kube::Error> {
+    let metrics = metrics.clone();
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        metrics.count_request(req.method().as_str());
         req
     });
     Ok(kube::client::ClientBuilder::try_from(config)?
@@ -128,6 +132,7 @@ pub struct Context {
     pub watch_client: Client,
     pub recorder: Recorder,
     pub config: Config,
+    pub metrics: Arc<Metrics>,
     /// The tasks of each experiment this operator runs, by uid.
     pub(super) tasks: Mutex<HashMap<String, Tasks>>,
     /// Failed reconciles in a row, by uid (the retry backoff).
@@ -142,6 +147,7 @@ impl Context {
         };
         Arc::new(Context {
             recorder: Recorder::new(clients.calls.clone(), reporter),
+            metrics: clients.metrics,
             client: clients.calls,
             watch_client: clients.watches,
             config,
@@ -171,7 +177,7 @@ pub async fn run(
         tracing::warn!(nodes = ?restored, "restored nodes held by experiments that no longer exist");
     }
     let ctx = Context::new(clients.clone(), config);
-    crate::metrics::READY.store(true, Ordering::Relaxed);
+    ctx.metrics.set_ready();
     let api = Api::<DataCenterFailure>::all(clients.watches.clone());
     let experiments = Controller::new(api, watcher::Config::default().any_semantic())
         .graceful_shutdown_on(stopped(stop.clone()))
@@ -284,7 +290,7 @@ fn error_policy(obj: Arc<DataCenterFailure>, err: &Error, ctx: Arc<Context>) -> 
         *n
     };
     let delay = retry_delay(n);
-    METRICS
+    ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabel {
             error: err.metric_label().into(),

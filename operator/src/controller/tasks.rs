@@ -9,6 +9,7 @@ use super::runtime::Context;
 use crate::api::DataCenterFailure;
 use crate::fault::{self, Experiment, Injected, Keep, KeeperEnd, KeeperState};
 use crate::plan::Scope;
+use crate::spec::Checked;
 use crate::{Result, probe, record, restore};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -105,14 +106,24 @@ impl Context {
 
     /// Start the probes of an experiment if they are not running, continuing
     /// from the saved recording (after an operator restart).
-    pub(super) async fn ensure_runner(&self, obj: &DataCenterFailure) -> Result<()> {
+    pub(super) async fn ensure_runner(
+        &self,
+        obj: &DataCenterFailure,
+        spec: &Checked,
+    ) -> Result<()> {
         let uid = obj.uid().unwrap_or_default();
         if self.with_runner(&uid, |_| ()).is_some() {
             return Ok(());
         }
         let previous =
             record::load_timeline(&self.client, &self.config.home_namespace(), &uid).await?;
-        let runner = probe::Runner::start(&self.client, obj, previous, &self.config.probes);
+        let runner = probe::Runner::start(
+            &self.client,
+            &obj.name_any(),
+            &spec.slos,
+            previous,
+            &self.config.probes,
+        );
         self.with_tasks(&uid, |t| {
             if t.runner.is_none() {
                 t.runner = Some(runner);
@@ -143,6 +154,7 @@ impl Context {
                 scope: scope.clone(),
                 kill_pods: obj.spec.fault.kill_pods,
                 concurrency: self.config.concurrency,
+                metrics: self.metrics.clone(),
             };
             let task = tokio::spawn(keep_then_clean_up(
                 self.clone_clients(),

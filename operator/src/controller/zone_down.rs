@@ -16,7 +16,7 @@ impl Drill<'_> {
         let fs = self.st.fault.clone().unwrap_or_default();
         let dark_at = fs.zone_dark_at.as_ref().map(|t| t.0).unwrap_or(now);
         if self.has_slos() {
-            self.arm_runner(self.injected_at().unwrap_or(dark_at))
+            self.arm_runner(spec, self.injected_at().unwrap_or(dark_at))
                 .await?;
             self.ctx.save_recording(&self.obj).await;
         }

@@ -66,6 +66,8 @@ pub struct Keep {
     /// Kill in-scope pods that land on the dark nodes.
     pub kill_pods: bool,
     pub concurrency: usize,
+    /// Where re-kills are counted.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Keep the zone dark until the experiment is gone or done.
@@ -331,7 +333,7 @@ impl Rekiller<'_> {
     fn count(&self, n: i64) {
         if n > 0 {
             self.state.rekilled.fetch_add(n, Ordering::Relaxed);
-            crate::metrics::METRICS.pods_rekilled.inc_by(n as u64);
+            self.keep.metrics.pods_rekilled.inc_by(n as u64);
         }
     }
 

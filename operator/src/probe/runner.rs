@@ -1,10 +1,11 @@
 //! The runner: one task per SLO, timelines shared with the controller.
 
 use super::{Env, Prober, now_ms};
-use crate::api::{DataCenterFailure, SloSpec, parse_duration};
+use crate::api::DataCenterFailure;
 use crate::slo::{Outcome, Timeline};
+use crate::spec::Slo;
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -38,21 +39,22 @@ impl Runner {
     /// Start probing every SLO, continuing `previous` timelines.
     pub fn start(
         client: &Client,
-        obj: &DataCenterFailure,
+        experiment: &str,
+        slos: &[Slo],
         previous: Recording,
         env: &Env,
     ) -> Runner {
         let armed_at = Arc::new(AtomicI64::new(0));
         let mut timelines = BTreeMap::new();
         let mut tasks = vec![];
-        for slo in &obj.spec.slos {
-            let mut kept = previous.slos.get(&slo.name).cloned().unwrap_or_default();
+        for slo in slos {
+            let mut kept = previous.slos.get(slo.name()).cloned().unwrap_or_default();
             kept.cap_ms = sample_cap(slo).as_millis() as i64;
             let tl = Arc::new(Mutex::new(kept));
-            timelines.insert(slo.name.clone(), tl.clone());
+            timelines.insert(slo.name().to_string(), tl.clone());
             let task = tokio::spawn(run_slo(
                 client.clone(),
-                obj.name_any(),
+                experiment.to_string(),
                 slo.clone(),
                 tl,
                 armed_at.clone(),
@@ -87,28 +89,21 @@ impl Runner {
 
 /// The longest time one sample stands for: the longer of the interval and
 /// the timeout (a probe that hangs delays the next one), plus one interval.
-pub fn sample_cap(slo: &SloSpec) -> Duration {
-    let interval = parse_duration(&slo.interval).unwrap_or(Duration::from_secs(1));
-    let timeout = parse_duration(&slo.timeout).unwrap_or(Duration::from_secs(1));
-    interval.max(timeout) + interval
+pub fn sample_cap(slo: &Slo) -> Duration {
+    slo.interval.max(slo.timeout) + slo.interval
 }
 
 async fn run_slo(
     client: Client,
     experiment: String,
-    slo: SloSpec,
+    slo: Slo,
     timeline: Arc<Mutex<Timeline>>,
     armed_at: Arc<AtomicI64>,
     env: Env,
 ) {
-    let interval = parse_duration(&slo.interval)
-        .unwrap_or(Duration::from_secs(1))
-        .max(Duration::from_millis(100));
-    let timeout = parse_duration(&slo.timeout).unwrap_or(Duration::from_secs(1));
-    let tolerance = slo
-        .guard
-        .as_ref()
-        .map(|g| parse_duration(&g.tolerance).unwrap_or_default().as_millis() as i64);
+    let interval = slo.interval.max(Duration::from_millis(100));
+    let timeout = slo.timeout;
+    let tolerance = slo.tolerance.map(|t| t.as_millis() as i64);
     let tripped = AtomicBool::new(false);
     let mut prober: Option<Prober> = None;
     let mut ticker = tokio::time::interval(interval);
@@ -117,7 +112,7 @@ async fn run_slo(
         ticker.tick().await;
         let at = now_ms();
         if prober.is_none() {
-            match Prober::build(&slo.probe, timeout, &client, &env).await {
+            match Prober::build(&slo.spec.probe, timeout, &client, &env).await {
                 Ok(p) => prober = Some(p),
                 Err(e) => {
                     let mut tl = timeline.lock().unwrap();
@@ -149,7 +144,7 @@ async fn run_slo(
             && now_ms() - armed > tol
             && !tripped.swap(true, Ordering::Relaxed)
         {
-            request_abort(&client, &experiment, &slo.name, failing_ms, tol, &tripped).await;
+            request_abort(&client, &experiment, slo.name(), failing_ms, tol, &tripped).await;
         }
     }
 }

@@ -54,6 +54,7 @@ fn world_with(config: Config) -> World {
         calls: api.client(),
         watches: watches.client(),
         apiserver: ("127.0.0.1".into(), 6443),
+        metrics: crate::metrics::Metrics::new(),
     };
     let ctx = Context::new(clients, config);
     World { api, watches, ctx }
