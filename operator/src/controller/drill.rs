@@ -6,7 +6,7 @@
 use super::runtime::Context;
 use crate::api::{
     ABORT_ANNOTATION, DataCenterFailure, DataCenterFailureStatus, FINALIZER, FaultMode,
-    FaultStatus, MAX_LISTED, Phase, PhaseTransition,
+    FaultStatus, MAX_LISTED, Phase, PhaseTransition, Verdict,
 };
 use crate::event::publish;
 use crate::fault::Experiment;
@@ -299,10 +299,7 @@ impl<'a> Drill<'a> {
         }
         let spec = match self.parse() {
             Ok(s) => s,
-            Err(msg) if matches!(phase, Phase::Pending | Phase::Planning) => {
-                return self.fail(Phase::Failed, "InvalidSpec", msg, now).await;
-            }
-            Err(msg) => return Err(Error::Spec(msg)),
+            Err(msg) => return self.spec_unreadable(phase, msg, now).await,
         };
         if let Some(why) = self.timed_out(phase, &spec, now) {
             return self.abort_fault(why, "TimedOut", now).await;
@@ -315,6 +312,33 @@ impl<'a> Drill<'a> {
             Phase::ZoneDown => self.zone_down(&spec, now).await,
             Phase::Restoring => self.restoring(&spec, now).await,
             Phase::Completed | Phase::Aborted | Phase::Failed => unreachable!("handled above"),
+        }
+    }
+
+    /// The spec cannot be read (an operator restarted with a narrower probe
+    /// policy, say): before the fault nothing is touched and the experiment
+    /// fails; during the fault it ends and the zone is restored; while
+    /// restoring, the zone is restored and the experiment ends without a verdict.
+    async fn spec_unreadable(&mut self, phase: Phase, msg: String, now: Timestamp) -> Result<Step> {
+        match phase {
+            Phase::Injecting | Phase::ZoneDown => {
+                let why = format!("the spec can no longer be used: {msg}");
+                self.abort_fault(why, "InvalidSpec", now).await
+            }
+            Phase::Restoring => {
+                self.drain_keeper().await?;
+                self.restore_nodes(now).await?;
+                self.ctx.stop_tasks(&self.exp.uid);
+                if self.has_slos() {
+                    self.st.verdict = Some(Verdict::Inconclusive);
+                }
+                let msg = format!("{msg}; zone restored, no verdict");
+                self.fail(Phase::Aborted, "InvalidSpec", msg, now).await
+            }
+            _ => {
+                self.ctx.stop_tasks(&self.exp.uid);
+                self.fail(Phase::Failed, "InvalidSpec", msg, now).await
+            }
         }
     }
 

@@ -33,7 +33,7 @@ impl Drill<'_> {
     }
 
     /// Stop the keeper and bring its last counts and notes into the status.
-    async fn drain_keeper(&mut self) -> Result<()> {
+    pub(super) async fn drain_keeper(&mut self) -> Result<()> {
         let Some(state) = self.ctx.stop_keeper(&self.exp.uid) else {
             return Ok(());
         };
@@ -54,7 +54,7 @@ impl Drill<'_> {
     }
 
     /// Restore every node this experiment holds, once.
-    async fn restore_nodes(&mut self, now: Timestamp) -> Result<()> {
+    pub(super) async fn restore_nodes(&mut self, now: Timestamp) -> Result<()> {
         let already = self
             .st
             .conditions

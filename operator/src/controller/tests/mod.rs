@@ -1260,3 +1260,54 @@ async fn a_drill_runs_from_creation_to_completed_one_reconcile_at_a_time() {
     assert_eq!(w.claims(), Some(json!({})));
     assert_eq!(w.api.pod_names(), ["kube-system/dns-a", "shop/web-b"]);
 }
+
+// ---------------------------------------------------------------------------
+// A spec that can no longer be used never leaves the zone dark.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_spec_unusable_mid_fault_ends_the_fault_instead_of_failing_every_reconcile() {
+    for phase in ["Injecting", "ZoneDown"] {
+        let w = world();
+        zone_down(&w, json!({"duration": "ten"}), 1);
+        let mut obj = w.api.experiment("drill");
+        obj["status"]["phase"] = phase.into();
+        w.api.add_experiment(obj);
+
+        assert!(is_next(&w.step().await), "from {phase}");
+        assert_eq!(w.calls(), calls![STATUS, EVENT], "from {phase}");
+        assert_eq!(w.phase(), "Restoring");
+        let why = w.status()["abortReason"].as_str().unwrap().to_string();
+        assert!(
+            why.starts_with("the spec can no longer be used: spec.duration: "),
+            "{why}"
+        );
+        assert_eq!(w.api.events()[0].0, "InvalidSpec");
+    }
+}
+
+#[tokio::test]
+async fn a_spec_unusable_while_restoring_still_restores_and_ends_without_a_verdict() {
+    let w = world();
+    w.api.add_experiment(drill(
+        json!({"duration": "ten"}),
+        json!({"phase": "Restoring", "fault": fault(json!({
+            "nodesTaken": 1, "nodesCordoned": 1, "nodesTainted": 1,
+            "injectedAt": ago(5), "zoneDarkAt": ago(5)}))}),
+    ));
+    w.api.add_node(held(node("a1", "zone-a"), "drill", UID));
+
+    assert!(is_next(&w.step().await));
+    assert_eq!(
+        w.calls(),
+        calls![HELD_NODES, patch_node("a1"), STATUS, EVENT, STATUS, EVENT]
+    );
+    assert_eq!(w.api.node("a1")["metadata"]["labels"].get(MARK_LABEL), None);
+    assert_eq!(w.phase(), "Aborted");
+    let (reason, cond) = w.ended_with();
+    assert!(
+        reason.starts_with("spec.duration: ") && reason.ends_with("; zone restored, no verdict"),
+        "{reason}"
+    );
+    assert_eq!(cond, "InvalidSpec");
+}
