@@ -10,6 +10,7 @@
 //! - [`probe`]: the SLO probes (http, tcp, prometheus, kubernetes), their target policy and the runner.
 //! - [`slo`]: the probe timeline and what it measures (pure).
 //! - [`verdict`]: verdicts, causes and attribution per SLO (pure).
+//! - [`clients`]: the two API clients (calls with a deadline, watches), counted in the metrics.
 //! - [`controller`]: the operator runtime and the experiment's lifecycle state machine.
 //! - [`schedule`]: the game-day schedule controller (cron, zone rotation, history).
 //! - [`exclusion`]: one zone dark at a time, claimed through a Lease.
@@ -25,6 +26,7 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod clients;
 pub mod controller;
 pub mod event;
 pub mod exclusion;

@@ -255,7 +255,7 @@ struct Ctx {
 
 /// Run the schedule controller until `stop` resolves.
 pub async fn run(
-    clients: crate::controller::Clients,
+    clients: crate::clients::Clients,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = clients.calls;

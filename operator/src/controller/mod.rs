@@ -35,5 +35,6 @@ mod zone_down;
 #[cfg(test)]
 mod tests;
 
+pub use crate::clients::{CALL_TIMEOUT, Clients};
 pub use drill::reconcile;
-pub use runtime::{CALL_TIMEOUT, Clients, Config, Context, run, stand_down};
+pub use runtime::{Config, Context, run, stand_down};

@@ -5,8 +5,9 @@
 mod fake;
 
 use super::drill::{Drill, Step, reconcile};
-use super::runtime::{Clients, Config, Context, retry_delay};
+use super::runtime::{Config, Context, retry_delay};
 use crate::api::{ABORT_ANNOTATION, FINALIZER};
+use crate::clients::Clients;
 use crate::exclusion::{CLAIMS_ANNOTATION, LEASE_NAME};
 use crate::fault::{MARK_ANNOTATION, MARK_LABEL, NodeMark, TAINT_KEY};
 use fake::{Call, Fake, merge};
