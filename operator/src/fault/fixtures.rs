@@ -22,7 +22,7 @@ pub(crate) fn exp() -> Experiment {
 }
 
 /// Apply a merge patch the way the API server does (RFC 7386).
-fn merge(target: &mut Value, patch: &Value) {
+pub(crate) fn merge(target: &mut Value, patch: &Value) {
     if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
         for (k, v) in p {
             if v.is_null() {

@@ -541,23 +541,7 @@ fn conflict() -> Answer {
     )
 }
 
-/// Apply a merge patch the way the API server does (RFC 7386).
-pub fn merge(target: &mut Value, patch: &Value) {
-    match (target.as_object_mut(), patch.as_object()) {
-        (Some(t), Some(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else if v.is_object() && t.get(k).is_some_and(Value::is_object) {
-                    merge(t.get_mut(k).unwrap(), v);
-                } else {
-                    t.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        _ => *target = patch.clone(),
-    }
-}
+pub(crate) use crate::fault::fixtures::merge;
 
 fn form_urlencoded(query: &str) -> BTreeMap<String, String> {
     query
