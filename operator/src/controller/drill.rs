@@ -43,9 +43,7 @@ pub async fn reconcile(obj: Arc<DataCenterFailure>, ctx: Arc<Context>) -> Result
 /// Deleted: stop keeping the zone dark and restore it. Works whatever the
 /// phase, including when nothing was ever changed.
 async fn cleanup(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
-    let uid = obj.uid().unwrap_or_default();
-    ctx.stop_tasks(&uid);
-    let n = restore::restore(&ctx.client, &uid, ctx.config.concurrency).await?;
+    let n = let_go(ctx, &obj.uid().unwrap_or_default()).await?;
     if n > 0 {
         publish(
             &ctx.recorder,
@@ -56,9 +54,17 @@ async fn cleanup(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    exclusion::release(&ctx.client, &ctx.config.home_namespace(), &uid).await?;
-    ctx.forget_failures(&uid);
     Ok(Action::await_change())
+}
+
+/// Let go of an experiment: stop its tasks, restore every node it still
+/// holds, give its turn back, forget its failures. Returns the nodes restored.
+async fn let_go(ctx: &Context, uid: &str) -> Result<i32> {
+    ctx.stop_tasks(uid);
+    let n = restore::restore(&ctx.client, uid, ctx.config.concurrency).await?;
+    exclusion::release(&ctx.client, &ctx.config.home_namespace(), uid).await?;
+    ctx.forget_failures(uid);
+    Ok(n)
 }
 
 async fn apply(cached: &DataCenterFailure, ctx: &Context) -> Result<Action> {
@@ -79,6 +85,9 @@ async fn apply(cached: &DataCenterFailure, ctx: &Context) -> Result<Action> {
         }
     }
 }
+
+/// How long after its end an experiment is looked at again for nodes still held.
+const SETTLE: Duration = Duration::from_secs(60);
 
 /// What a phase function wants next.
 pub(super) enum Step {
@@ -290,7 +299,7 @@ impl<'a> Drill<'a> {
         let now = Timestamp::now();
         let phase = self.phase();
         if phase.is_terminal() {
-            return self.ended().await;
+            return self.ended(now).await;
         }
         if let Some(why) = abort_requested(&self.obj)
             && let Some(step) = self.abort_requested(phase, why, now).await?
@@ -328,6 +337,7 @@ impl<'a> Drill<'a> {
             Phase::Restoring => {
                 self.drain_keeper().await?;
                 self.restore_nodes(now).await?;
+                self.ctx.save_recording(&self.obj).await;
                 self.ctx.stop_tasks(&self.exp.uid);
                 if self.has_slos() {
                     self.st.verdict = Some(Verdict::Inconclusive);
@@ -342,7 +352,7 @@ impl<'a> Drill<'a> {
         }
     }
 
-    /// End with a warning before anything was changed.
+    /// End in a terminal phase with a warning.
     pub async fn fail(
         &mut self,
         phase: Phase,
@@ -401,10 +411,7 @@ impl<'a> Drill<'a> {
     /// End the fault early (abort annotation, guard breach, timeout, an
     /// injection that failed): stop injecting, then restore.
     pub async fn abort_fault(&mut self, why: String, event: &str, now: Timestamp) -> Result<Step> {
-        if let Some(h) = self.ctx.with_tasks(&self.exp.uid, |t| {
-            t.injected = None;
-            t.injector.take()
-        }) {
+        if let Some(h) = self.ctx.with_tasks(&self.exp.uid, |t| t.injector.take()) {
             h.abort();
         }
         self.st.abort_reason = Some(why.clone());
@@ -415,16 +422,19 @@ impl<'a> Drill<'a> {
         }
         self.enter(Phase::Restoring, now, format!("{why}; restoring the zone"));
         self.write().await?;
+        // A finished injection's outcome is dropped only once the abort is
+        // written: a lost write must not make the injection look unstarted.
+        self.ctx.with_tasks(&self.exp.uid, |t| t.injected = None);
         self.event(EventType::Warning, event, why).await;
         Ok(Step::Next)
     }
 
     /// A finished experiment holds no node and no turn (a safety net: the
-    /// phases that end it restore first).
-    async fn ended(&mut self) -> Result<Step> {
-        self.ctx.stop_tasks(&self.exp.uid);
-        let n =
-            restore::restore(&self.ctx.client, &self.exp.uid, self.ctx.config.concurrency).await?;
+    /// phases that end it restore first). For a minute after the end it looks
+    /// again every few seconds: a node patch of an aborted injection that was
+    /// still in flight can land after the restore listed the held nodes.
+    async fn ended(&mut self, now: Timestamp) -> Result<Step> {
+        let n = let_go(self.ctx, &self.exp.uid).await?;
         if n > 0 {
             self.event(
                 EventType::Warning,
@@ -433,13 +443,11 @@ impl<'a> Drill<'a> {
             )
             .await;
         }
-        exclusion::release(
-            &self.ctx.client,
-            &self.ctx.config.home_namespace(),
-            &self.exp.uid,
-        )
-        .await?;
-        self.ctx.forget_failures(&self.exp.uid);
+        if let Some(ended_at) = phase_entered(&self.st, self.phase())
+            && elapsed(ended_at, now) < SETTLE
+        {
+            return Step::after(Duration::from_secs(10));
+        }
         Ok(Step::Wait(Action::await_change()))
     }
 }

@@ -981,7 +981,11 @@ async fn an_abort_in_baseline_ends_aborted_touching_nothing_and_gives_the_turn_b
         .add_lease(lease(json!({UID: claim("drill", "zone-a", true)})));
     three_zones(&w.api);
 
-    assert_eq!(w.reconcile().await, Action::await_change());
+    assert_eq!(
+        w.reconcile().await,
+        Action::requeue(std::time::Duration::from_secs(10)),
+        "a just-ended drill is looked at again for a minute"
+    );
     assert_eq!(
         w.calls(),
         calls![
@@ -1030,7 +1034,11 @@ async fn an_aborted_zone_is_restored_and_the_experiment_ends_aborted() {
     let obj = with_abort(w.api.experiment("drill"), "");
     w.api.add_experiment(obj);
 
-    assert_eq!(w.reconcile().await, Action::await_change());
+    assert_eq!(
+        w.reconcile().await,
+        Action::requeue(std::time::Duration::from_secs(10)),
+        "a just-ended drill is looked at again for a minute"
+    );
     assert_eq!(
         w.calls(),
         calls![
@@ -1096,7 +1104,7 @@ async fn a_finished_experiment_restores_what_it_still_holds_and_gives_its_turn_b
     assert_eq!(waits(w.step().await), Action::await_change());
     assert_eq!(
         w.calls(),
-        calls![HELD_NODES, patch_node("a1"), EVENT, LEASE, REPLACE_LEASE]
+        calls![HELD_NODES, patch_node("a1"), LEASE, REPLACE_LEASE, EVENT]
     );
     assert_eq!(w.api.node("a1")["metadata"]["labels"].get(MARK_LABEL), None);
     assert_eq!(
@@ -1132,9 +1140,9 @@ async fn a_deleted_experiment_restores_its_zone_and_gives_its_turn_back_before_l
         calls![
             HELD_NODES,
             patch_node("a1"),
-            EVENT,
             LEASE,
             REPLACE_LEASE,
+            EVENT,
             // Only then the finalizer goes.
             PATCH_DRILL,
         ]
