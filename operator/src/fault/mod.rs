@@ -17,9 +17,11 @@
 //! Submodules: [`mark`] the mark, the taint and their patches; [`node`]
 //! patching nodes and finding the held ones; [`kill`](mod@kill) pods deleted
 //! with grace period 0; [`inject`](mod@inject) taking the zone down; [`keep`]
-//! keeping it dark. Undoing it is [`crate::restore`], which reads the marks
+//! keeping it dark; [`backoff`] how a watch that fails waits before it tries
+//! again (the node agent's too). Undoing it is [`crate::restore`], which reads the marks
 //! written here; nothing here uses it.
 
+pub mod backoff;
 pub mod inject;
 pub mod keep;
 pub mod kill;
