@@ -227,8 +227,11 @@ impl<'a> Drill<'a> {
         );
     }
 
-    /// Add notes about the zone changing behind the plan's back, bounded.
-    /// Returns the notes not seen before.
+    /// Add notes about the zone changing behind the plan's back: each is
+    /// counted, and the first [`MAX_LISTED`] are listed. Returns the new ones
+    /// (those not listed already). Only the listed ones can be told apart
+    /// here: a source that may hand over more than that (the keeper) hands
+    /// each note over once.
     pub fn note_zone_changes(&mut self, notes: &[String]) -> Vec<String> {
         let fs = self.fault();
         let mut new = vec![];

@@ -37,7 +37,8 @@ impl Drill<'_> {
         let Some(state) = self.ctx.stop_keeper(&self.exp.uid) else {
             return Ok(());
         };
-        let mut notes = state.notes();
+        // The keeper is stopped: its notes not handed over yet are the last.
+        let (mut notes, _) = state.new_notes();
         let deleted: Vec<String> = state.deleted.lock().unwrap().iter().cloned().collect();
         let nodes = Api::<Node>::all(self.ctx.client.clone());
         for name in deleted {

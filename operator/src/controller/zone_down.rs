@@ -44,12 +44,15 @@ impl Drill<'_> {
             .ctx
             .ensure_keeper(&self.obj, &spec.scope, rekilled_before as i64);
         let rekilled = state.rekilled.load(Ordering::Relaxed) as i32;
-        let new_notes = self.note_zone_changes(&state.notes());
+        let (notes, mark) = state.new_notes();
+        let new_notes = self.note_zone_changes(&notes);
         if rekilled != rekilled_before || !new_notes.is_empty() {
             self.fault().pods_rekilled = rekilled;
             self.write().await?;
             self.warn_each("ZoneChanged", new_notes).await;
         }
+        // In the status now: not counted again, however many there are.
+        state.handed_over(mark);
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ const MAX_NOTES: usize = 100;
 pub struct KeeperState {
     pub rekilled: AtomicI64,
     notes: Mutex<Vec<String>>,
+    /// How many of `notes` (the oldest) are in the experiment's status.
+    handed_over: AtomicUsize,
     /// Names of held nodes that were deleted while dark.
     pub deleted: Mutex<BTreeSet<String>>,
 }
@@ -35,7 +37,7 @@ impl KeeperState {
         }
     }
 
-    fn note(&self, note: String) {
+    pub(crate) fn note(&self, note: String) {
         tracing::warn!("{note}");
         let mut notes = self.notes.lock().unwrap();
         if notes.len() < MAX_NOTES && !notes.contains(&note) {
@@ -43,9 +45,20 @@ impl KeeperState {
         }
     }
 
-    /// Every note so far, oldest first.
-    pub fn notes(&self) -> Vec<String> {
-        self.notes.lock().unwrap().clone()
+    /// The notes not handed over yet, oldest first, and the mark to give
+    /// [`handed_over`](Self::handed_over) once they are in the status. The
+    /// status lists only some notes, so it cannot tell by itself which are
+    /// new: the keeper keeps count.
+    pub fn new_notes(&self) -> (Vec<String>, usize) {
+        let notes = self.notes.lock().unwrap();
+        let from = self.handed_over.load(Ordering::Relaxed).min(notes.len());
+        (notes[from..].to_vec(), notes.len())
+    }
+
+    /// The notes up to `mark` (from [`new_notes`](Self::new_notes)) are in
+    /// the status: they are not handed over again.
+    pub fn handed_over(&self, mark: usize) {
+        self.handed_over.fetch_max(mark, Ordering::Relaxed);
     }
 }
 
@@ -439,7 +452,6 @@ impl Rekiller<'_> {
 mod tests {
     use super::*;
     use crate::fault::fixtures::{exp, unavailable};
-    use std::sync::atomic::AtomicUsize;
 
     fn keep(kill_pods: bool) -> Keep {
         Keep {
@@ -468,6 +480,29 @@ mod tests {
     // Tries 250 ms doubling to 30 s apart, ±20 %: at 0, 0.25, 0.75, 1.75,
     // 3.75, 7.75, 15.75 and 31.75 s, and perhaps once more before 60 s.
     const TRIES_IN_A_MINUTE: std::ops::RangeInclusive<usize> = 8..=9;
+
+    #[test]
+    fn notes_are_handed_over_once() {
+        let state = KeeperState::default();
+        for i in 0..3 {
+            state.note(format!("note {i}"));
+        }
+        state.note("note 1".into());
+        let (notes, mark) = state.new_notes();
+        assert_eq!((notes.len(), mark), (3, 3));
+        // Not yet in the status (a write lost): handed over again.
+        assert_eq!(state.new_notes(), (notes, 3));
+        state.handed_over(3);
+        assert_eq!(state.new_notes(), (vec![], 3));
+        state.note("note 3".into());
+        assert_eq!(state.new_notes(), (vec!["note 3".to_string()], 4));
+        state.handed_over(2);
+        assert_eq!(
+            state.new_notes().0.len(),
+            1,
+            "a stale mark takes nothing back"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_keepers_watches_back_off_while_the_api_server_is_unreachable() {

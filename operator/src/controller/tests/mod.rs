@@ -9,7 +9,7 @@ use super::runtime::{Config, Context, retry_delay};
 use crate::api::{ABORT_ANNOTATION, FINALIZER};
 use crate::clients::Clients;
 use crate::exclusion::{CLAIMS_ANNOTATION, LEASE_NAME};
-use crate::fault::{MARK_ANNOTATION, MARK_LABEL, NodeMark, TAINT_KEY};
+use crate::fault::{KeeperState, MARK_ANNOTATION, MARK_LABEL, NodeMark, TAINT_KEY};
 use fake::{Call, Fake, merge};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -909,6 +909,68 @@ async fn zone_down_enters_restoring_once_the_duration_is_over() {
         "drill",
         "restored in the next step, not this one"
     );
+}
+
+/// How many of `calls` publish an event with `reason` (a first one is
+/// created; the recorder sends the next ones of a reason as a series).
+fn published(calls: &[Call], reason: &str) -> usize {
+    calls
+        .iter()
+        .filter(|c| c.path.starts_with("/apis/events.k8s.io/"))
+        .filter(|c| c.body.as_ref().is_some_and(|b| b["reason"] == reason))
+        .count()
+}
+
+#[tokio::test]
+async fn more_zone_changes_than_are_listed_are_counted_and_published_once() {
+    let w = world();
+    zone_down(&w, json!({"duration": "1h"}), 0);
+    // A keeper that noted 25 changes (it only holds its notes: a real one would watch).
+    let state = Arc::new(KeeperState::default());
+    for i in 0..25 {
+        state.note(format!("node n{i} was deleted while dark"));
+    }
+    let running = tokio::spawn(std::future::pending());
+    w.ctx
+        .with_tasks(UID, |t| t.keeper = Some((running, state.clone())));
+
+    assert_eq!(
+        waits(w.step().await),
+        Action::requeue(Duration::from_secs(5))
+    );
+    let calls = w.take_calls();
+    assert_eq!(lines(&calls[..1]), calls![STATUS]);
+    assert_eq!(calls.len(), 26);
+    assert_eq!(published(&calls, "ZoneChanged"), 25);
+    let fs = w.status()["fault"].clone();
+    assert_eq!(fs["zoneChangesTotal"], 25);
+    assert_eq!(fs["zoneChanges"].as_array().unwrap().len(), 20);
+
+    // The same notes again: nothing is written or published.
+    waits(w.step().await);
+    assert_eq!(w.calls(), Vec::<String>::new());
+    assert_eq!(w.status()["fault"], fs);
+
+    // One more: counted and published once.
+    state.note("node n25 was deleted while dark".into());
+    waits(w.step().await);
+    let calls = w.take_calls();
+    assert_eq!(lines(&calls[..1]), calls![STATUS]);
+    assert_eq!((calls.len(), published(&calls, "ZoneChanged")), (2, 1));
+    waits(w.step().await);
+    assert_eq!(w.calls(), Vec::<String>::new());
+    assert_eq!(w.status()["fault"]["zoneChangesTotal"], 26);
+
+    // Restoring drains the keeper: nothing is counted or published twice.
+    let mut obj = w.api.experiment("drill");
+    obj["status"]["phase"] = "Restoring".into();
+    w.api.add_experiment(obj);
+    assert!(is_next(&w.step().await));
+    assert_eq!(w.phase(), "Completed");
+    assert_eq!(published(&w.take_calls(), "ZoneChanged"), 0);
+    let fs = &w.status()["fault"];
+    assert_eq!(fs["zoneChangesTotal"], 26);
+    assert_eq!(fs["zoneChanges"].as_array().unwrap().len(), 20);
 }
 
 #[tokio::test]
