@@ -43,9 +43,10 @@ pub async fn reconcile(obj: Arc<DataCenterFailure>, ctx: Arc<Context>) -> Result
 /// Deleted: stop keeping the zone dark and restore it. Works whatever the
 /// phase, including when nothing was ever changed.
 async fn cleanup(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
-    let uid = obj.uid().unwrap_or_default();
+    let exp = Experiment::of(obj);
+    let uid = exp.uid.clone();
     ctx.stop_tasks(&uid);
-    let n = restore::restore(&ctx.client, &uid, ctx.config.concurrency).await?;
+    let n = restore::restore(&ctx.client, &exp, ctx.config.concurrency).await?;
     if n > 0 {
         publish(
             &ctx.recorder,
@@ -423,11 +424,13 @@ impl<'a> Drill<'a> {
     }
 
     /// A finished experiment holds no node and no turn (a safety net: the
-    /// phases that end it restore first).
+    /// phases that end it restore first, and look for every trace; this runs
+    /// on every reconcile of a finished experiment, so it looks only at the
+    /// labelled nodes, where a write that raced the restore leaves its mark).
     async fn ended(&mut self) -> Result<Step> {
         self.ctx.stop_tasks(&self.exp.uid);
-        let n =
-            restore::restore(&self.ctx.client, &self.exp.uid, self.ctx.config.concurrency).await?;
+        let (client, concurrency) = (&self.ctx.client, self.ctx.config.concurrency);
+        let n = restore::restore_labelled(client, &self.exp, concurrency).await?;
         if n > 0 {
             self.event(
                 EventType::Warning,

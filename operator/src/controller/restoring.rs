@@ -66,7 +66,7 @@ impl Drill<'_> {
         }
         let ctx = self.ctx;
         let started = std::time::Instant::now();
-        let n = match restore::restore(&ctx.client, &self.exp.uid, ctx.config.concurrency).await {
+        let n = match restore::restore(&ctx.client, &self.exp, ctx.config.concurrency).await {
             Ok(n) => n,
             Err(e) => {
                 let msg = format!("restore failed, retrying with backoff: {e}");

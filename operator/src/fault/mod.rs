@@ -38,7 +38,9 @@ pub use mark::{
     DarkTaint, Experiment, Hold, MARK_ANNOTATION, MARK_LABEL, MarkError, NodeMark, TAINT_KEY,
     mark_patch, mark_value, taint_patch,
 };
-pub use node::{held_counts, held_nodes, patch_node, patch_seen_node};
+pub use node::{
+    has_trace, held_counts, held_nodes, labelled_nodes, patch_node, patch_seen_node, traced_nodes,
+};
 
 /// API calls in flight at once for node patches and pod deletes, unless
 /// `--concurrency` says otherwise. On the 2-CPU testbed, 10,000 pods of a

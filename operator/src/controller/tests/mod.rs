@@ -294,6 +294,8 @@ const PATCH_DRILL: &str = "PATCH /apis/chaos.firedrill.dev/v1alpha1/datacenterfa
 const STATUS: &str = "PATCH /apis/chaos.firedrill.dev/v1alpha1/datacenterfailures/drill/status?force=true&fieldManager=firedrill";
 const EXPERIMENTS: &str = "GET /apis/chaos.firedrill.dev/v1alpha1/datacenterfailures";
 const EVENT: &str = "POST /apis/events.k8s.io/v1/namespaces/default/events";
+/// Every node, a page at a time (planning, injection, and the restore's look
+/// for traces on nodes without the mark label).
 const NODES: &str = "GET /api/v1/nodes?limit=500";
 const HELD_NODES: &str = "GET /api/v1/nodes?labelSelector=chaos.firedrill.dev/experiment";
 const PDBS: &str = "GET /apis/policy/v1/poddisruptionbudgets";
@@ -993,7 +995,15 @@ async fn restoring_restores_exactly_the_marked_nodes_then_completes() {
     let calls = w.take_calls();
     assert_eq!(
         lines(&calls),
-        calls![HELD_NODES, patch_node("a1"), STATUS, EVENT, STATUS, EVENT]
+        calls![
+            HELD_NODES,
+            patch_node("a1"),
+            NODES,
+            STATUS,
+            EVENT,
+            STATUS,
+            EVENT
+        ]
     );
     assert_eq!(
         calls[1].body.as_ref().unwrap()["metadata"]["resourceVersion"],
@@ -1021,6 +1031,124 @@ async fn restoring_restores_exactly_the_marked_nodes_then_completes() {
     assert_eq!(w.status()["fault"]["nodesRestored"], 1);
     let reasons: Vec<String> = w.api.events().into_iter().map(|e| e.0).collect();
     assert_eq!(reasons, ["Restored", "Completed"]);
+}
+
+/// `node` without its mark label (and, with `record`, without its mark annotation).
+fn unlabelled(mut node: Value, record: bool) -> Value {
+    node["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove(MARK_LABEL);
+    if record {
+        node["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(MARK_ANNOTATION);
+    }
+    node
+}
+
+#[tokio::test]
+async fn a_held_node_whose_label_was_removed_by_hand_is_restored_all_the_same() {
+    let w = world();
+    w.api.add_experiment(drill(
+        json!({}),
+        json!({"phase": "Restoring", "fault": fault(json!({
+            "nodesTaken": 3, "nodesCordoned": 3, "nodesTainted": 3,
+            "injectedAt": ago(5), "zoneDarkAt": ago(5)}))}),
+    ));
+    // a1: its label removed; a2: its label and its record, only the taint is left
+    // (and the cordon, which nothing says was ours); a3: still labelled.
+    w.api
+        .add_node(unlabelled(held(node("a1", "zone-a"), "drill", UID), false));
+    w.api
+        .add_node(unlabelled(held(node("a2", "zone-a"), "drill", UID), true));
+    w.api.add_node(held(node("a3", "zone-a"), "drill", UID));
+    // Another experiment's, unlabelled too: not ours to restore.
+    w.api.add_node(unlabelled(
+        held(node("x1", "zone-b"), "other", "uid-other"),
+        false,
+    ));
+    let theirs = w.api.node("x1");
+
+    assert!(is_next(&w.step().await));
+    assert_eq!(
+        w.calls(),
+        calls![
+            HELD_NODES,
+            patch_node("a3"),
+            NODES,
+            patch_node("a1"),
+            patch_node("a2"),
+            STATUS,
+            EVENT,
+            STATUS,
+            EVENT
+        ]
+    );
+    for n in ["a1", "a3"] {
+        let up = w.api.node(n);
+        assert_eq!(up["metadata"]["labels"].get(MARK_LABEL), None, "{n}");
+        assert_eq!(
+            up["metadata"]["annotations"].get(MARK_ANNOTATION),
+            None,
+            "{n}"
+        );
+        assert_eq!(up["spec"], json!({"taints": []}), "{n}");
+    }
+    let a2 = w.api.node("a2");
+    assert_eq!(a2["spec"], json!({"unschedulable": true, "taints": []}));
+    assert_eq!(w.api.node("x1"), theirs);
+    assert_eq!(w.status()["fault"]["nodesRestored"], 3);
+    assert_eq!(w.phase(), "Completed");
+}
+
+#[tokio::test]
+async fn the_orphan_sweep_finds_a_gone_experiments_nodes_by_any_trace() {
+    let w = world();
+    w.api
+        .add_experiment(drill(json!({}), json!({"phase": "ZoneDown"})));
+    // Held by `gone`, deleted without a cleanup: by its record, and by its taint alone.
+    w.api.add_node(unlabelled(
+        held(node("g1", "zone-b"), "gone", "uid-gone"),
+        false,
+    ));
+    w.api.add_node(unlabelled(
+        held(node("g2", "zone-b"), "gone", "uid-gone"),
+        true,
+    ));
+    // Held by `drill`, which is there: its own restore finds them.
+    w.api
+        .add_node(unlabelled(held(node("a1", "zone-a"), "drill", UID), false));
+    w.api
+        .add_node(unlabelled(held(node("a2", "zone-a"), "drill", UID), true));
+    w.api.add_node(node("b1", "zone-b"));
+    let (ours, ours_taint_only) = (w.api.node("a1"), w.api.node("a2"));
+
+    // The frequent sweep lists the labelled nodes only: none.
+    let restored = crate::restore::restore_orphans(&w.ctx.client, false)
+        .await
+        .unwrap();
+    assert!(restored.is_empty());
+    assert_eq!(w.calls(), calls![HELD_NODES]);
+
+    let restored = crate::restore::restore_orphans(&w.ctx.client, true)
+        .await
+        .unwrap();
+    assert_eq!(restored, ["g1", "g2"]);
+    assert_eq!(
+        w.calls(),
+        calls![NODES, EXPERIMENTS, patch_node("g1"), patch_node("g2")]
+    );
+    let g1 = w.api.node("g1");
+    assert_eq!(g1["metadata"]["annotations"].get(MARK_ANNOTATION), None);
+    assert_eq!(g1["spec"], json!({"taints": []}));
+    assert_eq!(
+        w.api.node("g2")["spec"],
+        json!({"unschedulable": true, "taints": []})
+    );
+    assert_eq!(w.api.node("a1"), ours);
+    assert_eq!(w.api.node("a2"), ours_taint_only);
 }
 
 // ---------------------------------------------------------------------------
@@ -1103,6 +1231,8 @@ async fn an_aborted_zone_is_restored_and_the_experiment_ends_aborted() {
             // Restoring → Aborted.
             HELD_NODES,
             patch_node("a1"),
+            // Any other trace.
+            NODES,
             STATUS,
             EVENT,
             STATUS,
@@ -1194,6 +1324,8 @@ async fn a_deleted_experiment_restores_its_zone_and_gives_its_turn_back_before_l
         calls![
             HELD_NODES,
             patch_node("a1"),
+            // Any other trace.
+            NODES,
             EVENT,
             LEASE,
             REPLACE_LEASE,
@@ -1202,7 +1334,7 @@ async fn a_deleted_experiment_restores_its_zone_and_gives_its_turn_back_before_l
         ]
     );
     assert_eq!(
-        calls[5].body,
+        calls[6].body,
         Some(json!([
             {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
             {"op": "remove", "path": "/metadata/finalizers/0"},
@@ -1363,7 +1495,15 @@ async fn a_spec_unusable_while_restoring_still_restores_and_ends_without_a_verdi
     assert!(is_next(&w.step().await));
     assert_eq!(
         w.calls(),
-        calls![HELD_NODES, patch_node("a1"), STATUS, EVENT, STATUS, EVENT]
+        calls![
+            HELD_NODES,
+            patch_node("a1"),
+            NODES,
+            STATUS,
+            EVENT,
+            STATUS,
+            EVENT
+        ]
     );
     assert_eq!(w.api.node("a1")["metadata"]["labels"].get(MARK_LABEL), None);
     assert_eq!(w.phase(), "Aborted");
