@@ -289,6 +289,17 @@ impl<'a> Drill<'a> {
             .map(|t| t.0)
     }
 
+    /// When the zone went dark: `zoneDarkAt`, or where a status lacks it,
+    /// when the injection started or ZoneDown was entered (never "now",
+    /// which would keep it dark forever). None: nothing says.
+    pub fn dark_at(&self) -> Option<Timestamp> {
+        let fs = self.st.fault.as_ref();
+        fs.and_then(|f| f.zone_dark_at.as_ref())
+            .map(|t| t.0)
+            .or_else(|| self.injected_at())
+            .or_else(|| phase_entered(&self.st, Phase::ZoneDown))
+    }
+
     /// One step of the state machine.
     pub async fn step(&mut self) -> Result<Step> {
         let now = Timestamp::now();
@@ -388,18 +399,33 @@ impl<'a> Drill<'a> {
         }
     }
 
-    /// Why the fault must end now: it has lasted longer than it may.
+    /// Why the fault must end now: it has lasted longer than it may. The
+    /// zone may be dark for the duration and the grace from the moment it
+    /// went dark, however long taking it down took; taking it down has a
+    /// deadline of its own (the injection task's), which this bounds across
+    /// operator restarts (each starts the task again).
     fn timed_out(&self, phase: Phase, spec: &Checked, now: Timestamp) -> Option<String> {
-        if !matches!(phase, Phase::Injecting | Phase::ZoneDown) {
-            return None;
+        let config = &self.ctx.config;
+        let grace = config.restore_grace;
+        match phase {
+            Phase::Injecting => {
+                let limit = config.injection_timeout + grace;
+                (elapsed(self.injected_at()?, now) > limit).then(|| {
+                    format!(
+                        "timed out: taking the zone down took longer than {}s + {}s grace",
+                        config.injection_timeout.as_secs(),
+                        grace.as_secs()
+                    )
+                })
+            }
+            Phase::ZoneDown => (elapsed(self.dark_at()?, now) > spec.duration + grace).then(|| {
+                format!(
+                    "timed out: the zone was down longer than duration + {}s grace",
+                    grace.as_secs()
+                )
+            }),
+            _ => None,
         }
-        let limit = spec.duration + self.ctx.config.restore_grace;
-        (elapsed(self.injected_at()?, now) > limit).then(|| {
-            format!(
-                "timed out: the zone was down longer than duration + {}s grace",
-                self.ctx.config.restore_grace.as_secs()
-            )
-        })
     }
 
     /// End the fault early (abort annotation, guard breach, timeout, an

@@ -1255,22 +1255,120 @@ async fn an_aborted_zone_is_restored_and_the_experiment_ends_aborted() {
     assert_eq!(w.claims(), Some(json!({})));
 }
 
-#[tokio::test]
-async fn a_fault_lasting_past_duration_and_grace_times_out_into_restoring() {
-    for phase in ["Injecting", "ZoneDown"] {
-        let w = world();
-        zone_down(&w, json!({"duration": "1h"}), 3 * 3600);
-        let mut obj = w.api.experiment("drill");
-        obj["status"]["phase"] = phase.into();
-        w.api.add_experiment(obj);
+/// Step once and check the fault timed out into Restoring with `why`.
+async fn times_out(w: &World, why: &str) {
+    assert!(is_next(&w.step().await));
+    assert_eq!(w.calls(), calls![STATUS, EVENT]);
+    assert_eq!(w.phase(), "Restoring");
+    assert_eq!(w.status()["abortReason"], why);
+    assert_eq!(w.api.events(), [("TimedOut".to_string(), why.to_string())]);
+}
 
-        assert!(is_next(&w.step().await));
-        assert_eq!(w.calls(), calls![STATUS, EVENT], "from {phase}");
-        assert_eq!(w.phase(), "Restoring");
-        let why = "timed out: the zone was down longer than duration + 120s grace";
-        assert_eq!(w.status()["abortReason"], why);
-        assert_eq!(w.api.events(), [("TimedOut".to_string(), why.to_string())]);
+/// Set the experiment's `status.fault.<field>` to `value` (null: remove it).
+fn set_fault(w: &World, field: &str, value: Value) {
+    let mut obj = w.api.experiment("drill");
+    match value {
+        Value::Null => {
+            obj["status"]["fault"]
+                .as_object_mut()
+                .unwrap()
+                .remove(field);
+        }
+        v => obj["status"]["fault"][field] = v,
     }
+    w.api.add_experiment(obj);
+}
+
+#[tokio::test]
+async fn a_zone_dark_past_duration_and_grace_times_out_into_restoring() {
+    let w = world();
+    zone_down(&w, json!({"duration": "1h"}), 3 * 3600);
+    times_out(
+        &w,
+        "timed out: the zone was down longer than duration + 120s grace",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_dark_window_counts_from_when_the_zone_went_dark_not_from_the_injection_start() {
+    let w = world();
+    // Taking the zone down took 3 h; it has been dark for 10 s of its hour.
+    zone_down(
+        &w,
+        json!({"duration": "1h", "fault": {"keepDark": false}}),
+        10,
+    );
+    set_fault(&w, "injectedAt", ago(3 * 3600));
+    assert_eq!(
+        waits(w.step().await),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(w.calls(), Vec::<String>::new());
+    assert_eq!(w.phase(), "ZoneDown");
+}
+
+#[tokio::test]
+async fn without_zone_dark_at_the_dark_window_counts_from_the_injection_start() {
+    // Over once the duration has passed since the injection started.
+    let w = world();
+    zone_down(
+        &w,
+        json!({"duration": "1s", "fault": {"keepDark": false}}),
+        10,
+    );
+    set_fault(&w, "zoneDarkAt", Value::Null);
+    assert!(is_next(&w.step().await));
+    assert_eq!(w.calls(), calls![STATUS]);
+    assert_eq!(w.phase(), "Restoring");
+    assert_eq!(w.reason(), "zone-a was dark for 1s; restoring");
+
+    // And timed out past its grace.
+    let w = world();
+    zone_down(&w, json!({"duration": "1h"}), 3 * 3600);
+    set_fault(&w, "zoneDarkAt", Value::Null);
+    times_out(
+        &w,
+        "timed out: the zone was down longer than duration + 120s grace",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_injection_past_its_own_timeout_and_grace_times_out_into_restoring() {
+    let w = world();
+    zone_down(&w, json!({"duration": "1h"}), 3 * 3600);
+    let mut obj = w.api.experiment("drill");
+    obj["status"]["phase"] = "Injecting".into();
+    obj["status"]["fault"]
+        .as_object_mut()
+        .unwrap()
+        .remove("zoneDarkAt");
+    w.api.add_experiment(obj);
+    times_out(
+        &w,
+        "timed out: taking the zone down took longer than 600s + 120s grace",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_injection_slower_than_duration_and_grace_is_left_to_its_own_timeout() {
+    let w = world();
+    injecting(&w, json!({"duration": "1s"}));
+    // Started 5 minutes ago (an operator restarted meanwhile, say): past
+    // duration + grace, within the injection's 10 minutes.
+    set_fault(&w, "injectedAt", ago(300));
+    three_zones(&w.api);
+
+    assert_eq!(
+        waits(w.step().await),
+        Action::requeue(Duration::from_millis(200))
+    );
+    assert_eq!(w.calls(), calls![NODES, HELD_NODES, RECORD, STATUS]);
+    assert_eq!(w.phase(), "Injecting");
+    assert!(w.status()["abortReason"].is_null());
+    w.ctx.stop_tasks(UID);
 }
 
 #[tokio::test]
