@@ -15,6 +15,7 @@
 //! agent also deletes the table then, and whenever the label goes.
 
 use crate::api::{AGENT_LABEL, POWER_LABEL};
+use crate::fault::backoff::paced;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -144,23 +145,27 @@ pub async fn run(client: Client, node: String, spare: Vec<std::net::IpAddr>) -> 
         .await
         .map_err(|e| anyhow::anyhow!("cannot label node {node}: {e}"))?;
     tracing::info!(%node, "firedrill agent ready");
+    follow(nodes, &node, &spare).await;
+    Ok(())
+}
+
+/// Follow the power-loss label of `node` until the watch ends. A watch that
+/// fails is tried again after a backoff (250 ms doubling to 30 s, see
+/// [`paced`]), never at once; the deadline is kept meanwhile.
+async fn follow(nodes: Api<Node>, node: &str, spare: &[std::net::IpAddr]) {
     let cfg = watcher::Config::default().fields(&format!("metadata.name={node}"));
-    let mut events = std::pin::pin!(watcher(nodes, cfg));
+    let mut events = std::pin::pin!(paced("the node watch", watcher(nodes, cfg)));
     let mut until: Option<i64> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             ev = events.next() => {
-                let Some(ev) = ev else { return Ok(()) };
+                let Some(ev) = ev else { return };
                 let n = match ev {
                     Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => n,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        // Cut off by our own partition, most likely: the
-                        // kernel ends it at the deadline.
-                        tracing::debug!(error = %e, "node watch error; it retries");
-                        continue;
-                    }
+                    // An error is logged and waited out by `paced`. (Cut off
+                    // by our own partition, the kernel ends it at the deadline.)
+                    Ok(_) | Err(_) => continue,
                 };
                 let wanted = n
                     .labels()
@@ -170,7 +175,7 @@ pub async fn run(client: Client, node: String, spare: Vec<std::net::IpAddr>) -> 
                 if wanted != until {
                     match wanted {
                         Some(t) => {
-                            let p = Partition { until: t, spare_loopback: true, spare: spare.clone() };
+                            let p = Partition { until: t, spare_loopback: true, spare: spare.to_vec() };
                             match cut(&p).await {
                                 Ok(()) => tracing::warn!(%node, until = t, "power loss: node cut off"),
                                 Err(e) => tracing::error!(%node, error = %e, "cannot cut the node off"),
@@ -198,6 +203,18 @@ pub async fn run(client: Client, node: String, spare: Vec<std::net::IpAddr>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_node_watch_backs_off_while_the_api_server_is_unreachable() {
+        let (client, asked) = crate::fault::fixtures::unavailable(500);
+        tokio::select! {
+            _ = follow(Api::all(client), "a1", &[]) => panic!("the watch ended"),
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        // 250 ms doubling to 30 s, ±20 %: 8 tries in a minute, perhaps 9.
+        let n = asked.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((8..=9).contains(&n), "{n} requests in a minute");
+    }
 
     #[test]
     fn every_drop_rule_expires_at_the_deadline_and_the_spared_traffic_passes() {

@@ -43,7 +43,7 @@ pub async fn reconcile(obj: Arc<DataCenterFailure>, ctx: Arc<Context>) -> Result
 /// Deleted: stop keeping the zone dark and restore it. Works whatever the
 /// phase, including when nothing was ever changed.
 async fn cleanup(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
-    let n = let_go(ctx, &obj.uid().unwrap_or_default()).await?;
+    let n = let_go(ctx, &Experiment::of(obj), Traces::All).await?;
     if n > 0 {
         publish(
             &ctx.recorder,
@@ -57,12 +57,25 @@ async fn cleanup(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
+/// Which nodes letting go looks at.
+enum Traces {
+    /// Every node with any trace of the experiment (label, annotation, taint).
+    All,
+    /// Only the nodes carrying its mark label (cheap; for repeated looks).
+    Labelled,
+}
+
 /// Let go of an experiment: stop its tasks, restore every node it still
 /// holds, give its turn back, forget its failures. Returns the nodes restored.
-async fn let_go(ctx: &Context, uid: &str) -> Result<i32> {
+async fn let_go(ctx: &Context, exp: &Experiment, traces: Traces) -> Result<i32> {
+    let uid = exp.uid.as_str();
     ctx.stop_tasks(uid);
-    let n = restore::restore(&ctx.client, uid, ctx.config.concurrency).await?;
-    exclusion::release(&ctx.client, &ctx.config.home_namespace(), uid).await?;
+    let (client, concurrency) = (&ctx.client, ctx.config.concurrency);
+    let n = match traces {
+        Traces::All => restore::restore(client, exp, concurrency).await?,
+        Traces::Labelled => restore::restore_labelled(client, exp, concurrency).await?,
+    };
+    exclusion::release(client, &ctx.config.home_namespace(), uid).await?;
     ctx.forget_failures(uid);
     Ok(n)
 }
@@ -236,8 +249,11 @@ impl<'a> Drill<'a> {
         );
     }
 
-    /// Add notes about the zone changing behind the plan's back, bounded.
-    /// Returns the notes not seen before.
+    /// Add notes about the zone changing behind the plan's back: each is
+    /// counted, and the first [`MAX_LISTED`] are listed. Returns the new ones
+    /// (those not listed already). Only the listed ones can be told apart
+    /// here: a source that may hand over more than that (the keeper) hands
+    /// each note over once.
     pub fn note_zone_changes(&mut self, notes: &[String]) -> Vec<String> {
         let fs = self.fault();
         let mut new = vec![];
@@ -292,6 +308,17 @@ impl<'a> Drill<'a> {
             .as_ref()
             .and_then(|f| f.injected_at.as_ref())
             .map(|t| t.0)
+    }
+
+    /// When the zone went dark: `zoneDarkAt`, or where a status lacks it,
+    /// when the injection started or ZoneDown was entered (never "now",
+    /// which would keep it dark forever). None: nothing says.
+    pub fn dark_at(&self) -> Option<Timestamp> {
+        let fs = self.st.fault.as_ref();
+        fs.and_then(|f| f.zone_dark_at.as_ref())
+            .map(|t| t.0)
+            .or_else(|| self.injected_at())
+            .or_else(|| phase_entered(&self.st, Phase::ZoneDown))
     }
 
     /// One step of the state machine.
@@ -394,18 +421,33 @@ impl<'a> Drill<'a> {
         }
     }
 
-    /// Why the fault must end now: it has lasted longer than it may.
+    /// Why the fault must end now: it has lasted longer than it may. The
+    /// zone may be dark for the duration and the grace from the moment it
+    /// went dark, however long taking it down took; taking it down has a
+    /// deadline of its own (the injection task's), which this bounds across
+    /// operator restarts (each starts the task again).
     fn timed_out(&self, phase: Phase, spec: &Checked, now: Timestamp) -> Option<String> {
-        if !matches!(phase, Phase::Injecting | Phase::ZoneDown) {
-            return None;
+        let config = &self.ctx.config;
+        let grace = config.restore_grace;
+        match phase {
+            Phase::Injecting => {
+                let limit = config.injection_timeout + grace;
+                (elapsed(self.injected_at()?, now) > limit).then(|| {
+                    format!(
+                        "timed out: taking the zone down took longer than {}s + {}s grace",
+                        config.injection_timeout.as_secs(),
+                        grace.as_secs()
+                    )
+                })
+            }
+            Phase::ZoneDown => (elapsed(self.dark_at()?, now) > spec.duration + grace).then(|| {
+                format!(
+                    "timed out: the zone was down longer than duration + {}s grace",
+                    grace.as_secs()
+                )
+            }),
+            _ => None,
         }
-        let limit = spec.duration + self.ctx.config.restore_grace;
-        (elapsed(self.injected_at()?, now) > limit).then(|| {
-            format!(
-                "timed out: the zone was down longer than duration + {}s grace",
-                self.ctx.config.restore_grace.as_secs()
-            )
-        })
     }
 
     /// End the fault early (abort annotation, guard breach, timeout, an
@@ -430,11 +472,14 @@ impl<'a> Drill<'a> {
     }
 
     /// A finished experiment holds no node and no turn (a safety net: the
-    /// phases that end it restore first). For a minute after the end it looks
+    /// phases that end it restore first, and look for every trace; this runs
+    /// on every reconcile of a finished experiment, so it looks only at the
+    /// labelled nodes, where a write that raced the restore leaves its mark).
+    /// For a minute after the end it looks
     /// again every few seconds: a node patch of an aborted injection that was
     /// still in flight can land after the restore listed the held nodes.
     async fn ended(&mut self, now: Timestamp) -> Result<Step> {
-        let n = let_go(self.ctx, &self.exp.uid).await?;
+        let n = let_go(self.ctx, &self.exp, Traces::Labelled).await?;
         if n > 0 {
             self.event(
                 EventType::Warning,

@@ -37,7 +37,8 @@ impl Drill<'_> {
         let Some(state) = self.ctx.stop_keeper(&self.exp.uid) else {
             return Ok(());
         };
-        let mut notes = state.notes();
+        // The keeper is stopped: its notes not handed over yet are the last.
+        let (mut notes, _) = state.new_notes();
         let deleted: Vec<String> = state.deleted.lock().unwrap().iter().cloned().collect();
         let nodes = Api::<Node>::all(self.ctx.client.clone());
         for name in deleted {
@@ -65,7 +66,7 @@ impl Drill<'_> {
         }
         let ctx = self.ctx;
         let started = std::time::Instant::now();
-        let n = match restore::restore(&ctx.client, &self.exp.uid, ctx.config.concurrency).await {
+        let n = match restore::restore(&ctx.client, &self.exp, ctx.config.concurrency).await {
             Ok(n) => n,
             Err(e) => {
                 let msg = format!("restore failed, retrying with backoff: {e}");

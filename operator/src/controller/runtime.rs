@@ -110,7 +110,7 @@ pub async fn run(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Arc<Context>> {
     let client = clients.calls.clone();
-    let restored = restore::restore_orphans(&client).await?;
+    let restored = restore::restore_orphans(&client, true).await?;
     if !restored.is_empty() {
         tracing::warn!(nodes = ?restored, "restored nodes held by experiments that no longer exist");
     }
@@ -135,13 +135,15 @@ pub async fn run(
 }
 
 /// Nodes whose experiment vanished without a cleanup (its finalizer removed
-/// by hand, say) are restored within a minute. Runs until dropped.
+/// by hand, say) are restored within a minute; those whose label was also
+/// removed by hand (found only by a full node list) within five. Runs until
+/// dropped.
 async fn sweep_orphans(client: &Client) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     tick.tick().await;
-    loop {
+    for sweep in 1u64.. {
         tick.tick().await;
-        match restore::restore_orphans(client).await {
+        match restore::restore_orphans(client, sweep % ALL_TRACES_EVERY == 0).await {
             Ok(nodes) if !nodes.is_empty() => {
                 tracing::warn!(
                     ?nodes,
@@ -153,6 +155,10 @@ async fn sweep_orphans(client: &Client) {
         }
     }
 }
+
+/// One sweep in this many (every 5 minutes) lists every node, for traces
+/// without the mark label.
+const ALL_TRACES_EVERY: u64 = 10;
 
 /// A future that resolves once `stop` turns true (Send + Sync, as the
 /// controller's graceful shutdown wants).
@@ -192,7 +198,7 @@ pub async fn stand_down(ctx: &Context) {
 /// Restore one experiment's zone and end it Aborted.
 async fn stand_down_one(mut d: Drill<'_>) {
     let ctx = d.ctx;
-    match restore::restore(&ctx.client, &d.exp.uid, ctx.config.concurrency).await {
+    match restore::restore(&ctx.client, &d.exp, ctx.config.concurrency).await {
         Ok(n) => {
             let now = Timestamp::now();
             d.record_restored(n, now);

@@ -185,11 +185,11 @@ struct KeeperClients {
 /// An experiment deleted without a cleanup (its finalizer removed by hand)
 /// has nobody else to restore its nodes: the keeper does.
 async fn keep_then_clean_up(c: KeeperClients, keep: Keep, st: Arc<KeeperState>) -> KeeperEnd {
-    let uid = keep.exp.uid.clone();
-    let name = keep.exp.name.clone();
+    let exp = keep.exp.clone();
+    let name = exp.name.clone();
     let end = fault::keep_dark(c.calls.clone(), c.watches, keep, st).await;
     if end == KeeperEnd::ExperimentGone {
-        match restore::restore(&c.calls, &uid, c.concurrency).await {
+        match restore::restore(&c.calls, &exp, c.concurrency).await {
             Ok(n) if n > 0 => {
                 tracing::warn!(experiment = %name, nodes = n, "the experiment vanished while its zone was dark; restored its nodes")
             }

@@ -14,16 +14,19 @@ use std::time::Duration;
 impl Drill<'_> {
     pub(super) async fn zone_down(&mut self, spec: &Checked, now: Timestamp) -> Result<Step> {
         let fs = self.st.fault.clone().unwrap_or_default();
-        let dark_at = fs.zone_dark_at.as_ref().map(|t| t.0).unwrap_or(now);
+        let dark_at = self.dark_at();
         if self.has_slos() {
-            self.arm_runner(spec, self.injected_at().unwrap_or(dark_at))
-                .await?;
+            let armed = self.injected_at().or(dark_at).unwrap_or(now);
+            self.arm_runner(spec, armed).await?;
             self.ctx.save_recording(&self.obj).await;
         }
         if self.obj.spec.fault.keep_dark && !self.power_loss() {
             self.follow_keeper(spec, fs.pods_rekilled).await?;
         }
-        let left = spec.duration.saturating_sub(elapsed(dark_at, now));
+        // Nothing says when the zone went dark: it has been dark long enough.
+        let left = dark_at.map_or(Duration::ZERO, |at| {
+            spec.duration.saturating_sub(elapsed(at, now))
+        });
         if !left.is_zero() {
             return Step::after(left.min(Duration::from_secs(5)));
         }
@@ -44,12 +47,15 @@ impl Drill<'_> {
             .ctx
             .ensure_keeper(&self.obj, &spec.scope, rekilled_before as i64);
         let rekilled = state.rekilled.load(Ordering::Relaxed) as i32;
-        let new_notes = self.note_zone_changes(&state.notes());
+        let (notes, mark) = state.new_notes();
+        let new_notes = self.note_zone_changes(&notes);
         if rekilled != rekilled_before || !new_notes.is_empty() {
             self.fault().pods_rekilled = rekilled;
             self.write().await?;
             self.warn_each("ZoneChanged", new_notes).await;
         }
+        // In the status now: not counted again, however many there are.
+        state.handed_over(mark);
         Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! Nodes and merge patches for the unit tests of the fault and of restore.
+//! Nodes, merge patches and an unavailable API server for the unit tests of
+//! the fault, of restore and of the node agent.
 
 use super::mark::{DarkTaint, Experiment, Hold, mark_patch, taint_patch};
 use k8s_openapi::api::core::v1::{Node, Taint};
@@ -55,4 +56,35 @@ pub(crate) fn take_down(n: &Node) -> Node {
         &held,
         &taint_patch(&held, &exp(), DarkTaint::NoExecute).unwrap(),
     )
+}
+
+/// A client whose API server answers every request with HTTP 503, and how
+/// many requests it was sent. After `budget` requests it stops answering
+/// (they hang), so a client that retries at once stalls there rather than
+/// spinning forever, and a test on paused time still gets to its end.
+pub(crate) fn unavailable(
+    budget: usize,
+) -> (kube::Client, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    let svc = tower::service_fn(move |_: http::Request<kube::client::Body>| {
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n >= budget {
+                std::future::pending::<()>().await;
+            }
+            let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "reason": "ServiceUnavailable",
+                "message": "the API server is unavailable", "code": 503});
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .status(503)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(body.to_string().into_bytes()))
+                    .unwrap(),
+            )
+        }
+    });
+    (kube::Client::new(svc, "default"), asked)
 }

@@ -1,5 +1,6 @@
 //! The keeper: keeps the zone dark while the experiment holds it.
 
+use super::backoff::{Backoff, paced};
 use super::kill::{kill, kill_pods_on};
 use super::mark::{Experiment, MARK_LABEL, NodeMark, has_own_taint};
 use crate::api::{DataCenterFailure, Phase};
@@ -10,7 +11,7 @@ use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ const MAX_NOTES: usize = 100;
 pub struct KeeperState {
     pub rekilled: AtomicI64,
     notes: Mutex<Vec<String>>,
+    /// How many of `notes` (the oldest) are in the experiment's status.
+    handed_over: AtomicUsize,
     /// Names of held nodes that were deleted while dark.
     pub deleted: Mutex<BTreeSet<String>>,
 }
@@ -34,7 +37,7 @@ impl KeeperState {
         }
     }
 
-    fn note(&self, note: String) {
+    pub(crate) fn note(&self, note: String) {
         tracing::warn!("{note}");
         let mut notes = self.notes.lock().unwrap();
         if notes.len() < MAX_NOTES && !notes.contains(&note) {
@@ -42,9 +45,20 @@ impl KeeperState {
         }
     }
 
-    /// Every note so far, oldest first.
-    pub fn notes(&self) -> Vec<String> {
-        self.notes.lock().unwrap().clone()
+    /// The notes not handed over yet, oldest first, and the mark to give
+    /// [`handed_over`](Self::handed_over) once they are in the status. The
+    /// status lists only some notes, so it cannot tell by itself which are
+    /// new: the keeper keeps count.
+    pub fn new_notes(&self) -> (Vec<String>, usize) {
+        let notes = self.notes.lock().unwrap();
+        let from = self.handed_over.load(Ordering::Relaxed).min(notes.len());
+        (notes[from..].to_vec(), notes.len())
+    }
+
+    /// The notes up to `mark` (from [`new_notes`](Self::new_notes)) are in
+    /// the status: they are not handed over again.
+    pub fn handed_over(&self, mark: usize) {
+        self.handed_over.fetch_max(mark, Ordering::Relaxed);
     }
 }
 
@@ -84,6 +98,11 @@ pub struct Keep {
 ///   resourceVersion (no initial list, nothing cached) and kills any
 ///   in-scope pod bound to a dark node; on start and after every watch
 ///   restart, the dark nodes are swept once with per-node lists.
+///
+/// Every watch that fails is tried again after a [`Backoff`] (250 ms
+/// doubling to 30 s, with jitter), never at once: an API server that cannot
+/// be reached is asked a handful of times a minute, with one line logged per
+/// try.
 pub async fn keep_dark(
     client: Client,
     watch_client: Client,
@@ -119,7 +138,7 @@ pub async fn keep_dark(
 async fn follow_experiment(watch_client: Client, exp: &Experiment) -> KeeperEnd {
     let api = Api::<DataCenterFailure>::all(watch_client);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={}", exp.name));
-    let mut events = std::pin::pin!(watcher(api, cfg));
+    let mut events = std::pin::pin!(paced("keep-dark: the experiment watch", watcher(api, cfg)));
     let mut seen = false;
     while let Some(ev) = events.next().await {
         let obj = match ev {
@@ -131,10 +150,8 @@ async fn follow_experiment(watch_client: Client, exp: &Experiment) -> KeeperEnd 
             }
             Ok(watcher::Event::InitDone) if !seen => return KeeperEnd::ExperimentGone,
             Ok(watcher::Event::InitDone) => continue,
-            Err(e) => {
-                tracing::debug!(error = %e, "keep-dark: experiment watch error; it retries");
-                continue;
-            }
+            // Logged, and waited out, by `paced`.
+            Err(_) => continue,
         };
         seen = true;
         if obj.uid().as_deref() != Some(exp.uid.as_str()) {
@@ -161,9 +178,9 @@ async fn follow_nodes(
     ready: tokio::sync::watch::Sender<bool>,
 ) {
     let api = Api::<Node>::all(watch_client);
-    let mut events = std::pin::pin!(watcher(
-        api.clone(),
-        watcher::Config::default().labels(MARK_LABEL)
+    let mut events = std::pin::pin!(paced(
+        "keep-dark: the node watch",
+        watcher(api.clone(), watcher::Config::default().labels(MARK_LABEL))
     ));
     let mut nodes = DarkNodes {
         api,
@@ -183,7 +200,8 @@ async fn follow_nodes(
             }
             Ok(watcher::Event::Apply(n)) => nodes.applied(&n),
             Ok(watcher::Event::Delete(n)) => nodes.deleted(&n).await,
-            Err(e) => tracing::debug!(error = %e, "keep-dark: node watch error; it retries"),
+            // Logged, and waited out, by `paced`.
+            Err(_) => {}
         }
     }
 }
@@ -297,27 +315,32 @@ async fn rekill(
         dark,
         state,
     };
+    let mut backoff = Backoff::new();
     loop {
         // Where the watch starts: the collection's current resourceVersion.
         let rv = match api.list_metadata(&ListParams::default().limit(1)).await {
             Ok(list) => list.metadata.resource_version.unwrap_or_default(),
             Err(e) => {
-                tracing::warn!(error = %e, "keep-dark: cannot read the pod list version; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                let wait = backoff.fail();
+                tracing::warn!(error = %e, failures = backoff.failures(), retry_in = ?wait, "keep-dark: cannot read the pod list version");
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
         rekiller.sweep().await;
         let wp = WatchParams::default().timeout(290);
-        let stream = match watch_api.watch(&wp, &rv).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "keep-dark: watch failed; restarting");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
+        let ended = match watch_api.watch(&wp, &rv).await {
+            Ok(stream) => rekiller.follow(stream).await,
+            Err(e) => Err(e.to_string()),
         };
-        rekiller.follow(stream).await;
+        match ended {
+            Ok(()) => backoff.succeed(),
+            Err(why) => {
+                let wait = backoff.fail();
+                tracing::warn!(failures = backoff.failures(), retry_in = ?wait, "keep-dark: the pod watch failed: {why}");
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 }
 
@@ -360,25 +383,45 @@ impl Rekiller<'_> {
         }
     }
 
-    /// Kill the pods the watch shows landing on the dark nodes, until it ends.
-    async fn follow(&self, stream: impl Stream<Item = kube::Result<WatchEvent<Pod>>>) {
+    /// Kill the pods the watch shows landing on the dark nodes, until it
+    /// ends. Ok: it ended as watches do (the server closed it, or its
+    /// resourceVersion expired); Err: it failed, or ended at once with
+    /// nothing in it (a server that closes every watch is not asked again
+    /// at once either).
+    async fn follow(
+        &self,
+        stream: impl Stream<Item = kube::Result<WatchEvent<Pod>>>,
+    ) -> Result<(), String> {
         let mut stream = std::pin::pin!(stream);
+        let started = tokio::time::Instant::now();
+        let mut seen = false;
         // The server ends the watch after 290 s; a silent connection is dropped a little later.
-        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(300), stream.next()).await
-        {
+        let ended = loop {
+            let ev = match tokio::time::timeout(Duration::from_secs(300), stream.next()).await {
+                Err(_) | Ok(None) => break Ok(()),
+                Ok(Some(ev)) => ev,
+            };
             let pod = match ev {
                 Ok(WatchEvent::Added(p) | WatchEvent::Modified(p)) => p,
-                Ok(WatchEvent::Error(e)) => {
-                    tracing::debug!(code = e.code, "keep-dark: watch ended: {}", e.message);
-                    break;
+                Ok(WatchEvent::Error(e)) if e.code == 410 => {
+                    tracing::debug!("keep-dark: watch expired: {}", e.message);
+                    break Ok(());
                 }
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::debug!(error = %e, "keep-dark: watch stream error");
-                    break;
+                Ok(WatchEvent::Error(e)) => break Err(format!("HTTP {}: {}", e.code, e.message)),
+                Ok(_) => {
+                    seen = true;
+                    continue;
                 }
+                Err(e) => break Err(e.to_string()),
             };
+            seen = true;
             self.landed(&pod).await;
+        };
+        match ended {
+            Ok(()) if !seen && started.elapsed() < Duration::from_secs(1) => {
+                Err("the watch ended at once".into())
+            }
+            other => other,
         }
     }
 
@@ -402,5 +445,80 @@ impl Rekiller<'_> {
             Ok(false) => {}
             Err(e) => tracing::warn!("keep-dark: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::fixtures::{exp, unavailable};
+
+    fn keep(kill_pods: bool) -> Keep {
+        Keep {
+            exp: exp(),
+            topology_key: "topology.kubernetes.io/zone".into(),
+            zone: "zone-a".into(),
+            scope: Scope::default(),
+            kill_pods,
+            concurrency: 4,
+            metrics: crate::metrics::Metrics::new(),
+        }
+    }
+
+    /// Run `work` for a minute of (paused) time; how many requests it sent.
+    async fn a_minute_of<F: std::future::Future>(work: F, asked: &AtomicUsize) -> usize
+    where
+        F::Output: std::fmt::Debug,
+    {
+        tokio::select! {
+            end = work => panic!("it ended: {end:?}"),
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        asked.load(Ordering::SeqCst)
+    }
+
+    // Tries 250 ms doubling to 30 s apart, ±20 %: at 0, 0.25, 0.75, 1.75,
+    // 3.75, 7.75, 15.75 and 31.75 s, and perhaps once more before 60 s.
+    const TRIES_IN_A_MINUTE: std::ops::RangeInclusive<usize> = 8..=9;
+
+    #[test]
+    fn notes_are_handed_over_once() {
+        let state = KeeperState::default();
+        for i in 0..3 {
+            state.note(format!("note {i}"));
+        }
+        state.note("note 1".into());
+        let (notes, mark) = state.new_notes();
+        assert_eq!((notes.len(), mark), (3, 3));
+        // Not yet in the status (a write lost): handed over again.
+        assert_eq!(state.new_notes(), (notes, 3));
+        state.handed_over(3);
+        assert_eq!(state.new_notes(), (vec![], 3));
+        state.note("note 3".into());
+        assert_eq!(state.new_notes(), (vec!["note 3".to_string()], 4));
+        state.handed_over(2);
+        assert_eq!(
+            state.new_notes().0.len(),
+            1,
+            "a stale mark takes nothing back"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_keepers_watches_back_off_while_the_api_server_is_unreachable() {
+        let (client, asked) = unavailable(500);
+        let state = Arc::new(KeeperState::default());
+        // The experiment and the node watch; the pod watch waits for the nodes.
+        let n = a_minute_of(keep_dark(client.clone(), client, keep(true), state), &asked).await;
+        let expected = TRIES_IN_A_MINUTE.start() * 2..=TRIES_IN_A_MINUTE.end() * 2;
+        assert!(expected.contains(&n), "{n} requests in a minute");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pod_watch_backs_off_while_the_api_server_is_unreachable() {
+        let (client, asked) = unavailable(500);
+        let (dark, state) = (RwLock::default(), KeeperState::default());
+        let n = a_minute_of(rekill(&client, &client, &keep(true), &dark, &state), &asked).await;
+        assert!(TRIES_IN_A_MINUTE.contains(&n), "{n} requests in a minute");
     }
 }

@@ -17,9 +17,11 @@
 //! Submodules: [`mark`] the mark, the taint and their patches; [`node`]
 //! patching nodes and finding the held ones; [`kill`](mod@kill) pods deleted
 //! with grace period 0; [`inject`](mod@inject) taking the zone down; [`keep`]
-//! keeping it dark. Undoing it is [`crate::restore`], which reads the marks
+//! keeping it dark; [`backoff`] how a watch that fails waits before it tries
+//! again (the node agent's too). Undoing it is [`crate::restore`], which reads the marks
 //! written here; nothing here uses it.
 
+pub mod backoff;
 pub mod inject;
 pub mod keep;
 pub mod kill;
@@ -36,7 +38,9 @@ pub use mark::{
     DarkTaint, Experiment, Hold, MARK_ANNOTATION, MARK_LABEL, MarkError, NodeMark, TAINT_KEY,
     mark_patch, mark_value, taint_patch,
 };
-pub use node::{held_counts, held_nodes, patch_node, patch_seen_node};
+pub use node::{
+    has_trace, held_counts, held_nodes, labelled_nodes, patch_node, patch_seen_node, traced_nodes,
+};
 
 /// API calls in flight at once for node patches and pod deletes, unless
 /// `--concurrency` says otherwise. On the 2-CPU testbed, 10,000 pods of a

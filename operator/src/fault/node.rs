@@ -1,7 +1,7 @@
 //! Nodes on the server: patching one with optimistic concurrency, and
-//! finding the ones an experiment holds.
+//! finding the ones an experiment holds or left a trace on.
 
-use super::mark::{Experiment, MARK_LABEL, NodeMark};
+use super::mark::{Experiment, MARK_ANNOTATION, MARK_LABEL, NodeMark, TAINT_KEY};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -79,4 +79,43 @@ pub async fn held_nodes(client: &Client, uid: &str) -> kube::Result<Vec<Node>> {
         .into_iter()
         .filter(|n| NodeMark::read(n).is_some_and(|m| m.uid == uid))
         .collect())
+}
+
+/// Nodes carrying the mark label, whoever's (a label-selected list).
+pub async fn labelled_nodes(client: &Client) -> kube::Result<Vec<Node>> {
+    let lp = ListParams::default().labels(MARK_LABEL);
+    Ok(Api::<Node>::all(client.clone()).list(&lp).await?.items)
+}
+
+/// Nodes listed in one page.
+const PAGE: u32 = 500;
+
+/// Every node carrying any trace of an experiment, whoever's: the mark
+/// label, the mark annotation or the taint ([`has_trace`]). Neither the
+/// annotation nor a taint can be selected on the server, so this is a full
+/// node list, a page at a time: once per restore, never per node.
+pub async fn traced_nodes(client: &Client) -> kube::Result<Vec<Node>> {
+    let api = Api::<Node>::all(client.clone());
+    let mut lp = ListParams::default().limit(PAGE);
+    let mut traced = vec![];
+    loop {
+        let page = api.list(&lp).await?;
+        traced.extend(page.items.into_iter().filter(has_trace));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(traced),
+        }
+    }
+}
+
+/// Whether `node` carries the mark label, the mark annotation or the taint
+/// of any experiment.
+pub fn has_trace(node: &Node) -> bool {
+    node.labels().contains_key(MARK_LABEL)
+        || node.annotations().contains_key(MARK_ANNOTATION)
+        || node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| t.key == TAINT_KEY))
 }

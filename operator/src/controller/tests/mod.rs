@@ -9,7 +9,7 @@ use super::runtime::{Config, Context, retry_delay};
 use crate::api::{ABORT_ANNOTATION, FINALIZER};
 use crate::clients::Clients;
 use crate::exclusion::{CLAIMS_ANNOTATION, LEASE_NAME};
-use crate::fault::{MARK_ANNOTATION, MARK_LABEL, NodeMark, TAINT_KEY};
+use crate::fault::{KeeperState, MARK_ANNOTATION, MARK_LABEL, NodeMark, TAINT_KEY};
 use fake::{Call, Fake, merge};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -294,6 +294,8 @@ const PATCH_DRILL: &str = "PATCH /apis/chaos.firedrill.dev/v1alpha1/datacenterfa
 const STATUS: &str = "PATCH /apis/chaos.firedrill.dev/v1alpha1/datacenterfailures/drill/status?force=true&fieldManager=firedrill";
 const EXPERIMENTS: &str = "GET /apis/chaos.firedrill.dev/v1alpha1/datacenterfailures";
 const EVENT: &str = "POST /apis/events.k8s.io/v1/namespaces/default/events";
+/// Every node, a page at a time (planning, injection, and the restore's look
+/// for traces on nodes without the mark label).
 const NODES: &str = "GET /api/v1/nodes?limit=500";
 const HELD_NODES: &str = "GET /api/v1/nodes?labelSelector=chaos.firedrill.dev/experiment";
 const PDBS: &str = "GET /apis/policy/v1/poddisruptionbudgets";
@@ -911,6 +913,68 @@ async fn zone_down_enters_restoring_once_the_duration_is_over() {
     );
 }
 
+/// How many of `calls` publish an event with `reason` (a first one is
+/// created; the recorder sends the next ones of a reason as a series).
+fn published(calls: &[Call], reason: &str) -> usize {
+    calls
+        .iter()
+        .filter(|c| c.path.starts_with("/apis/events.k8s.io/"))
+        .filter(|c| c.body.as_ref().is_some_and(|b| b["reason"] == reason))
+        .count()
+}
+
+#[tokio::test]
+async fn more_zone_changes_than_are_listed_are_counted_and_published_once() {
+    let w = world();
+    zone_down(&w, json!({"duration": "1h"}), 0);
+    // A keeper that noted 25 changes (it only holds its notes: a real one would watch).
+    let state = Arc::new(KeeperState::default());
+    for i in 0..25 {
+        state.note(format!("node n{i} was deleted while dark"));
+    }
+    let running = tokio::spawn(std::future::pending());
+    w.ctx
+        .with_tasks(UID, |t| t.keeper = Some((running, state.clone())));
+
+    assert_eq!(
+        waits(w.step().await),
+        Action::requeue(Duration::from_secs(5))
+    );
+    let calls = w.take_calls();
+    assert_eq!(lines(&calls[..1]), calls![STATUS]);
+    assert_eq!(calls.len(), 26);
+    assert_eq!(published(&calls, "ZoneChanged"), 25);
+    let fs = w.status()["fault"].clone();
+    assert_eq!(fs["zoneChangesTotal"], 25);
+    assert_eq!(fs["zoneChanges"].as_array().unwrap().len(), 20);
+
+    // The same notes again: nothing is written or published.
+    waits(w.step().await);
+    assert_eq!(w.calls(), Vec::<String>::new());
+    assert_eq!(w.status()["fault"], fs);
+
+    // One more: counted and published once.
+    state.note("node n25 was deleted while dark".into());
+    waits(w.step().await);
+    let calls = w.take_calls();
+    assert_eq!(lines(&calls[..1]), calls![STATUS]);
+    assert_eq!((calls.len(), published(&calls, "ZoneChanged")), (2, 1));
+    waits(w.step().await);
+    assert_eq!(w.calls(), Vec::<String>::new());
+    assert_eq!(w.status()["fault"]["zoneChangesTotal"], 26);
+
+    // Restoring drains the keeper: nothing is counted or published twice.
+    let mut obj = w.api.experiment("drill");
+    obj["status"]["phase"] = "Restoring".into();
+    w.api.add_experiment(obj);
+    assert!(is_next(&w.step().await));
+    assert_eq!(w.phase(), "Completed");
+    assert_eq!(published(&w.take_calls(), "ZoneChanged"), 0);
+    let fs = &w.status()["fault"];
+    assert_eq!(fs["zoneChangesTotal"], 26);
+    assert_eq!(fs["zoneChanges"].as_array().unwrap().len(), 20);
+}
+
 #[tokio::test]
 async fn restoring_restores_exactly_the_marked_nodes_then_completes() {
     let w = world();
@@ -931,7 +995,15 @@ async fn restoring_restores_exactly_the_marked_nodes_then_completes() {
     let calls = w.take_calls();
     assert_eq!(
         lines(&calls),
-        calls![HELD_NODES, patch_node("a1"), STATUS, EVENT, STATUS, EVENT]
+        calls![
+            HELD_NODES,
+            patch_node("a1"),
+            NODES,
+            STATUS,
+            EVENT,
+            STATUS,
+            EVENT
+        ]
     );
     assert_eq!(
         calls[1].body.as_ref().unwrap()["metadata"]["resourceVersion"],
@@ -959,6 +1031,124 @@ async fn restoring_restores_exactly_the_marked_nodes_then_completes() {
     assert_eq!(w.status()["fault"]["nodesRestored"], 1);
     let reasons: Vec<String> = w.api.events().into_iter().map(|e| e.0).collect();
     assert_eq!(reasons, ["Restored", "Completed"]);
+}
+
+/// `node` without its mark label (and, with `record`, without its mark annotation).
+fn unlabelled(mut node: Value, record: bool) -> Value {
+    node["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove(MARK_LABEL);
+    if record {
+        node["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(MARK_ANNOTATION);
+    }
+    node
+}
+
+#[tokio::test]
+async fn a_held_node_whose_label_was_removed_by_hand_is_restored_all_the_same() {
+    let w = world();
+    w.api.add_experiment(drill(
+        json!({}),
+        json!({"phase": "Restoring", "fault": fault(json!({
+            "nodesTaken": 3, "nodesCordoned": 3, "nodesTainted": 3,
+            "injectedAt": ago(5), "zoneDarkAt": ago(5)}))}),
+    ));
+    // a1: its label removed; a2: its label and its record, only the taint is left
+    // (and the cordon, which nothing says was ours); a3: still labelled.
+    w.api
+        .add_node(unlabelled(held(node("a1", "zone-a"), "drill", UID), false));
+    w.api
+        .add_node(unlabelled(held(node("a2", "zone-a"), "drill", UID), true));
+    w.api.add_node(held(node("a3", "zone-a"), "drill", UID));
+    // Another experiment's, unlabelled too: not ours to restore.
+    w.api.add_node(unlabelled(
+        held(node("x1", "zone-b"), "other", "uid-other"),
+        false,
+    ));
+    let theirs = w.api.node("x1");
+
+    assert!(is_next(&w.step().await));
+    assert_eq!(
+        w.calls(),
+        calls![
+            HELD_NODES,
+            patch_node("a3"),
+            NODES,
+            patch_node("a1"),
+            patch_node("a2"),
+            STATUS,
+            EVENT,
+            STATUS,
+            EVENT
+        ]
+    );
+    for n in ["a1", "a3"] {
+        let up = w.api.node(n);
+        assert_eq!(up["metadata"]["labels"].get(MARK_LABEL), None, "{n}");
+        assert_eq!(
+            up["metadata"]["annotations"].get(MARK_ANNOTATION),
+            None,
+            "{n}"
+        );
+        assert_eq!(up["spec"], json!({"taints": []}), "{n}");
+    }
+    let a2 = w.api.node("a2");
+    assert_eq!(a2["spec"], json!({"unschedulable": true, "taints": []}));
+    assert_eq!(w.api.node("x1"), theirs);
+    assert_eq!(w.status()["fault"]["nodesRestored"], 3);
+    assert_eq!(w.phase(), "Completed");
+}
+
+#[tokio::test]
+async fn the_orphan_sweep_finds_a_gone_experiments_nodes_by_any_trace() {
+    let w = world();
+    w.api
+        .add_experiment(drill(json!({}), json!({"phase": "ZoneDown"})));
+    // Held by `gone`, deleted without a cleanup: by its record, and by its taint alone.
+    w.api.add_node(unlabelled(
+        held(node("g1", "zone-b"), "gone", "uid-gone"),
+        false,
+    ));
+    w.api.add_node(unlabelled(
+        held(node("g2", "zone-b"), "gone", "uid-gone"),
+        true,
+    ));
+    // Held by `drill`, which is there: its own restore finds them.
+    w.api
+        .add_node(unlabelled(held(node("a1", "zone-a"), "drill", UID), false));
+    w.api
+        .add_node(unlabelled(held(node("a2", "zone-a"), "drill", UID), true));
+    w.api.add_node(node("b1", "zone-b"));
+    let (ours, ours_taint_only) = (w.api.node("a1"), w.api.node("a2"));
+
+    // The frequent sweep lists the labelled nodes only: none.
+    let restored = crate::restore::restore_orphans(&w.ctx.client, false)
+        .await
+        .unwrap();
+    assert!(restored.is_empty());
+    assert_eq!(w.calls(), calls![HELD_NODES]);
+
+    let restored = crate::restore::restore_orphans(&w.ctx.client, true)
+        .await
+        .unwrap();
+    assert_eq!(restored, ["g1", "g2"]);
+    assert_eq!(
+        w.calls(),
+        calls![NODES, EXPERIMENTS, patch_node("g1"), patch_node("g2")]
+    );
+    let g1 = w.api.node("g1");
+    assert_eq!(g1["metadata"]["annotations"].get(MARK_ANNOTATION), None);
+    assert_eq!(g1["spec"], json!({"taints": []}));
+    assert_eq!(
+        w.api.node("g2")["spec"],
+        json!({"unschedulable": true, "taints": []})
+    );
+    assert_eq!(w.api.node("a1"), ours);
+    assert_eq!(w.api.node("a2"), ours_taint_only);
 }
 
 // ---------------------------------------------------------------------------
@@ -1049,6 +1239,8 @@ async fn an_aborted_zone_is_restored_and_the_experiment_ends_aborted() {
             // Restoring → Aborted.
             HELD_NODES,
             patch_node("a1"),
+            // Any other trace.
+            NODES,
             STATUS,
             EVENT,
             STATUS,
@@ -1071,22 +1263,120 @@ async fn an_aborted_zone_is_restored_and_the_experiment_ends_aborted() {
     assert_eq!(w.claims(), Some(json!({})));
 }
 
-#[tokio::test]
-async fn a_fault_lasting_past_duration_and_grace_times_out_into_restoring() {
-    for phase in ["Injecting", "ZoneDown"] {
-        let w = world();
-        zone_down(&w, json!({"duration": "1h"}), 3 * 3600);
-        let mut obj = w.api.experiment("drill");
-        obj["status"]["phase"] = phase.into();
-        w.api.add_experiment(obj);
+/// Step once and check the fault timed out into Restoring with `why`.
+async fn times_out(w: &World, why: &str) {
+    assert!(is_next(&w.step().await));
+    assert_eq!(w.calls(), calls![STATUS, EVENT]);
+    assert_eq!(w.phase(), "Restoring");
+    assert_eq!(w.status()["abortReason"], why);
+    assert_eq!(w.api.events(), [("TimedOut".to_string(), why.to_string())]);
+}
 
-        assert!(is_next(&w.step().await));
-        assert_eq!(w.calls(), calls![STATUS, EVENT], "from {phase}");
-        assert_eq!(w.phase(), "Restoring");
-        let why = "timed out: the zone was down longer than duration + 120s grace";
-        assert_eq!(w.status()["abortReason"], why);
-        assert_eq!(w.api.events(), [("TimedOut".to_string(), why.to_string())]);
+/// Set the experiment's `status.fault.<field>` to `value` (null: remove it).
+fn set_fault(w: &World, field: &str, value: Value) {
+    let mut obj = w.api.experiment("drill");
+    match value {
+        Value::Null => {
+            obj["status"]["fault"]
+                .as_object_mut()
+                .unwrap()
+                .remove(field);
+        }
+        v => obj["status"]["fault"][field] = v,
     }
+    w.api.add_experiment(obj);
+}
+
+#[tokio::test]
+async fn a_zone_dark_past_duration_and_grace_times_out_into_restoring() {
+    let w = world();
+    zone_down(&w, json!({"duration": "1h"}), 3 * 3600);
+    times_out(
+        &w,
+        "timed out: the zone was down longer than duration + 120s grace",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_dark_window_counts_from_when_the_zone_went_dark_not_from_the_injection_start() {
+    let w = world();
+    // Taking the zone down took 3 h; it has been dark for 10 s of its hour.
+    zone_down(
+        &w,
+        json!({"duration": "1h", "fault": {"keepDark": false}}),
+        10,
+    );
+    set_fault(&w, "injectedAt", ago(3 * 3600));
+    assert_eq!(
+        waits(w.step().await),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(w.calls(), Vec::<String>::new());
+    assert_eq!(w.phase(), "ZoneDown");
+}
+
+#[tokio::test]
+async fn without_zone_dark_at_the_dark_window_counts_from_the_injection_start() {
+    // Over once the duration has passed since the injection started.
+    let w = world();
+    zone_down(
+        &w,
+        json!({"duration": "1s", "fault": {"keepDark": false}}),
+        10,
+    );
+    set_fault(&w, "zoneDarkAt", Value::Null);
+    assert!(is_next(&w.step().await));
+    assert_eq!(w.calls(), calls![STATUS]);
+    assert_eq!(w.phase(), "Restoring");
+    assert_eq!(w.reason(), "zone-a was dark for 1s; restoring");
+
+    // And timed out past its grace.
+    let w = world();
+    zone_down(&w, json!({"duration": "1h"}), 3 * 3600);
+    set_fault(&w, "zoneDarkAt", Value::Null);
+    times_out(
+        &w,
+        "timed out: the zone was down longer than duration + 120s grace",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_injection_past_its_own_timeout_and_grace_times_out_into_restoring() {
+    let w = world();
+    zone_down(&w, json!({"duration": "1h"}), 3 * 3600);
+    let mut obj = w.api.experiment("drill");
+    obj["status"]["phase"] = "Injecting".into();
+    obj["status"]["fault"]
+        .as_object_mut()
+        .unwrap()
+        .remove("zoneDarkAt");
+    w.api.add_experiment(obj);
+    times_out(
+        &w,
+        "timed out: taking the zone down took longer than 600s + 120s grace",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_injection_slower_than_duration_and_grace_is_left_to_its_own_timeout() {
+    let w = world();
+    injecting(&w, json!({"duration": "1s"}));
+    // Started 5 minutes ago (an operator restarted meanwhile, say): past
+    // duration + grace, within the injection's 10 minutes.
+    set_fault(&w, "injectedAt", ago(300));
+    three_zones(&w.api);
+
+    assert_eq!(
+        waits(w.step().await),
+        Action::requeue(Duration::from_millis(200))
+    );
+    assert_eq!(w.calls(), calls![NODES, HELD_NODES, RECORD, STATUS]);
+    assert_eq!(w.phase(), "Injecting");
+    assert!(w.status()["abortReason"].is_null());
+    w.ctx.stop_tasks(UID);
 }
 
 #[tokio::test]
@@ -1140,6 +1430,8 @@ async fn a_deleted_experiment_restores_its_zone_and_gives_its_turn_back_before_l
         calls![
             HELD_NODES,
             patch_node("a1"),
+            // Any other trace.
+            NODES,
             LEASE,
             REPLACE_LEASE,
             EVENT,
@@ -1148,7 +1440,7 @@ async fn a_deleted_experiment_restores_its_zone_and_gives_its_turn_back_before_l
         ]
     );
     assert_eq!(
-        calls[5].body,
+        calls[6].body,
         Some(json!([
             {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
             {"op": "remove", "path": "/metadata/finalizers/0"},
@@ -1309,7 +1601,15 @@ async fn a_spec_unusable_while_restoring_still_restores_and_ends_without_a_verdi
     assert!(is_next(&w.step().await));
     assert_eq!(
         w.calls(),
-        calls![HELD_NODES, patch_node("a1"), STATUS, EVENT, STATUS, EVENT]
+        calls![
+            HELD_NODES,
+            patch_node("a1"),
+            NODES,
+            STATUS,
+            EVENT,
+            STATUS,
+            EVENT
+        ]
     );
     assert_eq!(w.api.node("a1")["metadata"]["labels"].get(MARK_LABEL), None);
     assert_eq!(w.phase(), "Aborted");
