@@ -335,7 +335,10 @@ pub struct HttpProbe {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub headers: Vec<HttpHeader>,
-    /// Status codes that count as success (empty: 200-399).
+    /// Status codes that count as success. Empty (the default): 200-399,
+    /// as for a kubelet httpGet probe, so a redirect (3xx) counts as success
+    /// when `followRedirects` is off. List the codes to be strict: `[200]`,
+    /// or `[302]` for a login page that must answer with its redirect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(range(min = 100, max = 599)))]
     pub expected_status: Vec<i32>,
