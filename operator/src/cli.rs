@@ -100,7 +100,8 @@ struct OperatorArgs {
     #[arg(long, env = "FIREDRILL_SECRET_NAMESPACES", value_delimiter = ',')]
     secret_namespaces: Vec<String>,
     /// Let probes target link-local and cloud metadata addresses
-    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254). Off by default.
+    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254, fd00:c1::a9fe:a9fe,
+    /// 100.100.100.200, 168.63.129.16). Off by default.
     #[arg(long)]
     allow_link_local_probes: bool,
     /// Look the probes' host names up in this hosts file (`ADDRESS NAME...`

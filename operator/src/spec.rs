@@ -70,15 +70,15 @@ pub fn slos(spec: &DataCenterFailureSpec) -> Result<Vec<Slo>, String> {
 }
 
 /// Check everything about a spec's values that the API server's schema
-/// cannot: the durations and the target's selector. The first problem,
-/// naming the field. (What the probes may reach is the probe policy's to
-/// check: [`crate::probe`].)
+/// cannot: the durations, that `dependsOn` has no cycle, and the target's
+/// selector. The first problem, naming the field. (What the probes may reach
+/// is the probe policy's to check: [`crate::probe`].)
 pub fn parse(
     spec: &DataCenterFailureSpec,
     operator_namespace: Option<String>,
 ) -> Result<Checked, String> {
     let top = |f: &str, v: &str| parse_duration(v).map_err(|e| format!("spec.{f}: {e}"));
-    Ok(Checked {
+    let checked = Checked {
         duration: top("duration", &spec.duration)?,
         baseline: top("baseline", &spec.baseline)?,
         observe: spec
@@ -89,7 +89,66 @@ pub fn parse(
             .unwrap_or_default(),
         slos: slos(spec)?,
         scope: Scope::from_target(&spec.target, operator_namespace)?,
-    })
+    };
+    if let Some(cycle) = dependency_cycle(&spec.slos) {
+        return Err(format!(
+            "spec.slos[{}].dependsOn: {} is a cycle; an SLO cannot depend on itself, even through others",
+            cycle[0],
+            cycle.join(" -> ")
+        ));
+    }
+    Ok(checked)
+}
+
+/// The first cycle in the SLOs' `dependsOn`, as the names along it with the
+/// first repeated at the end (`a -> b -> a`), from where a walk along
+/// `dependsOn`, in the spec's order, first meets it. Names of no SLO are left
+/// to the schema.
+fn dependency_cycle(slos: &[SloSpec]) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let index = |name: &str| slos.iter().position(|s| s.name == name);
+    let mut mark = vec![Mark::New; slos.len()];
+    // Depth first, without recursion: the path, and how far along each
+    // SLO's dependsOn the walk from it has got.
+    for start in 0..slos.len() {
+        if mark[start] != Mark::New {
+            continue;
+        }
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        mark[start] = Mark::OnPath;
+        while let Some(top) = path.last_mut() {
+            let at = top.0;
+            let Some(dep) = slos[at].depends_on.get(top.1) else {
+                mark[at] = Mark::Done;
+                path.pop();
+                continue;
+            };
+            top.1 += 1;
+            let Some(d) = index(dep) else { continue };
+            match mark[d] {
+                Mark::Done => {}
+                Mark::New => {
+                    mark[d] = Mark::OnPath;
+                    path.push((d, 0));
+                }
+                Mark::OnPath => {
+                    let from = path.iter().position(|(i, _)| *i == d).unwrap_or(0);
+                    let mut names: Vec<String> = path[from..]
+                        .iter()
+                        .map(|(i, _)| slos[*i].name.clone())
+                        .collect();
+                    names.push(slos[d].name.clone());
+                    return Some(names);
+                }
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -157,5 +216,53 @@ mod tests {
             let err = parse(&spec(v), None).unwrap_err();
             assert!(err.starts_with(field), "{path}={bad}: {err}");
         }
+    }
+
+    fn with_dependencies(deps: &[(&str, &[&str])]) -> DataCenterFailureSpec {
+        let slos: Vec<serde_json::Value> = deps
+            .iter()
+            .map(|(name, on)| {
+                serde_json::json!({"name": name, "recoveryTimeObjective": "20s", "dependsOn": on,
+                                   "probe": {"tcp": {"host": "h", "port": 1}}})
+            })
+            .collect();
+        let mut v = good();
+        v["slos"] = slos.into();
+        spec(v)
+    }
+
+    #[test]
+    fn a_cycle_in_depends_on_is_refused_naming_an_slo_on_it() {
+        for (deps, err) in [
+            (
+                vec![("a", &["b"][..]), ("b", &["a"][..])],
+                "spec.slos[a].dependsOn: a -> b -> a is a cycle",
+            ),
+            (
+                vec![("a", &["b"][..]), ("b", &["c"][..]), ("c", &["a"][..])],
+                "spec.slos[a].dependsOn: a -> b -> c -> a is a cycle",
+            ),
+            // Reached from an SLO that is not on it: the cycle alone is named.
+            (
+                vec![
+                    ("web", &["auth"][..]),
+                    ("auth", &["db", "cache"][..]),
+                    ("db", &[][..]),
+                    ("cache", &["auth"][..]),
+                ],
+                "spec.slos[auth].dependsOn: auth -> cache -> auth is a cycle",
+            ),
+        ] {
+            let got = parse(&with_dependencies(&deps), None).unwrap_err();
+            assert!(got.starts_with(err), "{deps:?}: {got}");
+        }
+        // A diamond is no cycle.
+        let diamond = with_dependencies(&[
+            ("web", &["auth", "search"]),
+            ("auth", &["db"]),
+            ("search", &["db"]),
+            ("db", &[]),
+        ]);
+        assert!(parse(&diamond, None).is_ok());
     }
 }

@@ -5,7 +5,8 @@
 //! when the probe never produced an answer, or could not run for more than
 //! `maxErrorPercent` of the window: errors never make a pass. Overall: Failed
 //! when any critical SLO failed, else Inconclusive when any critical SLO is
-//! inconclusive, else Passed.
+//! inconclusive, or when no SLO passed and any is inconclusive (SLOs that
+//! are all non-critical and could not be judged show nothing), else Passed.
 
 use crate::api::{SloSpec, SloStatus, Verdict};
 use crate::slo::Measurement;
@@ -304,9 +305,12 @@ pub fn overall(specs: &[SloSpec], results: &[SloStatus]) -> (Verdict, String) {
         }
         return (Verdict::Failed, reason);
     }
+    let inconclusive = |r: &&SloStatus| r.verdict == Some(Verdict::Inconclusive);
+    let none_passed = !results.iter().any(|r| r.verdict == Some(Verdict::Passed));
     if let Some(r) = results
         .iter()
-        .find(|r| critical(r) && r.verdict == Some(Verdict::Inconclusive))
+        .filter(inconclusive)
+        .find(|r| critical(r) || none_passed)
     {
         return (
             Verdict::Inconclusive,
@@ -559,6 +563,45 @@ mod tests {
             ),
         ];
         assert_eq!(overall(&specs, &results).0, Verdict::Passed);
+    }
+
+    #[test]
+    fn nothing_judged_is_inconclusive_even_when_no_slo_is_critical() {
+        let mut specs = vec![slo("search", "search"), slo("recommendations", "reco")];
+        let unprobed =
+            |s: &SloSpec| judge(s, Duration::from_secs(30), &m(0, 0, None), "zone-a", None);
+        let passed = |s: &SloSpec| {
+            judge(
+                s,
+                Duration::from_secs(30),
+                &m(100, 0, Some(0)),
+                "zone-a",
+                None,
+            )
+        };
+        let failed =
+            |s: &SloSpec| judge(s, Duration::from_secs(30), &m(10, 50, None), "zone-a", None);
+        for s in &mut specs {
+            s.critical = false;
+        }
+        // Every SLO non-critical and none could be judged: nothing was shown.
+        let (v, reason) = overall(&specs, &[unprobed(&specs[0]), unprobed(&specs[1])]);
+        assert_eq!(v, Verdict::Inconclusive, "{reason}");
+        assert!(
+            reason.starts_with("search: the probe could not run"),
+            "{reason}"
+        );
+        // Nor when the only other one failed (a non-critical failure fails nothing).
+        let (v, _) = overall(&specs, &[failed(&specs[0]), unprobed(&specs[1])]);
+        assert_eq!(v, Verdict::Inconclusive);
+        // One that passed is something shown: a non-critical Inconclusive
+        // beside it changes nothing.
+        let (v, _) = overall(&specs, &[passed(&specs[0]), unprobed(&specs[1])]);
+        assert_eq!(v, Verdict::Passed);
+        // Critical ones that could not be judged were Inconclusive already.
+        specs[0].critical = true;
+        let (v, _) = overall(&specs, &[unprobed(&specs[0]), unprobed(&specs[1])]);
+        assert_eq!(v, Verdict::Inconclusive);
     }
 
     #[test]

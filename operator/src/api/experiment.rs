@@ -321,9 +321,13 @@ pub struct Probe {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpProbe {
-    /// `http://` or `https://` URL.
+    /// `http://` or `https://` URL, naming a host; no credentials
+    /// (`user:password@`), spaces or control characters in it.
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("url must be an http:// or https:// URL"))]
+    #[x_kube(validation = super::url_host_rule())]
+    #[x_kube(validation = super::url_credentials_rule())]
+    #[x_kube(validation = super::url_space_rule())]
     pub url: String,
     #[serde(default)]
     pub method: HttpMethod,
@@ -331,7 +335,10 @@ pub struct HttpProbe {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub headers: Vec<HttpHeader>,
-    /// Status codes that count as success (empty: 200-399).
+    /// Status codes that count as success. Empty (the default): 200-399,
+    /// as for a kubelet httpGet probe, so a redirect (3xx) counts as success
+    /// when `followRedirects` is off. List the codes to be strict: `[200]`,
+    /// or `[302]` for a login page that must answer with its redirect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(range(min = 100, max = 599)))]
     pub expected_status: Vec<i32>,
@@ -366,10 +373,13 @@ pub enum HttpMethod {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.value) != has(self.valueFrom)").message("exactly one of value and valueFrom must be set"))]
 pub struct HttpHeader {
+    /// A header name: an HTTP token, so no spaces, colons or line breaks.
     #[schemars(length(min = 1, max = 256), pattern(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
     pub name: String,
+    /// The value, as it is; no control characters (CR, LF, tab, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{}')", super::CONTROL_CHARACTERS)).message("a header value must not contain control characters such as CR or LF"))]
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_from: Option<ValueFrom>,
@@ -410,7 +420,10 @@ pub struct TlsConfig {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TcpProbe {
+    /// A host name or an IP address, as in `db.payments.svc` or `10.0.0.7`:
+    /// no scheme, port or path (the port goes in `port`).
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}') || self.matches('{}')", super::TCP_HOST_NAME, super::TCP_HOST_V6)).message("host must be a host name or an IP address, with no scheme, port or path (the port goes in port)"))]
     pub host: String,
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
@@ -420,9 +433,16 @@ pub struct TcpProbe {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusProbe {
-    /// The Prometheus server, e.g. `http://prometheus.monitoring:9090`.
+    /// The Prometheus server, e.g. `http://prometheus.monitoring:9090`: its
+    /// base URL, to which `/api/v1/query` is appended, so no query or
+    /// fragment; no credentials (`user:password@`; use
+    /// `bearerTokenSecretRef`), spaces or control characters.
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("url must be an http:// or https:// URL"))]
+    #[x_kube(validation = super::url_host_rule())]
+    #[x_kube(validation = super::url_credentials_rule())]
+    #[x_kube(validation = super::url_space_rule())]
+    #[x_kube(validation = Rule::new("!self.matches('[?#]')").message("url must be the server's base URL, without a query or fragment: the probe appends /api/v1/query to it"))]
     pub url: String,
     #[schemars(length(min = 1, max = 8192))]
     pub query: String,

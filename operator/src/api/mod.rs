@@ -92,6 +92,46 @@ pub(crate) fn duration_rule(min: Option<&str>, max: &str, field: &str) -> kube::
     kube::core::Rule::new(rule).message(message.as_str())
 }
 
+/// Characters no header value or URL may carry: the ASCII control
+/// characters, CR and LF above all (a value with a line break in it is two
+/// header lines). The same regular expression in the CEL rules and in Rust.
+pub const CONTROL_CHARACTERS: &str = "[[:cntrl:]]";
+
+/// A URL with credentials in it (`http://user:password@host/`): an `@`
+/// before the end of the authority.
+pub const URL_CREDENTIALS: &str = "^[A-Za-z][-+.A-Za-z0-9]*://[^/?#]*@";
+
+/// A tcp probe's host as a name or IPv4 address: no scheme, port or path.
+pub const TCP_HOST_NAME: &str = "^[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_.])?$";
+
+/// A tcp probe's host as an IPv6 address (at least two colons, no brackets).
+pub const TCP_HOST_V6: &str = "^[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*$";
+
+/// The CEL rule that an http(s) URL names a host (`http:///healthz` does not;
+/// a browser would read it as `http://healthz/`).
+pub(crate) fn url_host_rule() -> kube::core::Rule {
+    kube::core::Rule::new(
+        "!(isURL(self) && url(self).getScheme() in ['http', 'https']) || url(self).getHostname() != ''",
+    )
+    .message("url must name a host, as in http://host/path")
+}
+
+/// The CEL rule that a URL carries no credentials: they would sit in the
+/// spec for anyone who can read it, and in every message naming the URL.
+pub(crate) fn url_credentials_rule() -> kube::core::Rule {
+    kube::core::Rule::new(format!("!self.matches('{URL_CREDENTIALS}')")).message(
+        "url must not carry credentials (user:password@host): read them from a Secret instead",
+    )
+}
+
+/// The CEL rule that a URL has no spaces or control characters in it.
+pub(crate) fn url_space_rule() -> kube::core::Rule {
+    kube::core::Rule::new(format!(
+        "!self.matches('[[:space:]]') && !self.matches('{CONTROL_CHARACTERS}')"
+    ))
+    .message("url must not contain spaces or control characters")
+}
+
 /// Every CRD that firedrill serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![DataCenterFailure::crd(), DataCenterFailureSchedule::crd()]
@@ -205,6 +245,135 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The CEL rules on `field` of the DataCenterFailure schema, by the
+    /// field's path under `spec`.
+    fn rules(path: &[&str]) -> Vec<String> {
+        let crd = serde_json::to_value(DataCenterFailure::crd()).unwrap();
+        let mut at = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        for p in path {
+            at = match *p {
+                "[]" => &at["items"],
+                name => &at["properties"][name],
+            };
+        }
+        assert!(at.is_object(), "no field spec.{}", path.join("."));
+        at["x-kubernetes-validations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| r["rule"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn header_values_and_urls_refuse_line_breaks_and_control_characters() {
+        let value = rules(&["slos", "[]", "probe", "http", "headers", "[]", "value"]);
+        assert!(
+            value.iter().any(|r| r.contains(CONTROL_CHARACTERS)),
+            "{value:?}"
+        );
+        for kind in ["http", "prometheus"] {
+            let url = rules(&["slos", "[]", "probe", kind, "url"]);
+            assert!(
+                url.iter().any(|r| r.contains(CONTROL_CHARACTERS)),
+                "{url:?}"
+            );
+        }
+        let cel = regex::Regex::new(CONTROL_CHARACTERS).unwrap();
+        for bad in ["x\r\nX-Injected: 1", "x\n", "x\r", "\tx", "x\u{7f}", "\0"] {
+            assert!(cel.is_match(bad), "{bad:?}");
+        }
+        for good in ["Bearer abc.def-ghi", "a value with spaces", "caf\u{e9}"] {
+            assert!(!cel.is_match(good), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn probe_urls_must_name_a_host_and_carry_no_credentials() {
+        for kind in ["http", "prometheus"] {
+            let url = rules(&["slos", "[]", "probe", kind, "url"]);
+            assert!(
+                url.iter().any(|r| r.contains("getHostname() != ''")),
+                "{url:?}"
+            );
+            assert!(url.iter().any(|r| r.contains(URL_CREDENTIALS)), "{url:?}");
+        }
+        let prometheus = rules(&["slos", "[]", "probe", "prometheus", "url"]);
+        assert!(
+            prometheus.iter().any(|r| r.contains("[?#]")),
+            "{prometheus:?}"
+        );
+        let cel = regex::Regex::new(URL_CREDENTIALS).unwrap();
+        for bad in [
+            "http://probe:s3cret@web.shop.svc/",
+            "https://token@web.shop.svc",
+            "http://a@b@web.shop.svc:8080/x",
+        ] {
+            assert!(cel.is_match(bad), "{bad}");
+        }
+        for good in [
+            "http://web.shop.svc/users/@me",
+            "http://web.shop.svc/?next=a@b",
+            "http://web.shop.svc#a@b",
+            "http://[fd12::7]:8080/",
+        ] {
+            assert!(!cel.is_match(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_tcp_host_is_a_name_or_an_address_without_scheme_port_or_path() {
+        let host = rules(&["slos", "[]", "probe", "tcp", "host"]);
+        assert!(
+            host.iter()
+                .any(|r| r.contains(TCP_HOST_NAME) && r.contains(TCP_HOST_V6)),
+            "{host:?}"
+        );
+        let name = regex::Regex::new(TCP_HOST_NAME).unwrap();
+        let v6 = regex::Regex::new(TCP_HOST_V6).unwrap();
+        let ok = |h: &str| name.is_match(h) || v6.is_match(h);
+        for good in [
+            "db.payments.svc",
+            "db.payments.svc.cluster.local.",
+            "localhost",
+            "10.0.0.7",
+            "::1",
+            "fd12:3456::7",
+            "::ffff:10.0.0.7",
+            "redis_primary.cache",
+        ] {
+            assert!(ok(good), "{good}");
+        }
+        for bad in [
+            "http://db.payments.svc",
+            "tcp://db:5432",
+            "db.payments.svc:5432",
+            "cafe:80",
+            "db.payments.svc/health",
+            "[::1]",
+            "db payments",
+            "-db",
+            "db\n",
+        ] {
+            assert!(!ok(bad), "{bad}");
+        }
+    }
+
+    /// The regular expressions sit in single-quoted CEL strings as they are.
+    #[test]
+    fn the_regular_expressions_need_no_escaping_in_cel() {
+        for re in [
+            CONTROL_CHARACTERS,
+            URL_CREDENTIALS,
+            TCP_HOST_NAME,
+            TCP_HOST_V6,
+        ] {
+            assert!(!re.contains(['\'', '\\']), "{re}");
+        }
+    }
 
     #[test]
     fn durations_parse_like_go() {

@@ -16,20 +16,35 @@ pub struct Policy {
     /// tokens, CA bundles). Empty: none.
     pub secret_namespaces: std::collections::BTreeSet<String>,
     /// Allow link-local and cloud metadata addresses (169.254.0.0/16,
-    /// fe80::/10, fd00:ec2::254).
+    /// fe80::/10, and [`METADATA_V4`] and [`METADATA_V6`]).
     pub allow_link_local: bool,
     /// The Kubernetes API server's addresses (host, port): never a probe target.
     pub apiserver: Vec<(String, u16)>,
 }
 
+/// Cloud metadata and platform addresses outside 169.254.0.0/16:
+/// Alibaba Cloud's metadata service and Azure's platform address (WireServer).
+pub const METADATA_V4: [std::net::Ipv4Addr; 2] = [
+    std::net::Ipv4Addr::new(100, 100, 100, 200),
+    std::net::Ipv4Addr::new(168, 63, 129, 16),
+];
+
+/// IPv6 cloud metadata addresses outside fe80::/10: AWS's fd00:ec2::254
+/// and fd00:c1::a9fe:a9fe.
+pub const METADATA_V6: [std::net::Ipv6Addr; 2] = [
+    std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+    std::net::Ipv6Addr::new(0xfd00, 0xc1, 0, 0, 0, 0, 0xa9fe, 0xa9fe),
+];
+
 /// Link-local or cloud metadata: never a probe target unless allowed.
 pub fn is_link_local(ip: std::net::IpAddr) -> bool {
+    let v4 = |v4: std::net::Ipv4Addr| v4.is_link_local() || METADATA_V4.contains(&v4);
     match ip {
-        std::net::IpAddr::V4(v4) => v4.is_link_local(),
-        std::net::IpAddr::V6(v6) => {
-            (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6 == "fd00:ec2::254".parse::<std::net::Ipv6Addr>().unwrap()
-                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        std::net::IpAddr::V4(a) => v4(a),
+        std::net::IpAddr::V6(a) => {
+            (a.segments()[0] & 0xffc0) == 0xfe80
+                || METADATA_V6.contains(&a)
+                || a.to_ipv4_mapped().is_some_and(v4)
         }
     }
 }
@@ -88,6 +103,9 @@ pub fn check_spec_with(spec: &DataCenterFailureSpec, p: &Policy) -> Result<(), S
             if let Some(ca) = h.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
                 secret_ok(p, format!("{at}.http.tls.caSecretRef"), ca)?;
             }
+            if let Some(why) = url_problem(&h.url) {
+                return Err(format!("{at}.http.url: {why}"));
+            }
             let (host, port) = url_target(&h.url);
             if let Some(why) = refused_target(p, &host, port) {
                 return Err(format!("{at}.http.url: {why}"));
@@ -101,6 +119,13 @@ pub fn check_spec_with(spec: &DataCenterFailureSpec, p: &Policy) -> Result<(), S
         if let Some(pr) = &slo.probe.prometheus {
             if let Some(r) = &pr.bearer_token_secret_ref {
                 secret_ok(p, format!("{at}.prometheus.bearerTokenSecretRef"), r)?;
+            }
+            if let Some(why) = url_problem(&pr.url).or_else(|| {
+                pr.url.contains(['?', '#']).then_some(
+                    "the URL has a query or fragment; the probe appends /api/v1/query to it",
+                )
+            }) {
+                return Err(format!("{at}.prometheus.url: {why}"));
             }
             let (host, port) = url_target(&pr.url);
             if let Some(why) = refused_target(p, &host, port) {
@@ -130,6 +155,31 @@ fn secret_ok(p: &Policy, field: String, r: &SecretKeyRef) -> Result<(), String> 
         "{field}.namespace: probes read Secrets only in the namespaces the operator was installed for ({listed}); {} is not one of them",
         r.namespace
     ))
+}
+
+/// What makes a probe URL unusable as written, if anything: spaces or
+/// control characters, credentials, no host. The schema refuses these too;
+/// this holds for objects written under an older schema. The URL is read as
+/// written: a URL parser makes `http:///healthz` into `http://healthz/`. The
+/// answer never repeats the URL (it may hold a password).
+fn url_problem(url: &str) -> Option<&'static str> {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("the URL has spaces or control characters in it");
+    }
+    let authority = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '\\', '?', '#']).next())
+        .unwrap_or("");
+    if authority.contains('@') {
+        return Some(
+            "the URL carries credentials (user:password@host); read them from a Secret instead",
+        );
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host.is_empty().then_some("the URL names no host")
 }
 
 /// The host and port an http(s) URL connects to.
@@ -269,5 +319,116 @@ mod tests {
         assert!(is_link_local("169.254.1.1".parse().unwrap()));
         assert!(!is_link_local("10.0.0.1".parse().unwrap()));
         assert!(is_link_local("::ffff:169.254.169.254".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_other_clouds_metadata_addresses_are_refused_too() {
+        let p = policy_for(&[]);
+        for (probe, field) in [
+            (
+                serde_json::json!({"http": {"url": "http://100.100.100.200/latest/meta-data/"}}),
+                "spec.slos[0].probe.http.url: 100.100.100.200 is a link-local or cloud metadata address",
+            ),
+            (
+                serde_json::json!({"tcp": {"host": "168.63.129.16", "port": 80}}),
+                "spec.slos[0].probe.tcp: 168.63.129.16 is a link-local or cloud metadata address",
+            ),
+            (
+                serde_json::json!({"http": {"url": "http://[fd00:c1::a9fe:a9fe]/opc/v2/instance/"}}),
+                "spec.slos[0].probe.http.url: [fd00:c1::a9fe:a9fe] is a link-local or cloud metadata address",
+            ),
+            (
+                serde_json::json!({"prometheus": {"url": "http://[::ffff:168.63.129.16]:9090", "query": "up", "successWhen": "> 0"}}),
+                "spec.slos[0].probe.prometheus.url: [::ffff:a83f:8110] is a link-local",
+            ),
+        ] {
+            let s = spec(probe);
+            let err = check_spec_with(&s, &p).unwrap_err();
+            assert!(err.starts_with(field), "{err}");
+            let allowed = Policy {
+                allow_link_local: true,
+                ..p.clone()
+            };
+            assert_eq!(check_spec_with(&s, &allowed), Ok(()));
+        }
+        // Only those addresses: their neighbours are ordinary addresses.
+        for ip in [
+            "100.100.100.201",
+            "100.64.0.1",
+            "168.63.129.17",
+            "fd00:c1::1",
+        ] {
+            assert!(!is_link_local(ip.parse().unwrap()), "{ip}");
+        }
+        // What a name resolves to is filtered the same way.
+        let addr = |ip: &str| std::net::SocketAddr::new(ip.parse().unwrap(), 80);
+        assert!(allowed_addrs(&p, "metadata", vec![addr("100.100.100.200")]).is_err());
+        assert_eq!(
+            allowed_addrs(&p, "web", vec![addr("168.63.129.16"), addr("10.0.0.7")]).unwrap(),
+            vec![addr("10.0.0.7")]
+        );
+    }
+
+    #[test]
+    fn a_url_with_no_host_credentials_or_spaces_is_refused_without_repeating_it() {
+        let p = policy_for(&[]);
+        for (url, why) in [
+            ("http:///healthz", "names no host"),
+            ("https://:8443/healthz", "names no host"),
+            ("http://[]/", "names no host"),
+            ("http://probe:s3cret@web.shop.svc/", "carries credentials"),
+            ("http://s3cret@web.shop.svc/", "carries credentials"),
+            (
+                "http://web.shop.svc/health check",
+                "spaces or control characters",
+            ),
+            (
+                "http://web.shop.svc/\r\nX-Evil: 1",
+                "spaces or control characters",
+            ),
+        ] {
+            let err =
+                check_spec_with(&spec(serde_json::json!({"http": {"url": url}})), &p).unwrap_err();
+            assert!(
+                err.starts_with("spec.slos[0].probe.http.url: the URL ") && err.contains(why),
+                "{url}: {err}"
+            );
+            assert!(!err.contains("s3cret"), "{err}");
+            let prom = spec(
+                serde_json::json!({"prometheus": {"url": url, "query": "up", "successWhen": "> 0"}}),
+            );
+            assert!(
+                check_spec_with(&prom, &p)
+                    .unwrap_err()
+                    .starts_with("spec.slos[0].probe.prometheus.url: the URL "),
+                "{url}"
+            );
+        }
+        for url in [
+            "http://prom.monitoring:9090/?x=1",
+            "http://prom.monitoring:9090/#top",
+        ] {
+            let prom = spec(
+                serde_json::json!({"prometheus": {"url": url, "query": "up", "successWhen": "> 0"}}),
+            );
+            assert!(
+                check_spec_with(&prom, &p)
+                    .unwrap_err()
+                    .contains("has a query or fragment"),
+                "{url}"
+            );
+        }
+        // An @ in the path or query is no credential; an IPv6 host with a port is a host.
+        for url in [
+            "http://web.shop.svc/users/@me?next=a@b",
+            "http://[fd12::7]:8080/healthz",
+            "https://web.shop.svc:8443",
+        ] {
+            assert_eq!(
+                check_spec_with(&spec(serde_json::json!({"http": {"url": url}})), &p),
+                Ok(()),
+                "{url}"
+            );
+        }
     }
 }
