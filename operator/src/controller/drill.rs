@@ -43,7 +43,15 @@ pub async fn reconcile(obj: Arc<DataCenterFailure>, ctx: Arc<Context>) -> Result
 /// Deleted: stop keeping the zone dark and restore it. Works whatever the
 /// phase, including when nothing was ever changed.
 async fn cleanup(obj: &DataCenterFailure, ctx: &Context) -> Result<Action> {
-    let n = let_go(ctx, &Experiment::of(obj), Traces::All).await?;
+    // Only an experiment that began its fault can have left traces other
+    // than its label (a full node list is not free at 5,000 nodes).
+    let began = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.fault.as_ref())
+        .is_some_and(|f| f.injected_at.is_some());
+    let traces = if began { Traces::All } else { Traces::Labelled };
+    let n = let_go(ctx, &Experiment::of(obj), traces).await?;
     if n > 0 {
         publish(
             &ctx.recorder,
@@ -358,6 +366,14 @@ impl<'a> Drill<'a> {
     async fn spec_unreadable(&mut self, phase: Phase, msg: String, now: Timestamp) -> Result<Step> {
         match phase {
             Phase::Injecting | Phase::ZoneDown => {
+                // Restore first: a status write that the API server refuses
+                // (a spec the new schema no longer accepts) must not keep
+                // the zone dark.
+                if let Some(h) = self.ctx.with_tasks(&self.exp.uid, |t| t.injector.take()) {
+                    h.abort();
+                }
+                let (client, concurrency) = (&self.ctx.client, self.ctx.config.concurrency);
+                restore::restore(client, &self.exp, concurrency).await?;
                 let why = format!("the spec can no longer be used: {msg}");
                 self.abort_fault(why, "InvalidSpec", now).await
             }
@@ -436,6 +452,16 @@ impl<'a> Drill<'a> {
                     format!(
                         "timed out: taking the zone down took longer than {}s + {}s grace",
                         config.injection_timeout.as_secs(),
+                        grace.as_secs()
+                    )
+                })
+            }
+            // The node agents bring the power back at injectedAt + duration +
+            // grace on their own: a PowerLoss window must not outlast that.
+            Phase::ZoneDown if self.power_loss() => {
+                (elapsed(self.injected_at()?, now) > spec.duration + grace).then(|| {
+                    format!(
+                        "timed out: the zone was down longer than duration + {}s grace",
                         grace.as_secs()
                     )
                 })

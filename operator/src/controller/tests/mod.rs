@@ -1317,6 +1317,24 @@ async fn the_dark_window_counts_from_when_the_zone_went_dark_not_from_the_inject
 }
 
 #[tokio::test]
+async fn a_power_loss_window_never_outlasts_the_node_agents_own_deadline() {
+    // The agents bring the power back at injectedAt + duration + grace on
+    // their own: past that, the drill ends, however recently the zone went dark.
+    let w = world();
+    zone_down(
+        &w,
+        json!({"duration": "1h", "fault": {"mode": "PowerLoss"}}),
+        10,
+    );
+    set_fault(&w, "injectedAt", ago(3 * 3600));
+    times_out(
+        &w,
+        "timed out: the zone was down longer than duration + 120s grace",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn without_zone_dark_at_the_dark_window_counts_from_the_injection_start() {
     // Over once the duration has passed since the injection started.
     let w = world();
@@ -1576,7 +1594,12 @@ async fn a_spec_unusable_mid_fault_ends_the_fault_instead_of_failing_every_recon
         w.api.add_experiment(obj);
 
         assert!(is_next(&w.step().await), "from {phase}");
-        assert_eq!(w.calls(), calls![STATUS, EVENT], "from {phase}");
+        assert_eq!(
+            w.calls(),
+            calls![HELD_NODES, patch_node("a1"), NODES, STATUS, EVENT],
+            "from {phase}: the zone is restored before anything is written"
+        );
+        assert_eq!(w.api.node("a1")["metadata"]["labels"].get(MARK_LABEL), None);
         assert_eq!(w.phase(), "Restoring");
         let why = w.status()["abortReason"].as_str().unwrap().to_string();
         assert!(
