@@ -23,4 +23,13 @@ export FIREDRILL_TESTBED_KUBECONFIG=$KUBECONFIG
 cargo build -p firedrill
 # The operator image (static musl binary), which the image and helm tests use.
 "$HERE/../image/build.sh"
-TMPDIR=$SCRATCH cargo test --no-fail-fast -p firedrill-e2e "$@"
+rc=0
+TMPDIR=$SCRATCH cargo test --no-fail-fast -p firedrill-e2e "$@" || rc=$?
+if ((rc != 0)); then
+  # What the testbed's own parts said last: a failure is often explained there.
+  for f in dataplane kwok kube-controller-manager; do
+    echo "--- testbed log $f (last 40 lines)"
+    tail -n 40 "$FIREDRILL_TESTBED_DIR/logs/$f.log" 2>/dev/null || true
+  done
+fi
+exit "$rc"

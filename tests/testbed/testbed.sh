@@ -127,6 +127,9 @@ EOF
   cert admin "/O=system:masters/CN=firedrill-admin" "$d/client.ext"
   cert controller-manager "/CN=system:kube-controller-manager" "$d/client.ext"
   cert scheduler "/CN=system:kube-scheduler" "$d/client.ext"
+  # KWOK has a name of its own, so that a policy can refuse its heartbeats
+  # for a node without power (below).
+  cert kwok "/O=system:masters/CN=testbed-kwok" "$d/client.ext"
   openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
   openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
 }
@@ -288,7 +291,7 @@ cmd_up() {
   etcd_port=$(free_port); etcd_peer=$(free_port)
   APISERVER_PORT=$(free_port)
   echo "$APISERVER_PORT" >"$STATE/apiserver.port"
-  for u in admin controller-manager scheduler; do kubeconfig $u; done
+  for u in admin controller-manager scheduler kwok; do kubeconfig $u; done
 
   start etcd "$bin/etcd" --name=testbed --data-dir="$STATE/etcd" \
     --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
@@ -359,6 +362,31 @@ spec:
   validationActions: [Deny]
   matchResources:
     namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-node-lease}}
+---
+# Nor does it report status. KWOK's node heartbeat stage fires up to ~20
+# minutes after it was scheduled, without looking at the node again: one
+# that lands during a cut would report the dark node Ready and keep the node
+# lifecycle controller from ever marking it NotReady.
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: testbed-powered-off-nodes}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [UPDATE], resources: [nodes/status]}
+  validations:
+  - expression: >-
+      request.userInfo.username != 'testbed-kwok' ||
+      !has(oldObject.metadata.annotations) || !('testbed.firedrill.dev/powered-off' in oldObject.metadata.annotations)
+    message: the node has no power (testbed power loss)
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: testbed-powered-off-nodes}
+spec:
+  policyName: testbed-powered-off-nodes
+  validationActions: [Deny]
 EOF
   kwok_stages >"$STATE/kwok.yaml"
   # Large testbeds (the scale benchmark): more KWOK workers for pod and node
@@ -374,7 +402,7 @@ options:
   nodeLeaseParallelism: $FIREDRILL_TESTBED_KWOK_PARALLELISM
 EOF
   fi
-  start kwok "$bin/kwok" --kubeconfig="$STATE/admin.kubeconfig" --config="$STATE/kwok.yaml" \
+  start kwok "$bin/kwok" --kubeconfig="$STATE/kwok.kubeconfig" --config="$STATE/kwok.yaml" \
     --node-lease-duration-seconds=40 \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
