@@ -53,6 +53,7 @@ async fn main() {
             availability_objective: None,
             guard: None,
             max_error_percent: 10.0,
+            min_coverage_percent: 90.0,
             depends_on: vec![],
         });
     }

@@ -516,7 +516,11 @@ async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let snap = collect::snapshot(&client, &req.zone, &req.topology_key, &opts).await?;
-    let p = plan::plan(&req, &snap);
+    let mut p = plan::plan(&req, &snap);
+    if args.file.is_some() {
+        let checked = crate::spec::parse(&spec, None).map_err(anyhow::Error::msg)?;
+        p.warnings.extend(checked.warnings());
+    }
     let guards = plan::check_guards(&req, &p, &snap);
     let report =
         serde_json::json!({ "plan": &p, "refusal": guards.as_ref().err().map(|r| r.0.clone()) });

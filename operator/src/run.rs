@@ -113,6 +113,13 @@ pub async fn apply(client: &Client, exp: &DataCenterFailure) -> anyhow::Result<D
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         } else if old.status.is_some() {
+            if let Some(fields) = spec_differs(&old, exp) {
+                return Err(UsageError(format!(
+                    "{name}: a run of that name is in progress ({}) with a different spec ({fields} differ); its result would not be this file's. Wait for it to end, abort it (kubectl annotate datacenterfailure {name} {ABORT_ANNOTATION}='replaced'), or give this run another name",
+                    phase.map(|p| p.to_string()).unwrap_or_default()
+                ))
+                .into());
+            }
             eprintln!(
                 "{name}: already running ({}); following it",
                 phase.map(|p| p.to_string()).unwrap_or_default()
@@ -149,6 +156,26 @@ pub async fn apply(client: &Client, exp: &DataCenterFailure) -> anyhow::Result<D
             e => e.into(),
         })?;
     Ok(applied)
+}
+
+/// The spec fields (top level) in which `running` differs from `wanted`,
+/// comma-separated; None when they are the same. Both are compared as the
+/// operator reads them, defaults filled in.
+pub fn spec_differs(running: &DataCenterFailure, wanted: &DataCenterFailure) -> Option<String> {
+    let a = serde_json::to_value(&running.spec).unwrap_or_default();
+    let b = serde_json::to_value(&wanted.spec).unwrap_or_default();
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return (a != b).then(|| "spec".to_string());
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let differ: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("spec.{k}"))
+        .collect();
+    (!differ.is_empty()).then(|| differ.join(", "))
 }
 
 /// One line (or screen) of progress.
@@ -312,4 +339,48 @@ async fn request_abort(api: &Api<DataCenterFailure>, name: &str, why: &str) -> k
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exp(v: serde_json::Value) -> DataCenterFailure {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "chaos.firedrill.dev/v1alpha1", "kind": "DataCenterFailure",
+            "metadata": {"name": "gate"}, "spec": v
+        }))
+        .unwrap()
+    }
+
+    fn spec(duration: &str) -> serde_json::Value {
+        serde_json::json!({"zone": "zone-a", "duration": duration,
+            "slos": [{"name": "login", "recoveryTimeObjective": "30s",
+                      "probe": {"tcp": {"host": "login", "port": 80}}}]})
+    }
+
+    #[test]
+    fn a_running_experiment_with_another_spec_is_named_not_followed() {
+        assert_eq!(spec_differs(&exp(spec("5m")), &exp(spec("5m"))), None);
+        assert_eq!(
+            spec_differs(&exp(spec("5m")), &exp(spec("10m"))).as_deref(),
+            Some("spec.duration")
+        );
+        let mut other = spec("10m");
+        other["zone"] = "zone-b".into();
+        assert_eq!(
+            spec_differs(&exp(spec("5m")), &exp(other)).as_deref(),
+            Some("spec.duration, spec.zone")
+        );
+    }
+
+    #[test]
+    fn defaults_written_out_are_the_same_spec() {
+        // The API server fills in defaults; a file that leaves them out asks
+        // for the same run.
+        let mut explicit = spec("5m");
+        explicit["slos"][0]["interval"] = "1s".into();
+        explicit["slos"][0]["maxErrorPercent"] = 10.0.into();
+        assert_eq!(spec_differs(&exp(explicit), &exp(spec("5m"))), None);
+    }
 }

@@ -384,8 +384,14 @@ impl Timeline {
                 });
             }
         }
+        let window_ms = (end.min(now.max(start)) - start).max(0);
+        let largest_gap = self.largest_gap(start, end.min(now.max(start)), now);
         let Some(w) = w else {
-            return Measurement::default();
+            return Measurement {
+                window_ms,
+                largest_gap,
+                ..Default::default()
+            };
         };
         let mut m = Measurement {
             ok: w.counts[0],
@@ -395,6 +401,8 @@ impl Timeline {
             fail_ms: w.ms[1],
             error_ms: w.ms[2],
             first_failure_at: w.first_fail,
+            window_ms,
+            largest_gap,
             ..Default::default()
         };
         if w.first_ok.is_none() && w.first_fail.is_none() {
@@ -423,6 +431,29 @@ impl Timeline {
         m
     }
 
+    /// The longest stretch of `[start, end)` that no segment covers, if
+    /// any: where the samples stopped (a stopped or restarted operator).
+    /// Gaps inside a compacted segment count toward coverage but are not
+    /// located here.
+    fn largest_gap(&self, start: i64, end: i64, now: i64) -> Option<(i64, i64)> {
+        let mut best: Option<(i64, i64)> = None;
+        let mut at = start;
+        let mut consider = |from: i64, to: i64| {
+            if to > from && best.is_none_or(|(a, b)| to - from > b - a) {
+                best = Some((from, to));
+            }
+        };
+        for seg in self.segments_until(now.max(start)) {
+            if seg.end <= start || seg.start >= end {
+                continue;
+            }
+            consider(at, seg.start.min(end));
+            at = at.max(seg.end);
+        }
+        consider(at, end);
+        best
+    }
+
     /// Milliseconds the probe has not been healthy at `now` (failed or could
     /// not run since the last healthy answer); 0 when the last answer was healthy.
     pub fn failing_for(&self, now: i64) -> i64 {
@@ -444,6 +475,10 @@ pub struct Measurement {
     pub longest_outage_ms: i64,
     pub first_failure_at: Option<i64>,
     pub recovered_at: Option<i64>,
+    /// How long the window was (until `now` if it has not ended).
+    pub window_ms: i64,
+    /// The longest stretch of the window no sample stands for.
+    pub largest_gap: Option<(i64, i64)>,
 }
 
 impl Measurement {
@@ -461,6 +496,16 @@ impl Measurement {
         } else {
             None
         }
+    }
+
+    /// The share of the window the samples stand for, in percent (100 for
+    /// an empty window).
+    pub fn coverage_percent(&self) -> f64 {
+        if self.window_ms <= 0 {
+            return 100.0;
+        }
+        let covered = self.ok_ms + self.fail_ms + self.error_ms;
+        (covered as f64 * 100.0 / self.window_ms as f64).min(100.0)
     }
 
     /// The share of the measured time the probe could not run, in percent.

@@ -25,6 +25,25 @@ pub struct Checked {
     pub slos: Vec<Slo>,
 }
 
+impl Checked {
+    /// What the drill as written cannot show, said before it runs: an SLO
+    /// whose recovery-time objective is longer than the dark window passes
+    /// on time to recover even if the service never fails over, because the
+    /// zone comes back first.
+    pub fn warnings(&self) -> Vec<String> {
+        self.slos
+            .iter()
+            .filter(|s| s.rto > self.duration)
+            .map(|s| {
+                format!(
+                    "SLO {}: its recoveryTimeObjective ({}) is longer than the dark window (duration {:?}): the zone comes back before a recovery that slow could be told from none; shorten the objective or lengthen the duration",
+                    s.spec.name, s.spec.recovery_time_objective, self.duration
+                )
+            })
+            .collect()
+    }
+}
+
 /// One SLO with its times parsed.
 #[derive(Clone, Debug)]
 pub struct Slo {
@@ -166,6 +185,23 @@ mod tests {
                       "recoveryTimeObjective": "20s", "guard": {"tolerance": "3s"},
                       "probe": {"tcp": {"host": "login", "port": 80}}}]
         })
+    }
+
+    #[test]
+    fn an_objective_longer_than_the_dark_window_is_warned_of() {
+        assert!(parse(&spec(good()), None).unwrap().warnings().is_empty());
+        let mut v = good();
+        v["slos"][0]["recoveryTimeObjective"] = "1h".into();
+        let w = parse(&spec(v.clone()), None).unwrap().warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("SLO login: its recoveryTimeObjective (1h) is longer than the dark window (duration 30s)"),
+            "{}",
+            w[0]
+        );
+        // Equal is showable: the zone is dark for exactly that long.
+        v["slos"][0]["recoveryTimeObjective"] = "30s".into();
+        assert!(parse(&spec(v), None).unwrap().warnings().is_empty());
     }
 
     #[test]

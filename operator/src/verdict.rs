@@ -41,6 +41,22 @@ pub fn judge(
             Verdict::Inconclusive,
             format!("the probe could not run: {why}"),
         )
+    } else if m.coverage_percent() < slo.min_coverage_percent {
+        let gap = m
+            .largest_gap
+            .map(|(a, b)| {
+                let at = time(a).map(|t| t.0.to_string()).unwrap_or_default();
+                format!("; the longest gap: {}s from {at}", secs(b - a))
+            })
+            .unwrap_or_default();
+        (
+            Verdict::Inconclusive,
+            format!(
+                "the probe's samples cover only {:.1}% of the window (minCoveragePercent {}%){gap}: the operator did not probe the rest (stopped, restarted or handing over)",
+                m.coverage_percent(),
+                slo.min_coverage_percent
+            ),
+        )
     } else if errors > slo.max_error_percent {
         let why = last_error.unwrap_or("unknown");
         (
@@ -361,6 +377,7 @@ mod tests {
             availability_objective: Some(99.0),
             guard: None,
             max_error_percent: 10.0,
+            min_coverage_percent: 90.0,
             depends_on: vec![],
         }
     }

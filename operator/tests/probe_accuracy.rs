@@ -30,6 +30,7 @@ fn slo(name: &str, probe: Probe) -> SloSpec {
         availability_objective: None,
         guard: None,
         max_error_percent: 10.0,
+        min_coverage_percent: 90.0,
         depends_on: vec![],
     }
 }

@@ -265,6 +265,13 @@ pub struct SloSpec {
     #[serde(default = "default_max_error_percent")]
     #[schemars(range(min = 0.0, max = 100.0))]
     pub max_error_percent: f64,
+    /// The least share of the dark window, in percent, that the probe's
+    /// samples must cover before the SLO is judged. Time no sample stands
+    /// for (the operator stopped, crashed or handed over leadership) is
+    /// unmeasured; below this share the SLO is Inconclusive, naming the gap.
+    #[serde(default = "default_min_coverage_percent")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min_coverage_percent: f64,
     /// Other SLOs of this experiment this one's user journey goes through
     /// (messaging needs authentication). When this SLO fails while one of
     /// them is down, the verdict names that as the cause.
@@ -279,6 +286,9 @@ pub struct SloSpec {
 
 fn default_max_error_percent() -> f64 {
     10.0
+}
+fn default_min_coverage_percent() -> f64 {
+    90.0
 }
 fn default_interval() -> String {
     "1s".into()

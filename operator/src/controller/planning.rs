@@ -7,7 +7,7 @@ use super::drill::{Drill, Step};
 use crate::api::Phase;
 use crate::plan::{self, Plan, Request, collect};
 use crate::spec::Checked;
-use crate::{Result, exclusion, record};
+use crate::{Result, exclusion, probe, record};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::EventType;
 
@@ -28,9 +28,16 @@ impl Drill<'_> {
             &self.snapshot_options(),
         )
         .await?;
-        let p = plan::plan(&req, &snap);
+        let mut p = plan::plan(&req, &snap);
+        p.warnings.extend(spec.warnings());
         self.st.plan = Some(p.summary());
         let mut refusal = plan::check_guards(&req, &p, &snap).err().map(|r| r.0);
+        if refusal.is_none() {
+            refusal =
+                probe::check_consent(&self.ctx.client, &self.obj.spec, &self.ctx.config.probes)
+                    .await
+                    .err();
+        }
         if refusal.is_none() {
             refusal = self.claim_turn(&req).await?;
         }

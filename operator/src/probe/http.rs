@@ -40,18 +40,19 @@ impl Http {
                 b = b.danger_accept_invalid_certs(true);
             }
             if let Some(ca) = &tls.ca_secret_ref {
-                let pem = secret_value(client, env.policy(), ca).await?;
+                let pem = secret_value(client, env.policy(), ca, None).await?;
                 let cert = reqwest::Certificate::from_pem(pem.as_bytes())
                     .map_err(|e| format!("CA from secret {}/{}: {e}", ca.namespace, ca.name))?;
                 b = b.add_root_certificate(cert);
             }
         }
+        let host = super::policy::url_target(&h.url).0;
         let mut headers = vec![];
         for hd in &h.headers {
             let value = match (&hd.value, &hd.value_from) {
                 (Some(v), _) => v.clone(),
                 (None, Some(from)) => {
-                    secret_value(client, env.policy(), &from.secret_key_ref).await?
+                    secret_value(client, env.policy(), &from.secret_key_ref, Some(&host)).await?
                 }
                 (None, None) => String::new(),
             };

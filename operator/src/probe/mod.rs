@@ -6,7 +6,9 @@
 //!
 //! The invariant this module keeps: a probe reads only what the [`Policy`]
 //! lets it read and reaches only what it lets it reach. Secrets come only
-//! from the namespaces the operator was installed for; link-local and cloud
+//! from the namespaces the operator was installed for, and one that is sent
+//! (a header value, a bearer token) goes only to a host the Secret itself
+//! lists in [`CONSENT_ANNOTATION`]; link-local and cloud
 //! metadata addresses (unless allowed) and the Kubernetes API server are
 //! never targets as written in the spec ([`check_spec`]), and link-local
 //! addresses are dropped again from whatever a probe's host name resolves
@@ -21,7 +23,8 @@
 //!
 //! - `policy`: what probes may read and reach; checking a spec against it.
 //! - `hosts`: the hosts file names are looked up in first; the resolver.
-//! - `secret`: reading the value a SecretKeyRef names.
+//! - `secret`: reading the value a SecretKeyRef names; a Secret sent
+//!   somewhere must list the host in its consent annotation.
 //! - `http`, `tcp`, `prometheus`, `kubernetes`: one probe kind each.
 //! - `runner`: one task per SLO, the timelines, the guard's abort.
 
@@ -39,6 +42,7 @@ pub use http::BODY_CAP;
 pub use policy::{Policy, check_spec, check_spec_with, is_link_local, refused_target};
 pub use prometheus::{Comparison, PROMETHEUS_CAP, parse_comparison, prometheus_value};
 pub use runner::{Recording, Runner, sample_cap};
+pub use secret::{CONSENT_ANNOTATION, check_consent, consented_hosts, sent_secrets};
 
 use crate::api::Probe;
 use crate::slo::Outcome;
@@ -89,6 +93,18 @@ pub enum Prober {
     Workload(kubernetes::Workload),
 }
 
+/// What a probe that did not answer within its timeout means. For the
+/// service's own endpoints (http, tcp), the service failed. For an
+/// instrument (Prometheus, the Kubernetes API) the instrument failed: an
+/// error, counted against `maxErrorPercent`, never a failure of the service.
+pub fn timeout_outcome(probe: &Probe) -> Outcome {
+    if probe.http.is_some() || probe.tcp.is_some() {
+        Outcome::Fail
+    } else {
+        Outcome::Error
+    }
+}
+
 impl Prober {
     /// Resolve Secrets and build clients. An error means the probe cannot run.
     pub async fn build(
@@ -130,5 +146,29 @@ impl Prober {
             Prober::Service(p) => p.probe().await,
             Prober::Workload(p) => p.probe().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(v: serde_json::Value) -> Probe {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_timed_out_service_failed_a_timed_out_instrument_erred() {
+        let http = probe(serde_json::json!({"http": {"url": "http://a.b/"}}));
+        let tcp = probe(serde_json::json!({"tcp": {"host": "a.b", "port": 5432}}));
+        let prom = probe(
+            serde_json::json!({"prometheus": {"url": "http://p:9090", "query": "up", "successWhen": "> 0"}}),
+        );
+        let kube =
+            probe(serde_json::json!({"kubernetes": {"service": {"namespace": "a", "name": "b"}}}));
+        assert_eq!(timeout_outcome(&http), Outcome::Fail);
+        assert_eq!(timeout_outcome(&tcp), Outcome::Fail);
+        assert_eq!(timeout_outcome(&prom), Outcome::Error);
+        assert_eq!(timeout_outcome(&kube), Outcome::Error);
     }
 }

@@ -183,7 +183,7 @@ fn url_problem(url: &str) -> Option<&'static str> {
 }
 
 /// The host and port an http(s) URL connects to.
-fn url_target(url: &str) -> (String, u16) {
+pub(super) fn url_target(url: &str) -> (String, u16) {
     match reqwest::Url::parse(url) {
         Ok(u) => (
             u.host_str().unwrap_or("").to_string(),

@@ -34,7 +34,10 @@ impl Prometheus {
     ) -> Result<Prometheus, String> {
         let (op, threshold) = parse_comparison(&p.success_when)?;
         let token = match &p.bearer_token_secret_ref {
-            Some(r) => Some(secret_value(client, env.policy(), r).await?),
+            Some(r) => {
+                let host = super::policy::url_target(&p.url).0;
+                Some(secret_value(client, env.policy(), r, Some(&host)).await?)
+            }
             None => None,
         };
         let http = with_hosts(reqwest::Client::builder(), env)

@@ -125,7 +125,10 @@ async fn run_slo(
         let p = prober.as_ref().unwrap();
         let (outcome, why) = match tokio::time::timeout(timeout, p.probe()).await {
             Ok(r) => r,
-            Err(_) => (Outcome::Fail, Some(format!("timed out after {timeout:?}"))),
+            Err(_) => (
+                super::timeout_outcome(&slo.spec.probe),
+                Some(format!("timed out after {timeout:?}")),
+            ),
         };
         let failing_ms = {
             let mut tl = timeline.lock().unwrap();

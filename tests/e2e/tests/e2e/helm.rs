@@ -195,6 +195,39 @@ fn the_chart_installs_and_its_rbac_runs_a_whole_experiment() {
     let pdb = kubectl_json(&["-n", "firedrill-system", "get", "pdb", "drill-firedrill"]);
     assert_eq!(pdb["spec"]["minAvailable"], 1);
 
+    // A drill that cannot show its objective is warned of at apply, and
+    // still accepted; one that can is not warned of.
+    let drill = |rto: &str| {
+        Drill::new("warned", "zone-a")
+            .duration("10s")
+            .slo(Slo::new("api", rto).http("http://login.auth.svc/healthz"))
+            .slo(Slo::new("db", "5s").tcp("db.auth.svc", 5432))
+            .yaml()
+    };
+    let warned = wait_for("the apply warning policy", Duration::from_secs(30), || {
+        let out = kubectl(
+            &["apply", "--dry-run=server", "-f", "-"],
+            Some(&drill("1h")),
+        );
+        (out.ok && out.stderr.contains("Warning:")).then_some(out)
+    });
+    assert!(
+        warned.stderr.contains(
+            "spec.slos: the recoveryTimeObjective of api is longer than the dark window (spec.duration 10s)"
+        ),
+        "{}",
+        warned.stderr
+    );
+    let quiet = kubectl(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&drill("10s")),
+    );
+    assert!(
+        quiet.ok && !quiet.stderr.contains("Warning"),
+        "{}",
+        quiet.stderr
+    );
+
     // A kubeconfig with the chart's ServiceAccount token.
     let token = kubectl(
         &[

@@ -5,6 +5,7 @@ use firedrill_e2e::*;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// An SLO that Service `ns/service` keeps `min` ready endpoints.
 fn service_slo(name: &str, ns: &str, service: &str, min: u32) -> Slo {
@@ -212,18 +213,59 @@ fn a_secret_used_in_a_probe_header_never_appears_anywhere() {
     )
     .expect_ok("create secret");
     let op = Operator::start(&["--secret-namespaces", &ns.0]);
+    let drill = |name: &str| {
+        Drill::new(name, "zone-a")
+            .duration("4s")
+            .baseline("1s")
+            .namespace(&ns.0)
+            .slo(
+                Slo::new("api", "30s")
+                    .interval("200ms")
+                    .http(&format!("http://127.0.0.1:{port}/healthz"))
+                    .header_from_secret("Authorization", &ns.0, "probe-token", "token"),
+            )
+            .yaml()
+    };
+
+    // The Secret does not list the probe's host: the experiment is refused
+    // before anything is touched, and the value is never sent.
+    let _refused = Experiment("secret-unlisted".into());
+    assert!(apply(&drill("secret-unlisted")).ok);
+    wait_completed("secret-unlisted", 60);
+    assert_eq!(dcf_field("secret-unlisted", ".status.phase"), "Failed");
+    let reason = dcf_field("secret-unlisted", ".status.reason");
+    assert!(
+        reason.contains(&format!(
+            "secret {}/probe-token may not be sent to 127.0.0.1",
+            ns.0
+        )) && reason.contains("chaos.firedrill.dev/probe-hosts")
+            && reason.contains("nothing was changed"),
+        "{reason}"
+    );
+    assert!(
+        cordoned_nodes().is_empty(),
+        "a refused drill touched a node"
+    );
+    assert!(
+        !seen.lock().unwrap().iter().any(|h| h.contains(TOKEN)),
+        "the value went to a host its Secret does not list"
+    );
+
+    // Its owner lists the host: now it is sent there.
+    kubectl(
+        &[
+            "-n",
+            &ns.0,
+            "annotate",
+            "secret",
+            "probe-token",
+            "chaos.firedrill.dev/probe-hosts=login.auth.svc,127.0.0.1",
+        ],
+        None,
+    )
+    .expect_ok("annotate secret");
     let _exp = Experiment("secret".into());
-    let drill = Drill::new("secret", "zone-a")
-        .duration("4s")
-        .baseline("1s")
-        .namespace(&ns.0)
-        .slo(
-            Slo::new("api", "30s")
-                .interval("200ms")
-                .http(&format!("http://127.0.0.1:{port}/healthz"))
-                .header_from_secret("Authorization", &ns.0, "probe-token", "token"),
-        );
-    assert!(apply(&drill.yaml()).ok);
+    assert!(apply(&drill("secret")).ok);
     wait_completed("secret", 90);
     assert_eq!(
         dcf_field("secret", ".status.verdict"),
@@ -264,4 +306,53 @@ fn a_secret_used_in_a_probe_header_never_appears_anywhere() {
             "the Secret's value leaked into source {i}"
         );
     }
+}
+
+#[test]
+fn a_window_the_operator_did_not_probe_is_inconclusive_not_passed() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-coverage");
+    // One operator, no lease to lose while it is stopped.
+    let op = Operator::start(&["--leader-elect=false"]);
+    let _exp = Experiment("unwatched".into());
+    // All six chat pods must be ready: losing zone-a's two is a dip of a
+    // few seconds (replacements take 2 s to turn Ready), inside the RTO.
+    let drill = Drill::new("unwatched", "zone-a")
+        .duration("20s")
+        .baseline("1s")
+        .namespace(&ns.0)
+        .slo(service_slo("chat", &ns.0, "chat", 6));
+    assert!(apply(&drill.yaml()).ok);
+    wait_phase("unwatched", "ZoneDown", Duration::from_secs(60));
+    // The operator stops (SIGSTOP) for most of the dark window: the dip
+    // and the recovery happen while nobody probes.
+    let pid = op.pid().to_string();
+    let signal = |s: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .is_ok_and(|st| st.success());
+        assert!(ok, "kill {s} {pid}");
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(15));
+    signal("-CONT");
+    wait_completed("unwatched", 90);
+    assert_zone_restored();
+    let slo = kubectl_json(&["get", "dcf", "unwatched"])["status"]["slos"][0].clone();
+    assert_eq!(slo["verdict"], "Inconclusive", "{slo:#}");
+    let msg = slo["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("the probe's samples cover only") && msg.contains("minCoveragePercent 90%"),
+        "{msg}"
+    );
+    // The gap is named, and it is about as long as the stop.
+    let gap: f64 = msg
+        .split("the longest gap: ")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no gap named: {msg}"));
+    assert!((12.0..=20.0).contains(&gap), "gap {gap}s: {msg}");
+    assert_eq!(dcf_field("unwatched", ".status.verdict"), "Inconclusive");
 }
