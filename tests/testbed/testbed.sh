@@ -68,13 +68,13 @@ cmd_build() {
     ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean"
   done
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd ($K8S_VERSION, etcd $ETCD_VERSION): one multi-call binary; a cold build takes a while"
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kubelet, kube-proxy ($K8S_VERSION, etcd $ETCD_VERSION): one multi-call binary; a cold build takes a while"
   (cd "$HERE" && CGO_ENABLED=0 go build -trimpath -tags selinux,notest -ldflags "$ldflags" -o "$tmp/kube" ./cmd/kube) ||
     die "building the control plane from k8s.io/kubernetes@$K8S_VERSION failed (see the Go errors above)"
   log "building kwok $KWOK_VERSION"
   (cd "$HERE/kwok" && CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION") ||
     die "building sigs.k8s.io/kwok@$KWOK_VERSION failed (see the Go errors above)"
-  for p in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd; do
+  for p in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kubelet kube-proxy; do
     ln -sf kube "$tmp/$p"
   done
   rm -rf "$bin"; mkdir -p "$(dirname "$bin")"; mv "$tmp" "$bin"
