@@ -139,7 +139,10 @@ EOF
 real_after_apiserver() {
   local n=$1 kit=$2 bin=$3
   local k=("$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig")
-  "${k[@]}" apply -f - >/dev/null <<EOF
+  # (Quiet unless it fails: kubectl warns that v1 Endpoints is deprecated,
+  # which older clients still read.)
+  local out
+  out=$("${k[@]}" apply -f - 2>&1 <<EOF
 apiVersion: v1
 kind: Endpoints
 metadata:
@@ -160,6 +163,7 @@ addressType: IPv4
 endpoints: [{addresses: [$REAL_LAB.1], conditions: {ready: true}}]
 ports: [{name: https, port: 443, protocol: TCP}]
 EOF
+) || die "the kubernetes Service's endpoints: $out"
   real_kubeconfig kube-proxy "$STATE/real/kube-proxy.kubeconfig"
   local i
   for ((i = 0; i < n; i++)); do real_node_up "$i" "$n" "$kit" "$bin"; done
