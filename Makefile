@@ -52,7 +52,7 @@ bench:
 
 # The crash soak at full length (a 5-kill version runs in `make test`).
 soak: build
-	FIREDRILL_SOAK_KILLS=$(or $(KILLS),20) FIREDRILL_SOAK_SEED=$(or $(SEED),1) tests/run-e2e.sh --test e2e soak:: -- --nocapture
+	FIREDRILL_E2E_SUITES=kwok FIREDRILL_SOAK_KILLS=$(or $(KILLS),20) FIREDRILL_SOAK_SEED=$(or $(SEED),1) tests/run-e2e.sh soak:: -- --nocapture
 
 fuzz:
 	tests/fuzz.sh $(or $(FUZZ_SECONDS),60)

@@ -5,6 +5,9 @@
 #   nftables (Debian)        the node agent's partition, tested in a network namespace
 #   musl-tools (Debian)      the static binary in the operator image (make image)
 #   umoci, skopeo (Debian)   the image archive is unpacked and copied, checking digests
+#   containerd, runc,        the testbed's real nodes (testbed.sh up --real N): a
+#   socat (Debian)           container runtime per node, and relays to the API server
+#   containernetworking-plugins (Debian)  the real nodes' pod network (bridge, host-local)
 #   junitparser, pillow      the JUnit report is parsed the way CI servers
 #   (PyPI)                   read it; the screenshot is checked not blank
 # Debian packages are installed without letting them start system services.
@@ -20,6 +23,10 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+command -v socat >/dev/null 2>&1 || need+=(socat)
+[[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
 if ((${#need[@]})); then
   echo "[deps] installing from Debian's packages: ${need[*]}"
   created_policy=

@@ -2,9 +2,14 @@
 # The firedrill testbed: a real Kubernetes control plane on loopback.
 #
 #   testbed.sh build            build (or reuse) the cached binaries, print their directory
-#   testbed.sh up [NODES]       start etcd, kube-apiserver, kube-controller-manager,
+#   testbed.sh up [NODES] [--real M]
+#                               start etcd, kube-apiserver, kube-controller-manager,
 #                               kube-scheduler and kwok; create NODES fake nodes
-#                               spread over zone-a, zone-b, zone-c (default 6)
+#                               spread over zone-a, zone-b, zone-c (default 6);
+#                               with --real, also M real nodes (kubelet, containerd,
+#                               kube-proxy; see realnodes.sh), and no data plane
+#   testbed.sh import ARCHIVE [BASE-NAME]
+#                               import an OCI image archive into every real node
 #   testbed.sh nodes N [FIRST]  create N more fake nodes (numbered from FIRST)
 #   testbed.sh down             stop every process `up` started, by PID
 #   testbed.sh apiserver stop|start
@@ -40,6 +45,9 @@ ZONES=(zone-a zone-b zone-c)
 CACHE=${FIREDRILL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/firedrill}
 STATE=${FIREDRILL_TESTBED_DIR:-$REPO/.testbed}
 
+# shellcheck source=realnodes.sh
+source "$HERE/realnodes.sh"
+
 log() { printf '[testbed] %s\n' "$*" >&2; }
 die() { printf '[testbed] error: %s\n' "$*" >&2; exit 1; }
 
@@ -68,13 +76,13 @@ cmd_build() {
     ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean"
   done
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd ($K8S_VERSION, etcd $ETCD_VERSION): one multi-call binary; a cold build takes a while"
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kubelet, kube-proxy ($K8S_VERSION, etcd $ETCD_VERSION): one multi-call binary; a cold build takes a while"
   (cd "$HERE" && CGO_ENABLED=0 go build -trimpath -tags selinux,notest -ldflags "$ldflags" -o "$tmp/kube" ./cmd/kube) ||
     die "building the control plane from k8s.io/kubernetes@$K8S_VERSION failed (see the Go errors above)"
   log "building kwok $KWOK_VERSION"
   (cd "$HERE/kwok" && CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION") ||
     die "building sigs.k8s.io/kwok@$KWOK_VERSION failed (see the Go errors above)"
-  for p in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd; do
+  for p in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kubelet kube-proxy; do
     ln -sf kube "$tmp/$p"
   done
   rm -rf "$bin"; mkdir -p "$(dirname "$bin")"; mv "$tmp" "$bin"
@@ -275,13 +283,26 @@ wait_for() { # description timeout-seconds command...
 }
 
 cmd_up() {
-  local nodes=${1:-6}
+  local nodes=6 real=0
+  while (($#)); do
+    case $1 in
+      --real) real=${2:?--real needs a count}; shift 2 ;;
+      *) nodes=$1; shift ;;
+    esac
+  done
+  if ((real > 0)); then
+    [[ $(id -u) -eq 0 ]] || die "real nodes need root (network, mount and PID namespaces, cgroups)"
+    local t; for t in containerd runc socat nsenter unshare ctr; do command -v "$t" >/dev/null || die "$t is missing (run tests/deps.sh)"; done
+    [[ -x /usr/lib/cni/bridge ]] || die "the CNI plugins are missing (run tests/deps.sh)"
+  fi
   if [[ -d $STATE/pids ]] && compgen -G "$STATE/pids/*" >/dev/null; then
     for f in "$STATE"/pids/*; do
       pid_alive "$f" && die "a testbed is already running from $STATE (run: $0 down)"
     done
   fi
   local bin; bin=$(cmd_build)
+  local kit=
+  ((real > 0)) && kit=$(real_kit)
   local t0=$SECONDS
   rm -rf "$STATE"; mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/etcd"
   # If anything below fails, stop what was started.
@@ -318,6 +339,7 @@ cmd_up() {
 --max-requests-inflight=1000
 --max-mutating-requests-inflight=500
 EOF
+  ((real > 0)) && real_before_apiserver "$real" "$kit"
   start_apiserver "$bin"
   wait_for kube-apiserver 120 "$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig" get --raw /readyz
 
@@ -410,15 +432,20 @@ EOF
     --cidr=10.244.0.0/16 --node-ip=127.0.0.1 --server-address="127.0.0.1:$(free_port)"
   local k=("$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig")
   wait_for "the default service account (controller-manager)" 120 "${k[@]}" -n default get serviceaccount default
-  if [[ ${FIREDRILL_TESTBED_DATAPLANE:-1} != 0 ]]; then
+  # The stand-in data plane dials pods from the machine's own namespace:
+  # not with real nodes, whose kube-proxy and containers are the real thing.
+  local dataplane=${FIREDRILL_TESTBED_DATAPLANE:-1}
+  ((real > 0)) && dataplane=${FIREDRILL_TESTBED_DATAPLANE:-0}
+  if [[ $dataplane != 0 ]]; then
     local dp slot; dp=$(dataplane_bin); slot=$(take_slot)
     start dataplane env KUBECONFIG="$STATE/admin.kubeconfig" RUST_LOG=info "$dp" dataplane --state "$STATE" --slot "$slot"
     wait_for "the data plane's hosts file" 60 test -f "$STATE/hosts"
   fi
 
-  cmd_nodes "$nodes" 0
+  ((nodes > 0)) && cmd_nodes "$nodes" 0
+  ((real > 0)) && real_after_apiserver "$real" "$kit" "$bin"
   trap - ERR
-  log "up in $((SECONDS - t0))s: https://127.0.0.1:$APISERVER_PORT, $nodes nodes in ${ZONES[*]}"
+  log "up in $((SECONDS - t0))s: https://127.0.0.1:$APISERVER_PORT, $nodes fake and $real real nodes in ${ZONES[*]}"
   log "use it with: eval \"\$($0 env)\""
 }
 
@@ -555,6 +582,8 @@ nodes_ready() {
 
 cmd_down() {
   [[ -d $STATE/pids ]] || return 0
+  # Real nodes first, while the API server still runs.
+  real_down
   # Reverse start order: kwok and the controllers before the apiserver, etcd last.
   for name in dataplane kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop_pid_file "$STATE/pids/$name"
@@ -592,6 +621,7 @@ case ${1:-} in
   status) cmd_status ;;
   env) cmd_env ;;
   helm) cmd_helm ;;
+  import) shift; cmd_import "$@" ;;
   apiserver) shift; cmd_apiserver "$@" ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

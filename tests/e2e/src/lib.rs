@@ -16,7 +16,8 @@
 //! - `cluster`: reading the cluster, and assertions on what a drill left;
 //! - `wait`: polling;
 //! - `operator`: the `firedrill` binary and the operator as a process;
-//! - `images`: the images `make image` builds.
+//! - `images`: the images `make image` builds;
+//! - `real`: the testbed's real nodes, and what their containerd runs.
 //!
 //! Everything the tests use is re-exported here.
 
@@ -26,6 +27,7 @@ mod images;
 mod kubectl;
 mod manifests;
 mod operator;
+mod real;
 mod testbed;
 mod wait;
 
@@ -46,5 +48,6 @@ pub use manifests::{
     Drill, Slo, chat_and_login, kwok_node_yaml, service_and_deployment, spread_over_zones,
 };
 pub use operator::{Operator, firedrill, firedrill_bin, http_get};
+pub use real::{RealNode, machine_sysctls, real_node, real_nodes};
 pub use testbed::{install_crds, repo_root, setup_chat_and_login, testbed};
 pub use wait::{wait_completed, wait_for, wait_phase};

@@ -1,10 +1,12 @@
 // Command kube is the testbed's multi-call control-plane binary: one link of
 // the upstream Kubernetes and etcd code that acts as kube-apiserver,
-// kube-controller-manager, kube-scheduler, kubectl or etcd, chosen by the name
-// it is invoked under (a symlink) or by its first argument.
+// kube-controller-manager, kube-scheduler, kubectl, etcd, or (for the
+// testbed's real nodes) kubelet or kube-proxy, chosen by the name it is
+// invoked under (a symlink) or by its first argument.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,12 +22,14 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	kubeproxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 )
 
-var programs = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd"}
+var programs = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd", "kubelet", "kube-proxy"}
 
 func main() {
 	name := filepath.Base(os.Args[0])
@@ -51,6 +55,10 @@ func main() {
 		}
 	case "etcd":
 		etcdmain.Main(os.Args)
+	case "kubelet":
+		os.Exit(cli.Run(kubelet.NewKubeletCommand(context.Background())))
+	case "kube-proxy":
+		os.Exit(cli.Run(kubeproxy.NewProxyCommand()))
 	}
 }
 

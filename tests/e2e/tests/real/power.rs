@@ -1,0 +1,281 @@
+//! PowerLoss on a real zone, cut off by the chart's node agent (the
+//! DaemonSet of charts/firedrill, templates/agent.yaml, on the agent image
+//! `make image` builds). Then, in order and measured: the nft table is in
+//! the node's network namespace (the cut), the node lifecycle controller
+//! marks the node NotReady, the pods' endpoints stop being ready, the pods
+//! are evicted after their tolerations; at the end the power comes back,
+//! the nodes are Ready again, and nothing of firedrill's is left on them.
+
+use crate::workloads::{TOLERATION_SECONDS, login_and_chat, node_ready, pods_by_node};
+use firedrill_e2e::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const AGENT_NS: &str = "firedrill-system";
+const TABLE: &str = "firedrill_power_loss";
+
+/// The chart's agent DaemonSet on every real node, its image imported into
+/// each node's containerd (never pulled).
+fn install_agent() {
+    let archive = agent_image_archive();
+    testbed(&[
+        "import",
+        archive.to_str().unwrap(),
+        "ghcr.io/firedrill/firedrill-agent",
+    ])
+    .expect_ok("importing the agent image into the real nodes");
+    let helm = testbed(&["helm"]).expect_ok("helm").trim().to_string();
+    let out = Command::new(helm)
+        .args(["template", "firedrill"])
+        .arg(repo_root().join("charts/firedrill"))
+        .args([
+            "--namespace",
+            AGENT_NS,
+            "--show-only",
+            "templates/agent.yaml",
+            "--set",
+            "agent.enabled=true",
+            "--set",
+            "agent.image.pullPolicy=Never",
+        ])
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("firedrill-helm-cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("firedrill-helm-config"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("firedrill-helm-data"),
+        )
+        .output()
+        .expect("helm");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kubectl(&["create", "namespace", AGENT_NS], None);
+    kubectl(
+        &["apply", "-n", AGENT_NS, "-f", "-"],
+        Some(&String::from_utf8_lossy(&out.stdout)),
+    )
+    .expect_ok("the agent DaemonSet");
+    let nodes = real_nodes();
+    wait_for(
+        "the agent Ready on every real node, and its label on each",
+        Duration::from_secs(120),
+        || {
+            let ds = kubectl_json(&["-n", AGENT_NS, "get", "daemonset", "firedrill-agent"]);
+            let ready = ds["status"]["numberReady"].as_u64().unwrap_or(0);
+            let labelled = nodes.iter().all(|n| {
+                !kubectl_json(&["get", "node", &n.name])["metadata"]["labels"]
+                    ["chaos.firedrill.dev/agent"]
+                    .is_null()
+            });
+            (ready == nodes.len() as u64 && labelled).then_some(())
+        },
+    );
+}
+
+/// Whether the endpoint of `pod` in Service `svc` is ready.
+fn endpoint_ready(ns: &str, svc: &str, pod: &str) -> bool {
+    kubectl_json(&[
+        "-n",
+        ns,
+        "get",
+        "endpointslices",
+        "-l",
+        &format!("kubernetes.io/service-name={svc}"),
+    ])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .any(|e| e["targetRef"]["name"] == pod && e["conditions"]["ready"] == true)
+}
+
+fn deletion_requested(ns: &str, pod: &str) -> bool {
+    let p = kubectl(&["-n", ns, "get", "pod", pod, "-o", "json"], None);
+    // Gone altogether, or marked for deletion.
+    !p.ok
+        || serde_json::from_str::<Value>(&p.stdout)
+            .map(|v| !v["metadata"]["deletionTimestamp"].is_null())
+            .unwrap_or(false)
+}
+
+#[test]
+fn power_loss_on_a_real_zone_cuts_its_nodes_off_until_the_end_and_leaves_nothing_behind() {
+    let _lock = zones_lock();
+    install_crds();
+    let sysctls = machine_sysctls();
+    install_agent();
+    let ns = Namespace::create("real-power");
+    login_and_chat(&ns.0);
+    let nodes = real_nodes();
+    let dark: Vec<&RealNode> = nodes.iter().filter(|n| n.zone == "zone-a").collect();
+    let lit: Vec<&RealNode> = nodes.iter().filter(|n| n.zone != "zone-a").collect();
+    assert_eq!(dark.len(), 1, "one real node in zone-a");
+    let node = dark[0];
+    let (login_pod, _, login_ids) = pods_by_node(&ns.0, "login")
+        .into_iter()
+        .find(|(_, n, _)| *n == node.name)
+        .expect("a login pod in zone-a");
+    assert!(
+        !node.nft(&["list", "table", "inet", TABLE]).0,
+        "a table before the drill"
+    );
+
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("real-power".into());
+    let drill = Drill::new("real-power", "zone-a")
+        .duration("110s")
+        .baseline("3s")
+        .observe("2s")
+        .namespace(&ns.0)
+        .slo(
+            Slo::new("login", "150s")
+                .service(&ns.0, "login")
+                .min_ready_endpoints(3)
+                .interval("1s"),
+        )
+        .slo(
+            Slo::new("chat", "150s")
+                .service(&ns.0, "chat")
+                .min_ready_endpoints(3)
+                .interval("1s"),
+        );
+    let yaml = drill.yaml().replace(
+        "  duration: 110s\n",
+        "  duration: 110s\n  fault: {mode: PowerLoss}\n",
+    );
+    assert!(yaml.contains("mode: PowerLoss"), "{yaml}");
+    apply(&yaml).expect_ok("the drill");
+
+    // The timeline, seen from outside: the cut is the nft table appearing
+    // in the node's own network namespace.
+    let cut = wait_for(
+        "the agent's nft table on the zone-a node",
+        Duration::from_secs(90),
+        || {
+            node.nft(&["list", "table", "inet", TABLE])
+                .0
+                .then(Instant::now)
+        },
+    );
+    let (mut not_ready, mut endpoint_gone, mut evicted) = (None, None, None);
+    let deadline = cut + Duration::from_secs(140);
+    while (not_ready.is_none() || endpoint_gone.is_none() || evicted.is_none())
+        && Instant::now() < deadline
+    {
+        if not_ready.is_none() && node_ready(&node.name) != "True" {
+            not_ready = Some(cut.elapsed());
+        }
+        if endpoint_gone.is_none() && !endpoint_ready(&ns.0, "login", &login_pod) {
+            endpoint_gone = Some(cut.elapsed());
+        }
+        if evicted.is_none() && deletion_requested(&ns.0, &login_pod) {
+            evicted = Some(cut.elapsed());
+        }
+        for n in &lit {
+            assert_eq!(node_ready(&n.name), "True", "{} went dark too", n.name);
+            assert!(
+                !n.nft(&["list", "table", "inet", TABLE]).0,
+                "{} was cut off too",
+                n.name
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let secs = |d: Option<Duration>| {
+        d.map(|d| format!("{:.1}s", d.as_secs_f64()))
+            .unwrap_or("never".into())
+    };
+    println!(
+        "[real] PowerLoss on {}: cut -> NotReady {}, cut -> endpoint not ready {}, cut -> eviction {}",
+        node.name,
+        secs(not_ready),
+        secs(endpoint_gone),
+        secs(evicted)
+    );
+    let not_ready = not_ready.expect("the cut node never went NotReady");
+    let endpoint_gone = endpoint_gone.expect("the cut node's endpoint stayed ready");
+    let evicted = evicted.expect("the cut node's pod was never evicted");
+    // The node lifecycle controller's grace period (50 s) bounds NotReady;
+    // the endpoint follows it; eviction follows the tolerations.
+    assert!(
+        not_ready < Duration::from_secs(80),
+        "NotReady after {not_ready:?}"
+    );
+    assert!(
+        endpoint_gone >= not_ready.saturating_sub(Duration::from_secs(5)),
+        "the endpoint went before the node"
+    );
+    assert!(
+        evicted >= not_ready + Duration::from_secs(u64::from(TOLERATION_SECONDS) - 5),
+        "evicted {evicted:?} before the {TOLERATION_SECONDS}s tolerations ran out (NotReady at {not_ready:?})"
+    );
+    // While the node is dark its containers still run: a power cut seen
+    // from the control plane, not a kill.
+    let running: Vec<String> = node
+        .tasks()
+        .into_iter()
+        .filter(|(_, s)| s == "RUNNING")
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        login_ids.iter().all(|id| running.contains(id)),
+        "the dark node's container stopped: {running:?}"
+    );
+    assert_eq!(dcf_field("real-power", ".status.fault.podsKilled"), "0");
+
+    wait_completed("real-power", 300);
+    let st: Value = kubectl_json(&["get", "dcf", "real-power"])["status"].clone();
+    println!(
+        "[real] PowerLoss verdict {}: {}",
+        st["verdict"], st["reason"]
+    );
+    for s in st["slos"].as_array().unwrap() {
+        println!(
+            "[real] PowerLoss SLO {}: {} time to recover {}s, longest outage {}s",
+            s["name"], s["verdict"], s["timeToRecoverSeconds"], s["longestOutageSeconds"]
+        );
+    }
+    assert!(!st["verdict"].is_null(), "{st:#}");
+    assert!(
+        !st["fault"]["nodesReadyAgainAt"].is_null(),
+        "{:#}",
+        st["fault"]
+    );
+    // Power back: Ready again, the table gone, no mark, label or taint left,
+    // and the evicted pod's container finally stopped by its kubelet.
+    wait_for(
+        "the zone-a node Ready again",
+        Duration::from_secs(60),
+        || (node_ready(&node.name) == "True").then_some(()),
+    );
+    for n in &nodes {
+        let (present, out) = n.nft(&["list", "table", "inet", TABLE]);
+        assert!(
+            !present,
+            "{}: the agent's table is still there: {out}",
+            n.name
+        );
+    }
+    assert_zone_restored();
+    wait_for(
+        "the evicted pod's containers stopped",
+        Duration::from_secs(90),
+        || {
+            let tasks = node.tasks();
+            login_ids
+                .iter()
+                .all(|id| !tasks.iter().any(|(t, s)| t == id && s == "RUNNING"))
+                .then_some(())
+        },
+    );
+    assert_eq!(machine_sysctls(), sysctls, "the machine's sysctls changed");
+}
