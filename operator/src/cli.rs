@@ -242,7 +242,17 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 
 /// Run the command line; the process exits with the returned code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A command line that cannot be read is a usage error (3), as the docs
+    // and the gate's exit codes say; clap's own code would be 2, which means
+    // Inconclusive to a pipeline. Help and version still exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { run::EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     init_logging(cli.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,7 +10,7 @@ use crate::api::{
 };
 use crate::event::publish;
 use crate::fault::Experiment;
-use crate::metrics::{PhaseLabel, VerdictLabel};
+use crate::metrics::{PhaseLabel, SloLabel, VerdictLabel};
 use crate::plan::Request;
 use crate::spec::Checked;
 use crate::{Error, Result, exclusion, probe, restore, spec};
@@ -135,6 +135,17 @@ pub(super) struct Drill<'a> {
     pub rv: Option<String>,
     pub exp: Experiment,
     pub generation: Option<i64>,
+    /// Metrics of what this reconcile changed, counted only once its status
+    /// write succeeds: a write refused (a conflict) is retried from the
+    /// start, and must not count the same transition twice.
+    pub counts: Vec<Count>,
+}
+
+/// One metric update waiting for the status write that makes it true.
+pub(super) enum Count {
+    Phase(String),
+    Experiment(String),
+    Recovered(String, f64),
 }
 
 impl<'a> Drill<'a> {
@@ -149,6 +160,7 @@ impl<'a> Drill<'a> {
             generation: obj.metadata.generation,
             st,
             obj,
+            counts: vec![],
         }
     }
 
@@ -164,7 +176,30 @@ impl<'a> Drill<'a> {
             crate::api::write_status(&self.api, &self.exp.name, self.rv.as_deref(), &self.st)
                 .await?;
         self.rv = written.resource_version();
+        self.count_written();
         Ok(())
+    }
+
+    /// Apply the metric updates the written status makes true.
+    fn count_written(&mut self) {
+        let m = &self.ctx.metrics;
+        for c in self.counts.drain(..) {
+            match c {
+                Count::Phase(phase) => {
+                    m.phase_transitions
+                        .get_or_create(&PhaseLabel { phase })
+                        .inc();
+                }
+                Count::Experiment(verdict) => {
+                    m.experiments.get_or_create(&VerdictLabel { verdict }).inc();
+                }
+                Count::Recovered(slo, seconds) => {
+                    m.time_to_recover
+                        .get_or_create(&SloLabel { slo })
+                        .observe(seconds);
+                }
+            }
+        }
     }
 
     pub async fn event(&self, type_: EventType, reason: &str, note: String) {
@@ -188,13 +223,7 @@ impl<'a> Drill<'a> {
     pub fn enter(&mut self, phase: Phase, now: Timestamp, reason: impl Into<String>) {
         self.st.phase = Some(phase);
         self.st.reason = Some(reason.into());
-        self.ctx
-            .metrics
-            .phase_transitions
-            .get_or_create(&PhaseLabel {
-                phase: phase.to_string(),
-            })
-            .inc();
+        self.counts.push(Count::Phase(phase.to_string()));
         self.st.transitions.push(PhaseTransition {
             phase,
             time: MicroTime(now),
@@ -229,11 +258,7 @@ impl<'a> Drill<'a> {
             .verdict
             .map(|v| v.to_string())
             .unwrap_or_else(|| phase.to_string());
-        self.ctx
-            .metrics
-            .experiments
-            .get_or_create(&VerdictLabel { verdict: outcome })
-            .inc();
+        self.counts.push(Count::Experiment(outcome));
     }
 
     /// The fault part of the status, created on first use.

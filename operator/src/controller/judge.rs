@@ -2,9 +2,8 @@
 //! dark window ends, and the verdict per SLO over the dark window (the pure
 //! judging is [`crate::verdict`]'s; this is the edge that feeds it).
 
-use super::drill::{Drill, phase_entered};
+use super::drill::{Count, Drill, phase_entered};
 use crate::api::{Phase, SloStatus, Verdict};
-use crate::metrics::{Metrics, SloLabel};
 use crate::plan::{self, collect};
 use crate::probe::Recording;
 use crate::spec::Checked;
@@ -116,7 +115,11 @@ impl Drill<'_> {
             .collect();
         verdict::attribute(&self.obj.spec.slos, &mut results, &predictions, &namespaces);
         let (v, reason) = verdict::overall(&self.obj.spec.slos, &results);
-        record_recovery_times(&self.ctx.metrics, &results);
+        self.counts.extend(
+            results
+                .iter()
+                .filter_map(|r| Some(Count::Recovered(r.name.clone(), r.time_to_recover_seconds?))),
+        );
         self.st.slos = results;
         self.st.verdict = Some(v);
         Some((v, reason))
@@ -172,19 +175,6 @@ struct Window {
     start: i64,
     end: i64,
     now: i64,
-}
-
-fn record_recovery_times(metrics: &Metrics, results: &[SloStatus]) {
-    for r in results {
-        if let Some(t) = r.time_to_recover_seconds {
-            metrics
-                .time_to_recover
-                .get_or_create(&SloLabel {
-                    slo: r.name.clone(),
-                })
-                .observe(t);
-        }
-    }
 }
 
 /// The pods behind one SLO, as they are now.

@@ -735,6 +735,22 @@ async fn a_status_write_on_a_stale_object_is_a_conflict_and_nothing_else_happens
     assert!(err.is_conflict(), "{err}");
     assert_eq!(w.calls(), calls![STATUS]);
     assert_eq!(w.phase(), "Baseline", "the phase is entered once, later");
+    // Nothing was written, so nothing is counted; the retry counts it once.
+    let transitions = |w: &World| {
+        w.ctx
+            .metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("firedrill_phase_transitions_total{"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(transitions(&w), Vec::<String>::new());
+    w.step().await;
+    assert_eq!(
+        transitions(&w),
+        [r#"firedrill_phase_transitions_total{phase="Injecting"} 1"#]
+    );
 }
 
 /// An experiment in Injecting since now, its plan recorded and its turn claimed.
