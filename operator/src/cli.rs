@@ -517,6 +517,13 @@ async fn agent_cmd(args: AgentArgs) -> anyhow::Result<()> {
 
 async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let spec = plan_spec(args.file.as_deref())?;
+    // A spec that cannot be read is said before the cluster is.
+    let warnings = match &args.file {
+        Some(_) => crate::spec::parse(&spec, None)
+            .map_err(|e| anyhow::Error::new(run::UsageError(e)))?
+            .warnings(),
+        None => vec![],
+    };
     let client = client().await?;
     let req = plan_request(&spec, &args)?;
     let opts = collect::Options {
@@ -527,10 +534,7 @@ async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     };
     let snap = collect::snapshot(&client, &req.zone, &req.topology_key, &opts).await?;
     let mut p = plan::plan(&req, &snap);
-    if args.file.is_some() {
-        let checked = crate::spec::parse(&spec, None).map_err(anyhow::Error::msg)?;
-        p.warnings.extend(checked.warnings());
-    }
+    p.warnings.extend(warnings);
     let guards = plan::check_guards(&req, &p, &snap);
     let report =
         serde_json::json!({ "plan": &p, "refusal": guards.as_ref().err().map(|r| r.0.clone()) });

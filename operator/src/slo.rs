@@ -388,6 +388,7 @@ impl Timeline {
         let largest_gap = self.largest_gap(start, end.min(now.max(start)), now);
         let Some(w) = w else {
             return Measurement {
+                window_start: start,
                 window_ms,
                 largest_gap,
                 ..Default::default()
@@ -401,6 +402,8 @@ impl Timeline {
             fail_ms: w.ms[1],
             error_ms: w.ms[2],
             first_failure_at: w.first_fail,
+            last_failure_at: w.last_fail,
+            window_start: start,
             window_ms,
             largest_gap,
             ..Default::default()
@@ -475,6 +478,10 @@ pub struct Measurement {
     pub longest_outage_ms: i64,
     pub first_failure_at: Option<i64>,
     pub recovered_at: Option<i64>,
+    /// Start of the last failed sample in the window.
+    pub last_failure_at: Option<i64>,
+    /// Where the window starts.
+    pub window_start: i64,
     /// How long the window was (until `now` if it has not ended).
     pub window_ms: i64,
     /// The longest stretch of the window no sample stands for.

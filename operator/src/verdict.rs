@@ -41,22 +41,6 @@ pub fn judge(
             Verdict::Inconclusive,
             format!("the probe could not run: {why}"),
         )
-    } else if m.coverage_percent() < slo.min_coverage_percent {
-        let gap = m
-            .largest_gap
-            .map(|(a, b)| {
-                let at = time(a).map(|t| t.0.to_string()).unwrap_or_default();
-                format!("; the longest gap: {}s from {at}", secs(b - a))
-            })
-            .unwrap_or_default();
-        (
-            Verdict::Inconclusive,
-            format!(
-                "the probe's samples cover only {:.1}% of the window (minCoveragePercent {}%){gap}: the operator did not probe the rest (stopped, restarted or handing over)",
-                m.coverage_percent(),
-                slo.min_coverage_percent
-            ),
-        )
     } else if errors > slo.max_error_percent {
         let why = last_error.unwrap_or("unknown");
         (
@@ -98,6 +82,10 @@ pub fn judge(
             (Verdict::Failed, problems.join("; "))
         }
     };
+    let (verdict, message) = match uncovered(slo, rto, m, verdict) {
+        Some(why) => (Verdict::Inconclusive, why),
+        None => (verdict, message),
+    };
     SloStatus {
         name: slo.name.clone(),
         verdict: Some(verdict),
@@ -114,6 +102,42 @@ pub fn judge(
         cause: None,
         predicted: None,
     }
+}
+
+/// Why a verdict the samples cannot carry is Inconclusive: they cover less
+/// of the window than `minCoveragePercent`, and what happened in the gap
+/// could change it. A pass always could (the outage nobody watched). A
+/// failure stands when the gap cannot undo it: a failed sample taken after
+/// the objective's time had passed, or failed time alone that breaks the
+/// availability objective.
+fn uncovered(slo: &SloSpec, rto: Duration, m: &Measurement, verdict: Verdict) -> Option<String> {
+    let coverage = m.coverage_percent();
+    if coverage >= slo.min_coverage_percent || verdict == Verdict::Inconclusive {
+        return None;
+    }
+    if verdict == Verdict::Failed {
+        let late = m
+            .last_failure_at
+            .is_some_and(|t| t - m.window_start > rto.as_millis() as i64);
+        let unavailable = slo.availability_objective.is_some_and(|obj| {
+            let best = (m.window_ms - m.fail_ms).max(0) as f64 * 100.0 / m.window_ms.max(1) as f64;
+            best < obj
+        });
+        if late || unavailable {
+            return None;
+        }
+    }
+    let gap = m
+        .largest_gap
+        .map(|(a, b)| {
+            let at = time(a).map(|t| t.0.to_string()).unwrap_or_default();
+            format!("; the longest gap: {}s from {at}", secs(b - a))
+        })
+        .unwrap_or_default();
+    Some(format!(
+        "the probe's samples cover only {coverage:.1}% of the window (minCoveragePercent {}%){gap}: the operator did not probe the rest (stopped, restarted or handing over)",
+        slo.min_coverage_percent
+    ))
 }
 
 /// What the cluster showed of the pods behind one SLO at the end of the dark window.
@@ -436,6 +460,62 @@ mod tests {
         assert_eq!(
             flaky.message.as_deref(),
             Some("availability 90.00%, objective 99%")
+        );
+    }
+
+    #[test]
+    fn a_pass_the_samples_do_not_cover_is_inconclusive_a_certain_failure_stands() {
+        let s = slo("messaging", "chat");
+        let rto = Duration::from_secs(30);
+        // 100 s window, samples cover 20 s of it, a 70 s gap from 10 s.
+        let gapped = |fail_ms: i64, last_fail: Option<i64>, ttr: Option<i64>| Measurement {
+            ok: 100,
+            failed: (fail_ms / 100) as u64,
+            ok_ms: 20_000 - fail_ms,
+            fail_ms,
+            time_to_recover_ms: ttr,
+            last_failure_at: last_fail,
+            window_start: 1_000_000,
+            window_ms: 100_000,
+            largest_gap: Some((1_010_000, 1_080_000)),
+            ..Default::default()
+        };
+        // Nothing failed while watched: a pass nobody can vouch for.
+        let r = judge(&s, rto, &gapped(0, None, Some(0)), "zone-a", None);
+        assert_eq!(r.verdict, Some(Verdict::Inconclusive));
+        let msg = r.message.unwrap();
+        assert!(
+            msg.starts_with("the probe's samples cover only 20.0% of the window (minCoveragePercent 90%); the longest gap: 70s from "),
+            "{msg}"
+        );
+        // Failed before the objective's time, then the gap: it may have
+        // recovered in time; the gap decides, so nobody can tell.
+        let r = judge(
+            &s,
+            rto,
+            &gapped(200, Some(1_001_000), Some(85_000)),
+            "zone-a",
+            None,
+        );
+        assert_eq!(r.verdict, Some(Verdict::Inconclusive), "{:?}", r.message);
+        // Still failing 90 s in: later than the objective, whatever the gap hid.
+        let r = judge(&s, rto, &gapped(200, Some(1_090_000), None), "zone-a", None);
+        assert_eq!(r.verdict, Some(Verdict::Failed), "{:?}", r.message);
+        // Failed time alone breaks the availability objective (99 %).
+        let r = judge(
+            &s,
+            rto,
+            &gapped(5_000, Some(1_005_000), Some(6_000)),
+            "zone-a",
+            None,
+        );
+        assert_eq!(r.verdict, Some(Verdict::Failed), "{:?}", r.message);
+        // Covered enough: judged as always.
+        let mut full = gapped(0, None, Some(0));
+        full.ok_ms = 95_000;
+        assert_eq!(
+            judge(&s, rto, &full, "zone-a", None).verdict,
+            Some(Verdict::Passed)
         );
     }
 

@@ -44,6 +44,20 @@ real_node_name() { echo "real-${ZONES[$(($1 % ${#ZONES[@]}))]}-$1"; }
 
 real_sysctls() { sysctl -n "${REAL_SYSCTLS[@]}" | tr '\n' ' '; }
 
+# The machine's sysctls as they were before the real nodes started; if
+# anything changed them, write the old values back and fail (a kubelet that
+# set kernel.panic_on_oops=1 here would turn the next oops into a reboot).
+real_sysctls_unchanged() {
+  [[ -f $STATE/real/sysctls.before ]] || return 0
+  local before now i
+  before=$(cat "$STATE/real/sysctls.before"); now=$(real_sysctls)
+  [[ $now == "$before" ]] && return 0
+  log "error: the machine's sysctls changed: $before-> $now (${REAL_SYSCTLS[*]}); writing the old values back"
+  read -r -a old <<<"$before"
+  for i in "${!REAL_SYSCTLS[@]}"; do sysctl -q -w "${REAL_SYSCTLS[$i]}=${old[$i]}" || true; done
+  return 1
+}
+
 # The small static programs of the real nodes' images (pause, serve) and the
 # API server's CONNECT proxy, and the images, cached by the sources' hash.
 real_kit() {
@@ -354,7 +368,9 @@ real_down() {
   # it waits); SIGKILL to an init ends every process of its PID namespace.
   for f in "$STATE"/pids/real-node-*; do
     [[ -f $f ]] || continue
-    for init in $(pgrep -P "$(cat "$f")" || true); do kill -KILL "$init" 2>/dev/null || true; done
+    local unshare
+    unshare=$(pid_of "$f") || continue
+    for init in $(pgrep -P "$unshare" || true); do kill -KILL "$init" 2>/dev/null || true; done
   done
   for f in "$STATE"/pids/real-node-*; do [[ -f $f ]] && stop_pid_file "$f"; done
   for f in real-connect real-relay-lab real-relay; do stop_pid_file "$STATE/pids/$f"; done
@@ -388,9 +404,5 @@ real_down() {
     umount /run/netns 2>/dev/null || true
     rmdir /run/netns 2>/dev/null || true
   fi
-  if [[ -f $STATE/real/sysctls.before ]]; then
-    local now; now=$(real_sysctls)
-    [[ $now == "$(cat "$STATE/real/sysctls.before")" ]] ||
-      log "error: the machine's sysctls changed: $(cat "$STATE/real/sysctls.before")-> $now (${REAL_SYSCTLS[*]})"
-  fi
+  real_sysctls_unchanged || REAL_DOWN_FAILED=1
 }

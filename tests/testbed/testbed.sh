@@ -107,13 +107,26 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# PID files hold "PID START": the process's start time (field 22 of
+# /proc/PID/stat) guards against signalling an unrelated process that took
+# over the number after ours ended.
+proc_start() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+record_pid() { echo "$2 $(proc_start "$2")" >"$1"; } # file pid
+pid_of() { # file -> the PID, if that process is still the one recorded
+  [[ -f $1 ]] || return 1
+  local pid start
+  read -r pid start <"$1" || true
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ -z $start || $(proc_start "$pid") == "$start" ]] || return 1
+  echo "$pid"
+}
+pid_alive() { pid_of "$1" >/dev/null; }
 
 # start NAME CMD...: run in the background, record its PID, log to NAME.log
 start() {
   local name=$1; shift
   "$@" >"$STATE/logs/$name.log" 2>&1 &
-  echo $! >"$STATE/pids/$name"
+  record_pid "$STATE/pids/$name" $!
 }
 
 gen_certs() {
@@ -306,7 +319,9 @@ cmd_up() {
   local t0=$SECONDS
   rm -rf "$STATE"; mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/etcd"
   # If anything below fails, stop what was started.
-  trap 'log "start-up failed; stopping"; cmd_down' ERR
+  # `die` and a failing command (set -e, also inside functions) both end
+  # the script, so the EXIT trap sees every failure.
+  trap 'log "start-up failed; stopping"; cmd_down' EXIT
   gen_certs
   local etcd_port etcd_peer
   etcd_port=$(free_port); etcd_peer=$(free_port)
@@ -444,7 +459,8 @@ EOF
 
   ((nodes > 0)) && cmd_nodes "$nodes" 0
   ((real > 0)) && real_after_apiserver "$real" "$kit" "$bin"
-  trap - ERR
+  ((real > 0)) && { real_sysctls_unchanged || die "the real nodes changed the machine's sysctls"; }
+  trap - EXIT
   log "up in $((SECONDS - t0))s: https://127.0.0.1:$APISERVER_PORT, $nodes fake and $real real nodes in ${ZONES[*]}"
   log "use it with: eval \"\$($0 env)\""
 }
@@ -477,9 +493,8 @@ take_slot() {
       owner=$(cat "$SLOTS/$n/state" 2>/dev/null || true)
       # Just taken by another `up` that has not written its state yet.
       [[ -n $owner ]] || continue
-      pid=$(cat "$owner/pids/dataplane" 2>/dev/null || true)
       # In use by a running testbed.
-      [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && continue
+      pid_alive "$owner/pids/dataplane" && continue
     fi
     echo "$STATE" >"$SLOTS/$n/state"
     echo "$n" >"$STATE/slot"
@@ -502,14 +517,13 @@ start_apiserver() {
   local bin=$1 args=()
   mapfile -t args <"$STATE/apiserver.args"
   "$bin/kube-apiserver" "${args[@]}" >>"$STATE/logs/kube-apiserver.log" 2>&1 &
-  echo $! >"$STATE/pids/kube-apiserver"
+  record_pid "$STATE/pids/kube-apiserver" $!
 }
 
 stop_pid_file() { # file: SIGTERM, then SIGKILL after 5 s
   local f=$1 pid
   [[ -f $f ]] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid=$(pid_of "$f"); then
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
@@ -590,6 +604,7 @@ cmd_down() {
   done
   free_slot
   log "stopped"
+  [[ -z ${REAL_DOWN_FAILED:-} ]] || die "the machine's sysctls had changed (written back; see above)"
 }
 
 cmd_status() {
@@ -598,7 +613,7 @@ cmd_status() {
   for f in "$STATE"/pids/*; do
     [[ -f $f ]] || continue
     n=$((n + 1))
-    if pid_alive "$f"; then echo "$(basename "$f"): running (pid $(cat "$f"))"; else echo "$(basename "$f"): dead"; rc=1; fi
+    if pid_alive "$f"; then echo "$(basename "$f"): running (pid $(pid_of "$f"))"; else echo "$(basename "$f"): dead"; rc=1; fi
   done
   ((n > 0)) || { echo "not running"; return 1; }
   return $rc

@@ -35,7 +35,7 @@ impl Drill<'_> {
         if refusal.is_none() {
             refusal =
                 probe::check_consent(&self.ctx.client, &self.obj.spec, &self.ctx.config.probes)
-                    .await
+                    .await?
                     .err();
         }
         if refusal.is_none() {

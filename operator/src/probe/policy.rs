@@ -80,6 +80,10 @@ pub fn refused_target(p: &Policy, host: &str, port: u16) -> Option<String> {
     None
 }
 
+/// Headers that would send the request on to a host other than the URL's
+/// (through a shared ingress or proxy): never set by a probe.
+const ROUTING_HEADERS: [&str; 4] = ["host", "forwarded", "x-forwarded-host", ":authority"];
+
 /// Check what the schema cannot: every Secret a probe names is in a listed
 /// namespace, and no probe targets a refused address. Err names the field.
 pub fn check_spec(spec: &DataCenterFailureSpec, env: &Env) -> Result<(), String> {
@@ -92,7 +96,18 @@ pub fn check_spec_with(spec: &DataCenterFailureSpec, p: &Policy) -> Result<(), S
         let at = format!("spec.slos[{i}].probe");
         if let Some(h) = &slo.probe.http {
             for (j, hd) in h.headers.iter().enumerate() {
+                if ROUTING_HEADERS.contains(&hd.name.to_ascii_lowercase().as_str()) {
+                    return Err(format!(
+                        "{at}.http.headers[{j}].name: {} is refused: the request goes to the URL's host, and a Secret's consent names that host",
+                        hd.name
+                    ));
+                }
                 if let Some(v) = &hd.value_from {
+                    if h.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+                        return Err(format!(
+                            "{at}.http.headers[{j}].valueFrom: a Secret is not sent over TLS that is not verified (tls.insecureSkipVerify); verify with tls.caSecretRef instead"
+                        ));
+                    }
                     secret_ok(
                         p,
                         format!("{at}.http.headers[{j}].valueFrom.secretKeyRef"),
@@ -233,6 +248,36 @@ mod tests {
             apiserver: vec![("127.0.0.1".into(), 6443)],
         }
     }
+    #[test]
+    fn a_probe_cannot_route_its_request_to_another_host() {
+        let p = policy_for(&["shop"]);
+        for name in ["Host", "X-Forwarded-Host", "forwarded"] {
+            let err = check_spec_with(
+                &spec(
+                    serde_json::json!({"http": {"url": "http://api.shop.svc/", "headers": [
+                    {"name": name, "value": "catcher.example"}]}}),
+                ),
+                &p,
+            )
+            .unwrap_err();
+            assert!(
+                err.starts_with("spec.slos[0].probe.http.headers[0].name"),
+                "{err}"
+            );
+        }
+        let err = check_spec_with(
+            &spec(serde_json::json!({"http": {"url": "https://api.shop.svc/",
+                "tls": {"insecureSkipVerify": true},
+                "headers": [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"namespace": "shop", "name": "t", "key": "k"}}}]}})),
+            &p,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("not sent over TLS that is not verified"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn secrets_are_read_only_in_the_listed_namespaces() {
         let header = spec(

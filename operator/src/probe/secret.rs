@@ -86,13 +86,22 @@ pub fn sent_secrets(spec: &DataCenterFailureSpec) -> Vec<(String, &SecretKeyRef,
     out
 }
 
-/// A host as compared: lower case, no brackets, no trailing dot.
+/// A host as compared: the host of `http://<host>/` as the URL parser
+/// writes it (lower case, IDNA, IPv6 in brackets, shortest form), without a
+/// port. A trailing dot is kept: `api.shop.` is an absolute name, looked up
+/// outside the cluster's search domains, and is not `api.shop`.
 fn normal(host: &str) -> String {
-    host.trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_end_matches('.')
-        .to_ascii_lowercase()
+    let host = host.trim();
+    // A bare IPv6 address (two colons or more) is written in brackets.
+    let host = if !host.starts_with('[') && host.matches(':').count() > 1 {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    reqwest::Url::parse(&format!("http://{host}/"))
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| host.to_ascii_lowercase())
 }
 
 /// The hosts a Secret's annotation lists.
@@ -127,19 +136,41 @@ fn consents(secret: &Secret, r: &SecretKeyRef, host: &str) -> Result<(), String>
 }
 
 /// Before anything is touched: every Secret the spec sends somewhere exists
-/// and consents to where it goes. Err names the field and what to do.
+/// and consents to where it goes. Ok(Err) is a refusal naming the field and
+/// what to do; Err is the API server failing to answer, to be retried.
 pub async fn check_consent(
     client: &Client,
     spec: &DataCenterFailureSpec,
     env: &Env,
-) -> Result<(), String> {
+) -> kube::Result<Result<(), String>> {
     for (field, r, host) in sent_secrets(spec) {
-        let secret = read(client, env.policy(), r)
+        if !env.policy().secret_namespaces.contains(&r.namespace) {
+            continue; // refused already, by the policy check of the spec
+        }
+        let secret = match Api::<Secret>::namespaced(client.clone(), &r.namespace)
+            .get_opt(&r.name)
             .await
-            .map_err(|e| format!("{field}: {e}"))?;
-        consents(&secret, r, &host).map_err(|e| format!("{field}: {e}"))?;
+        {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Ok(Err(format!(
+                    "{field}: secret {}/{} not found",
+                    r.namespace, r.name
+                )));
+            }
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                return Ok(Err(format!(
+                    "{field}: the operator may not read secret {}/{}: {}",
+                    r.namespace, r.name, e.message
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = consents(&secret, r, &host) {
+            return Ok(Err(format!("{field}: {e}")));
+        }
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 #[cfg(test)]
@@ -164,19 +195,26 @@ mod tests {
 
     #[test]
     fn a_secret_goes_only_to_the_hosts_its_annotation_lists() {
-        let s = secret(Some("login.auth.svc, login.auth.svc.cluster.local.,[::1]"));
+        let s = secret(Some(
+            "login.auth.svc, Login.Auth.svc.cluster.local,[::1]:8443 0:0:0:0:0:0:0:2,bücher.example",
+        ));
+        // Hosts as the URL parser writes a probe URL's host.
         assert!(consents(&s, &r(), "login.auth.svc").is_ok());
-        assert!(consents(&s, &r(), "LOGIN.auth.svc.cluster.local").is_ok());
+        assert!(consents(&s, &r(), "login.auth.svc.cluster.local").is_ok());
         assert!(consents(&s, &r(), "[::1]").is_ok());
+        assert!(consents(&s, &r(), "[::2]").is_ok());
+        assert!(consents(&s, &r(), "xn--bcher-kva.example").is_ok());
         let err = consents(&s, &r(), "catcher.evil.example").unwrap_err();
         assert!(
             err.contains("may not be sent to catcher.evil.example"),
             "{err}"
         );
         assert!(
-            err.contains("it lists login.auth.svc, login.auth.svc.cluster.local, ::1"),
+            err.contains("it lists login.auth.svc, login.auth.svc.cluster.local, [::1], [::2], xn--bcher-kva.example"),
             "{err}"
         );
+        // An absolute name is looked up outside the cluster: not the same host.
+        assert!(consents(&s, &r(), "login.auth.svc.").is_err());
         // A suffix or a prefix is not the host.
         assert!(consents(&s, &r(), "auth.svc").is_err());
         assert!(consents(&s, &r(), "login.auth.svc.evil").is_err());

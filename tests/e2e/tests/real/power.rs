@@ -98,6 +98,19 @@ fn endpoint_ready(ns: &str, svc: &str, pod: &str) -> bool {
         .any(|e| e["targetRef"]["name"] == pod && e["conditions"]["ready"] == true)
 }
 
+/// An RFC 3339 time from the API server, in Unix seconds.
+fn unix(ts: &str) -> Option<i64> {
+    let ts = ts.trim();
+    if ts.is_empty() {
+        return None;
+    }
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", ts, "+%s"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
 fn deletion_requested(ns: &str, pod: &str) -> bool {
     let p = kubectl(&["-n", ns, "get", "pod", pod, "-o", "json"], None);
     // Gone altogether, or marked for deletion.
@@ -214,10 +227,45 @@ fn power_loss_on_a_real_zone_cuts_its_nodes_off_until_the_end_and_leaves_nothing
         endpoint_gone >= not_ready.saturating_sub(Duration::from_secs(5)),
         "the endpoint went before the node"
     );
-    assert!(
-        evicted >= not_ready + Duration::from_secs(u64::from(TOLERATION_SECONDS) - 5),
-        "evicted {evicted:?} before the {TOLERATION_SECONDS}s tolerations ran out (NotReady at {not_ready:?})"
-    );
+    // Eviction follows the tolerations, judged by the API server's own
+    // times (the node's Ready transition, the pod's deletion timestamp):
+    // polling here can lag by seconds on a loaded machine.
+    let dark_since = kubectl(
+        &[
+            "get",
+            "node",
+            &node.name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
+        ],
+        None,
+    )
+    .stdout;
+    let deleted_at = kubectl(
+        &[
+            "-n",
+            &ns.0,
+            "get",
+            "pod",
+            &login_pod,
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ],
+        None,
+    )
+    .stdout;
+    if let (Some(dark), Some(deleted)) = (unix(&dark_since), unix(&deleted_at)) {
+        assert!(
+            deleted - dark >= i64::from(TOLERATION_SECONDS) - 2,
+            "evicted {}s after NotReady ({deleted_at} vs {dark_since}), before the {TOLERATION_SECONDS}s tolerations ran out",
+            deleted - dark
+        );
+    } else {
+        assert!(
+            evicted >= not_ready + Duration::from_secs(u64::from(TOLERATION_SECONDS) - 5),
+            "evicted {evicted:?} before the {TOLERATION_SECONDS}s tolerations ran out (NotReady at {not_ready:?})"
+        );
+    }
     // While the node is dark its containers still run: a power cut seen
     // from the control plane, not a kill.
     let running: Vec<String> = node
@@ -244,7 +292,10 @@ fn power_loss_on_a_real_zone_cuts_its_nodes_off_until_the_end_and_leaves_nothing
             s["name"], s["verdict"], s["timeToRecoverSeconds"], s["longestOutageSeconds"]
         );
     }
-    assert!(!st["verdict"].is_null(), "{st:#}");
+    // login and chat both fail over within their 150 s objective: the
+    // kubelet-less node's pods are evicted after 30 s of tolerations and
+    // start elsewhere (measured 72-81 s).
+    assert_eq!(st["verdict"], "Passed", "{st:#}");
     assert!(
         !st["fault"]["nodesReadyAgainAt"].is_null(),
         "{:#}",
