@@ -329,7 +329,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let elector = crate::leader::Elector::new(
-        &clients.calls,
+        &clients,
         &lease_namespace,
         LEASE_NAME,
         &crate::leader::identity(),

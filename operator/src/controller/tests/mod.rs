@@ -54,6 +54,7 @@ fn world_with(config: Config) -> World {
     let clients = Clients {
         calls: api.client(),
         watches: watches.client(),
+        lease: Fake::default().client(),
         apiserver: ("127.0.0.1".into(), 6443),
         metrics: crate::metrics::Metrics::new(),
     };
