@@ -1644,3 +1644,44 @@ async fn a_spec_unusable_while_restoring_still_restores_and_ends_without_a_verdi
     );
     assert_eq!(cond, "InvalidSpec");
 }
+
+#[tokio::test]
+async fn a_lost_leader_says_which_experiments_hold_a_zone_and_that_they_resume() {
+    let w = world();
+    w.api.add_experiment(drill(json!({}), Value::Null));
+    three_zones(&w.api);
+    // A reconcile notes the experiment as it stands.
+    w.reconcile().await;
+    assert_eq!(
+        w.ctx.abandon(),
+        vec![super::Seen {
+            name: "drill".into(),
+            zone: "zone-a".into(),
+            phase: crate::api::Phase::Pending
+        }]
+    );
+    let as_obj = |v: Value| -> crate::api::DataCenterFailure { serde_json::from_value(v).unwrap() };
+    w.ctx
+        .note(&as_obj(drill(json!({}), json!({"phase": "ZoneDown"}))));
+    w.ctx.note(&as_obj(other("Planning")));
+    let said = super::left_behind(&w.ctx.abandon());
+    assert!(
+        said.starts_with(
+            "left mid-drill with the zone held: drill (ZoneDown, zone zone-a); each resumes"
+        ),
+        "{said}"
+    );
+    assert!(said.contains("when an operator leads again"), "{said}");
+    assert!(
+        said.ends_with("not yet begun, nothing changed: other (Planning, zone zone-b)"),
+        "{said}"
+    );
+    // A finished experiment is no longer mentioned.
+    w.ctx
+        .note(&as_obj(drill(json!({}), json!({"phase": "Completed"}))));
+    w.ctx.note(&as_obj(other("Aborted")));
+    assert_eq!(
+        super::left_behind(&w.ctx.abandon()),
+        "no experiment holds a zone"
+    );
+}
