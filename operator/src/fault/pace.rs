@@ -173,12 +173,17 @@ impl Pacer {
     }
 
     fn give_back(&self, ticket: Ticket, outcome: Outcome) {
-        {
+        let room = {
             let mut s = self.state.lock().unwrap();
             s.1 -= 1;
             s.0.answered(ticket, outcome);
+            s.0.limit().saturating_sub(s.1)
+        };
+        // Wake as many waiters as there is room for (not all of them: a
+        // window of 256 would wake 256 tasks on every answer).
+        for _ in 0..room {
+            self.room.notify_one();
         }
-        self.room.notify_waiters();
     }
 }
 
