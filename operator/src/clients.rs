@@ -24,7 +24,7 @@ pub struct Clients {
     pub lease: Client,
     /// Where the API server is (host, port), from the configuration.
     pub apiserver: (String, u16),
-    /// The operator's metrics: both clients count their requests in them.
+    /// The operator's metrics: every client counts its requests in them.
     pub metrics: Arc<Metrics>,
 }
 
@@ -36,7 +36,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Clients {
-    /// Build both from the usual configuration (KUBECONFIG, ~/.kube/config or in-cluster).
+    /// Build all three from the usual configuration (KUBECONFIG, ~/.kube/config or in-cluster).
     pub async fn infer() -> Result<Self, kube::Error> {
         let config = kube::Config::infer()
             .await

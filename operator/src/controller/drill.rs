@@ -169,6 +169,8 @@ impl<'a> Drill<'a> {
             crate::api::write_status(&self.api, &self.exp.name, self.rv.as_deref(), &self.st)
                 .await?;
         self.rv = written.resource_version();
+        // What a leader that loses its lease would leave, as of this write.
+        self.ctx.note(&written);
         Ok(())
     }
 

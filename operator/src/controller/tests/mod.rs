@@ -1650,14 +1650,17 @@ async fn a_lost_leader_says_which_experiments_hold_a_zone_and_that_they_resume()
     let w = world();
     w.api.add_experiment(drill(json!({}), Value::Null));
     three_zones(&w.api);
-    // A reconcile notes the experiment as it stands.
+    // A reconcile (which may walk several phases) notes the experiment as
+    // it last wrote it.
     w.reconcile().await;
+    let phase: crate::api::Phase = serde_json::from_value(json!(w.phase())).unwrap();
+    assert_ne!(phase, crate::api::Phase::Pending, "the reconcile moved on");
     assert_eq!(
         w.ctx.abandon(),
         vec![super::Seen {
             name: "drill".into(),
             zone: "zone-a".into(),
-            phase: crate::api::Phase::Pending
+            phase
         }]
     );
     let as_obj = |v: Value| -> crate::api::DataCenterFailure { serde_json::from_value(v).unwrap() };
