@@ -55,6 +55,10 @@ pub struct Metrics {
     pub lease_renew: Histogram,
     /// Times this operator lost the leader Lease while leading.
     pub leadership_losses: Counter,
+    /// Pod deletes the deleter allows in flight now (its paced window).
+    pub delete_window: Gauge,
+    /// Times the deleter halved its window because the API server pushed back.
+    pub delete_window_halvings: Counter,
     /// Set once the controllers run (`/readyz`).
     pub ready: AtomicBool,
     registry: Registry,
@@ -123,6 +127,8 @@ fn registered() -> Metrics {
         api_requests: Family::default(),
         lease_renew: lease_histogram(),
         leadership_losses: Counter::default(),
+        delete_window: Gauge::default(),
+        delete_window_halvings: Counter::default(),
         ready: AtomicBool::new(false),
         registry: Registry::default(),
     };
@@ -180,6 +186,16 @@ fn registered() -> Metrics {
         "leadership_losses",
         "Times this operator lost the leader Lease while leading",
         m.leadership_losses.clone(),
+    );
+    registry.register(
+        "delete_window",
+        "Pod deletes the deleter allows in flight now (paced from the API server's answers)",
+        m.delete_window.clone(),
+    );
+    registry.register(
+        "delete_window_halvings",
+        "Times the deleter halved its window because the API server pushed back (429, errors, timeouts, slow answers)",
+        m.delete_window_halvings.clone(),
     );
     Metrics { registry, ..m }
 }

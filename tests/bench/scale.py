@@ -255,6 +255,7 @@ def quantile(before, after, q):
 
 LEASE = "firedrill_lease_renew_seconds"
 LOSSES = "firedrill_leadership_losses_total"
+HALVINGS = "firedrill_delete_window_halvings_total"
 
 
 def free_port():
@@ -270,6 +271,7 @@ def run_firedrill(op, rep):
     name = f"bench-{rep}"
     before = op.requests()
     lease_before, losses_before = op.histogram(LEASE), op.counter(LOSSES)
+    halvings_before = op.counter(HALVINGS)
     spec = f"""apiVersion: chaos.firedrill.dev/v1alpha1
 kind: DataCenterFailure
 metadata: {{name: {name}}}
@@ -289,8 +291,10 @@ spec: {{zone: {ZONE}, duration: 5s, baseline: 0s, faultOnly: true, target: {{nam
     lease_after = op.histogram(LEASE)
     p50, p99 = quantile(lease_before, lease_after, 0.5), quantile(lease_before, lease_after, 0.99)
     losses = int(op.counter(LOSSES) - losses_before)
+    halvings = int(op.counter(HALVINGS) - halvings_before)
     ms = lambda v: "-" if v is None else f"{v * 1000:.0f} ms"
-    log(f"  lease renew latency p50 {ms(p50)}, p99 {ms(p99)}; leadership losses {losses}")
+    log(f"  lease renew latency p50 {ms(p50)}, p99 {ms(p99)}; leadership losses {losses}; "
+        f"delete window halved {halvings} times")
     kubectl("delete", "dcf", name, "--wait=true")
     return {
         "seconds": dark - t_apply,
@@ -301,6 +305,7 @@ spec: {{zone: {ZONE}, duration: 5s, baseline: 0s, faultOnly: true, target: {{nam
         "leaseRenewP50": p50,
         "leaseRenewP99": p99,
         "leadershipLosses": losses,
+        "deleteWindowHalvings": halvings,
         "phases": {t["phase"]: parse_rfc3339(t["time"]) - t_apply for t in st.get("transitions", [])},
     }
 

@@ -3,6 +3,7 @@
 //! follows the API server's answers ([`super::pace`]).
 
 use super::pace::{FLOOR, Outcome, Pacer, Window};
+use crate::metrics::Metrics;
 use crate::plan::{PodInfo, Scope, collect};
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
@@ -183,14 +184,17 @@ pub struct KillReport {
 /// A pod that cannot be deleted is counted and reported; the others are
 /// still killed. At most `concurrency` deletes are in flight, fewer while
 /// the API server pushes back (the window of [`super::pace`]).
+/// The window shows in `metrics` (`firedrill_delete_window`, and its
+/// halvings in `firedrill_delete_window_halvings_total`).
 pub async fn kill_pods_on(
     client: &Client,
     nodes: &[String],
     scope: &Scope,
     concurrency: usize,
+    metrics: &Metrics,
 ) -> Result<KillReport, crate::Error> {
     let conc = concurrency.max(1);
-    let pacer = Pacer::new(Window::new(FLOOR, conc));
+    let pacer = Pacer::shown_in(Window::new(FLOOR, conc), metrics.delete_window.clone());
     let pacer = &pacer;
     let done = found_on(client, nodes, scope, conc.min(32))
         .map(|f| async move {
@@ -205,6 +209,7 @@ pub async fn kill_pods_on(
         .buffer_unordered(conc);
     let report = tally(done).await;
     let window = pacer.window();
+    metrics.delete_window_halvings.inc_by(window.decreases);
     if window.decreases > 0 {
         tracing::info!(
             halved = window.decreases,
@@ -483,9 +488,16 @@ mod tests {
             })
         };
         let client = Client::new(svc, "default");
-        let report = kill_pods_on(&client, &["a1".to_string()], &Scope::default(), 64)
-            .await
-            .unwrap();
+        let metrics = Metrics::new();
+        let report = kill_pods_on(
+            &client,
+            &["a1".to_string()],
+            &Scope::default(),
+            64,
+            &metrics,
+        )
+        .await
+        .unwrap();
         drop(client);
         server.await.unwrap();
         assert_eq!(report.killed, PODS as i64, "{report:?}");
@@ -501,5 +513,14 @@ mod tests {
             "the window did not narrow: {} in flight after the throttling",
             peak_after_throttling.load(SeqCst)
         );
+        let text = metrics.render();
+        let halvings: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("firedrill_delete_window_halvings_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(halvings >= 1, "{text}");
+        assert!(metrics.delete_window.get() < 64, "{text}");
     }
 }

@@ -12,6 +12,7 @@
 //! before that halving were caused by the old, wider window, so they do not
 //! halve it again (as TCP takes one loss event per round trip).
 
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -134,6 +135,8 @@ impl Window {
 pub struct Pacer {
     state: Mutex<(Window, usize)>,
     room: tokio::sync::Notify,
+    /// Shows the window as it changes.
+    gauge: Option<Gauge>,
 }
 
 impl Pacer {
@@ -141,6 +144,16 @@ impl Pacer {
         Pacer {
             state: Mutex::new((window, 0)),
             room: tokio::sync::Notify::new(),
+            gauge: None,
+        }
+    }
+
+    /// A pacer that shows its window in `gauge`.
+    pub fn shown_in(window: Window, gauge: Gauge) -> Pacer {
+        gauge.set(window.limit() as i64);
+        Pacer {
+            gauge: Some(gauge),
+            ..Pacer::new(window)
         }
     }
 
@@ -177,6 +190,9 @@ impl Pacer {
             let mut s = self.state.lock().unwrap();
             s.1 -= 1;
             s.0.answered(ticket, outcome);
+            if let Some(g) = &self.gauge {
+                g.set(s.0.limit() as i64);
+            }
             s.0.limit().saturating_sub(s.1)
         };
         // Wake as many waiters as there is room for (not all of them: a
