@@ -339,7 +339,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let elector = crate::leader::Elector::new(
-        &clients.calls,
+        &clients,
         &lease_namespace,
         LEASE_NAME,
         &crate::leader::identity(),
@@ -443,9 +443,10 @@ async fn lead(
     elector.retire_standby().await;
     let metrics = clients.metrics.clone();
     metrics.leader.set(1);
+    let ctx = controller::Context::new(clients.clone(), config);
     tokio::select! {
-        done = controller::run(clients, config, stop) => {
-            let ctx = done?;
+        done = controller::run_with(ctx.clone(), clients, stop) => {
+            done?;
             metrics.leader.set(0);
             hand_over(&ctx, &elector).await;
             elector.release().await;
@@ -455,7 +456,9 @@ async fn lead(
         why = elector.hold() => {
             // Stop acting at once: another operator may lead now, and it
             // continues every experiment from the cluster's state.
-            anyhow::bail!("lost leadership ({why}); exiting so that only one operator acts")
+            metrics.leader.set(0);
+            let left = controller::left_behind(&ctx.abandon());
+            anyhow::bail!("lost leadership ({why}); exiting so that only one operator acts; {left}")
         }
     }
 }

@@ -1,30 +1,42 @@
-//! The operator's connection to the API server: two clients, one whose every
-//! call has a deadline and one for long-running watches, both counting their
-//! requests in the operator's metrics.
+//! The operator's connections to the API server: three clients, each with a
+//! connection pool of its own, all counting their requests in the operator's
+//! metrics.
+//!
+//! - `calls`: every call has a deadline; bulk work (pod deletes, lists, node
+//!   patches) goes through it.
+//! - `watches`: long-running watches (they have idle timeouts of their own).
+//! - `lease`: leader election alone. Its requests never queue behind the
+//!   operator's own bulk work on a connection: a renewal is one short
+//!   request on a connection nothing else uses. (On the API server, the
+//!   chart's FlowSchemas keep it out of the bulk work's priority level.)
 
 use crate::metrics::Metrics;
 use kube::Client;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The two clients the operator talks through: one whose every call has a
-/// deadline, and one for long-running watches (which have idle timeouts of
-/// their own).
+/// The three clients the operator talks through; see the module docs.
 #[derive(Clone)]
 pub struct Clients {
     pub calls: Client,
     pub watches: Client,
+    /// For leader election only: a connection pool of its own.
+    pub lease: Client,
     /// Where the API server is (host, port), from the configuration.
     pub apiserver: (String, u16),
-    /// The operator's metrics: both clients count their requests in them.
+    /// The operator's metrics: every client counts its requests in them.
     pub metrics: Arc<Metrics>,
 }
 
 /// How long one ordinary API call may take before it fails.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long one leader election request may wait for its answer. The elector
+/// bounds each attempt more tightly still (a quarter of the lease duration).
+pub const LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Clients {
-    /// Build both from the usual configuration (KUBECONFIG, ~/.kube/config or in-cluster).
+    /// Build all three from the usual configuration (KUBECONFIG, ~/.kube/config or in-cluster).
     pub async fn infer() -> Result<Self, kube::Error> {
         let config = kube::Config::infer()
             .await
@@ -46,12 +58,19 @@ impl Clients {
         calls.read_timeout = Some(CALL_TIMEOUT);
         calls.reset_reader_on_write = true;
         calls.connect_timeout = Some(Duration::from_secs(10));
+        let mut lease = config.clone();
+        lease.read_timeout = Some(LEASE_CALL_TIMEOUT);
+        lease.reset_reader_on_write = true;
+        lease.connect_timeout = Some(Duration::from_secs(5));
         let mut watches = config;
         watches.connect_timeout = Some(Duration::from_secs(10));
         let metrics = Metrics::new();
+        // Each `counted` builds a client from its own configuration, and so a
+        // connection pool of its own: none is a clone of another.
         Ok(Clients {
             calls: counted(calls, &metrics)?,
             watches: counted(watches, &metrics)?,
+            lease: counted(lease, &metrics)?,
             apiserver,
             metrics,
         })

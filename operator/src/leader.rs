@@ -10,17 +10,25 @@
 //! attempt to renew has a timeout shorter than that deadline, so a hung call
 //! cannot outlive it.
 //!
+//! The elector talks through its own client ([`Clients::lease`]), with a
+//! connection pool of its own: a renewal never waits behind the operator's
+//! bulk deletes on a connection. Each attempt's duration is in
+//! `firedrill_lease_renew_seconds`, and each loss of leadership in
+//! `firedrill_leadership_losses_total`.
+//!
 //! Standbys say they are there: each keeps a small Lease of its own
 //! (`firedrill-operator-standby-…`, renewed as it waits). A leader that is
 //! asked to stop checks for a live standby: if there is one (a rolling
 //! update), it hands its experiments over untouched; only when no other
 //! operator is left does it restore every zone it holds.
 
+use crate::clients::Clients;
+use crate::metrics::Metrics;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a candidate may do with a Lease, decided from its spec alone.
@@ -99,18 +107,22 @@ pub struct Elector {
     pub name: String,
     pub identity: String,
     pub duration: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Elector {
+    /// A candidate that talks through `clients.lease` (never the bulk
+    /// `calls` client) and records in `clients.metrics`.
     pub fn new(
-        client: &Client,
+        clients: &Clients,
         namespace: &str,
         name: &str,
         identity: &str,
         duration: Duration,
     ) -> Self {
         Elector {
-            api: Api::namespaced(client.clone(), namespace),
+            api: Api::namespaced(clients.lease.clone(), namespace),
+            metrics: clients.metrics.clone(),
             namespace: namespace.to_string(),
             name: name.to_string(),
             identity: identity.to_string(),
@@ -178,12 +190,17 @@ impl Elector {
         }
     }
 
-    /// One attempt, bounded by `limit`.
+    /// One attempt, bounded by `limit`; its duration is recorded.
     async fn attempt(&self, limit: Duration) -> Result<Decision, String> {
-        match tokio::time::timeout(limit, self.try_once()).await {
+        let started = tokio::time::Instant::now();
+        let out = match tokio::time::timeout(limit, self.try_once()).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {limit:?}")),
-        }
+        };
+        self.metrics
+            .lease_renew
+            .observe(started.elapsed().min(limit).as_secs_f64());
+        out
     }
 
     /// How long one attempt may take: well inside the renew deadline.
@@ -226,8 +243,15 @@ impl Elector {
     }
 
     /// Renew until renewing fails for two thirds of the lease duration (or
-    /// someone else holds the lease); then return why leadership is lost.
+    /// someone else holds the lease); then count the loss and return why
+    /// leadership is lost.
     pub async fn hold(&self) -> String {
+        let why = self.renew_until_lost().await;
+        self.metrics.leadership_losses.inc();
+        why
+    }
+
+    async fn renew_until_lost(&self) -> String {
         let every = (self.duration / 3).max(Duration::from_millis(300));
         let retry = (self.duration / 10).max(Duration::from_millis(200));
         let deadline = self.duration * 2 / 3;
@@ -463,5 +487,112 @@ mod tests {
         let first = claim(None, "me", Duration::from_secs(15), now);
         assert_eq!(first.lease_transitions, Some(0));
         assert_eq!(first.lease_duration_seconds, Some(15));
+    }
+
+    /// An API server on loopback that answers over HTTP/1.1 keep-alive and
+    /// notes, for each request, which connection carried it.
+    async fn apiserver() -> (
+        http::Uri,
+        Arc<std::sync::Mutex<Vec<(usize, String, String)>>>,
+    ) {
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::Bytes;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(vec![]));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            for conn in 0.. {
+                let (sock, _) = listener.accept().await.unwrap();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let log = log.clone();
+                            async move {
+                                let method = req.method().to_string();
+                                let path = req.uri().path().to_string();
+                                log.lock()
+                                    .unwrap()
+                                    .push((conn, method.clone(), path.clone()));
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let (code, out) = if path == "/version" {
+                                    (200, r#"{"major":"1","minor":"35","gitVersion":"v1.35.0","gitCommit":"","gitTreeState":"","buildDate":"","goVersion":"","compiler":"","platform":""}"#.as_bytes().to_vec())
+                                } else if method == "GET" {
+                                    (404, br#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#.to_vec())
+                                } else {
+                                    (201, body.to_vec())
+                                };
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(code)
+                                        .header("content-type", "application/json")
+                                        .body(Full::new(Bytes::from(out)))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        (format!("http://{addr}").parse().unwrap(), seen)
+    }
+
+    /// The connections that carried requests whose path contains `part`.
+    fn connections(seen: &[(usize, String, String)], part: &str) -> BTreeSet<usize> {
+        seen.iter()
+            .filter(|(_, _, p)| p.contains(part))
+            .map(|(c, _, _)| *c)
+            .collect()
+    }
+
+    use std::collections::BTreeSet;
+
+    #[tokio::test]
+    async fn the_elector_talks_on_connections_the_bulk_calls_never_use() {
+        let (url, seen) = apiserver().await;
+        let config = kube::Config::new(url);
+        let clients = Clients::from_config(config).unwrap();
+        let idle = || tokio::time::sleep(Duration::from_millis(100));
+        clients.calls.apiserver_version().await.unwrap();
+        idle().await;
+        // The control: another request through the calls client reuses its
+        // idle connection, so sharing a pool would show.
+        clients.calls.clone().apiserver_version().await.unwrap();
+        idle().await;
+        let elector = Elector::new(&clients, "ops", "lead", "me", Duration::from_secs(15));
+        assert_eq!(
+            elector.attempt(Duration::from_secs(5)).await.unwrap(),
+            Decision::Ours
+        );
+        idle().await;
+        clients.calls.apiserver_version().await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let calls = connections(&seen, "/version");
+        let lease = connections(&seen, "/leases");
+        assert_eq!(
+            calls.len(),
+            1,
+            "the calls client keeps its connection: {seen:?}"
+        );
+        assert!(!lease.is_empty(), "{seen:?}");
+        assert!(
+            calls.is_disjoint(&lease),
+            "a lease request went over a connection of the calls client: {seen:?}"
+        );
+        // The attempt was timed.
+        assert!(
+            clients
+                .metrics
+                .render()
+                .contains("firedrill_lease_renew_seconds_count 1"),
+            "{}",
+            clients.metrics.render()
+        );
     }
 }

@@ -50,6 +50,15 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabel, Counter>,
     pub leader: Gauge,
     pub api_requests: Family<RequestLabel, Counter>,
+    /// How long each attempt to take or renew the leader Lease took (an
+    /// attempt that timed out counts as its limit).
+    pub lease_renew: Histogram,
+    /// Times this operator lost the leader Lease while leading.
+    pub leadership_losses: Counter,
+    /// Pod deletes the deleter allows in flight now (its paced window).
+    pub delete_window: Gauge,
+    /// Times the deleter halved its window because the API server pushed back.
+    pub delete_window_halvings: Counter,
     /// Set once the controllers run (`/readyz`).
     pub ready: AtomicBool,
     registry: Registry,
@@ -58,6 +67,14 @@ pub struct Metrics {
 fn ttr_histogram() -> Histogram {
     Histogram::new([
         0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+    ])
+}
+
+/// Lease round trips are short when all is well (milliseconds) and fatal
+/// when they approach the renew deadline (seconds).
+fn lease_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0,
     ])
 }
 
@@ -108,6 +125,10 @@ fn registered() -> Metrics {
         reconcile_errors: Family::default(),
         leader: Gauge::default(),
         api_requests: Family::default(),
+        lease_renew: lease_histogram(),
+        leadership_losses: Counter::default(),
+        delete_window: Gauge::default(),
+        delete_window_halvings: Counter::default(),
         ready: AtomicBool::new(false),
         registry: Registry::default(),
     };
@@ -155,6 +176,26 @@ fn registered() -> Metrics {
         "api_requests",
         "Requests this operator sent to the Kubernetes API server, by method",
         m.api_requests.clone(),
+    );
+    registry.register(
+        "lease_renew_seconds",
+        "Duration of each attempt to take or renew the leader Lease (timeouts count as the attempt's limit)",
+        m.lease_renew.clone(),
+    );
+    registry.register(
+        "leadership_losses",
+        "Times this operator lost the leader Lease while leading",
+        m.leadership_losses.clone(),
+    );
+    registry.register(
+        "delete_window",
+        "Pod deletes the deleter allows in flight now (paced from the API server's answers)",
+        m.delete_window.clone(),
+    );
+    registry.register(
+        "delete_window_halvings",
+        "Times the deleter halved its window because the API server pushed back (429, errors, timeouts, slow answers)",
+        m.delete_window_halvings.clone(),
     );
     Metrics { registry, ..m }
 }
@@ -324,8 +365,22 @@ mod tests {
                 slo: "messaging".into(),
             })
             .observe(4.0);
+        m.lease_renew.observe(0.02);
+        m.leadership_losses.inc();
         let text = m.render();
         assert!(text.contains("firedrill_pods_killed_total 3"), "{text}");
+        assert!(
+            text.contains("firedrill_lease_renew_seconds_bucket{le=\"0.025\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("firedrill_lease_renew_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("firedrill_leadership_losses_total 1"),
+            "{text}"
+        );
         assert!(
             text.contains("firedrill_experiments_total{verdict=\"Failed\"} 1"),
             "{text}"

@@ -15,6 +15,12 @@ Output: a markdown table and JSON (bench-results.md, bench-results.json) and
 an SVG chart of time against cluster size (bench-scale.svg), in --out.
 
 Assumes nothing about speed; prints what it measured.
+
+The operator is watched: if it exits while the bench runs (it lost its
+leader Lease, say), the bench fails at once and prints the end of its log.
+Each firedrill run reports the lease renew latency (p50/p99, from the
+operator's `firedrill_lease_renew_seconds` histogram) and the leadership
+losses during the run (`firedrill_leadership_losses_total`).
 """
 
 import argparse
@@ -134,14 +140,58 @@ def parse_rfc3339(s):
     return base + (float(m.group(2)) if m.group(2) else 0.0)
 
 
+class OperatorDied(SystemExit):
+    pass
+
+
+def _operator_died(signum, frame):
+    raise OperatorDied(f"the operator exited while the bench ran ({Operator.died}); see its log above")
+
+
 class Operator:
+    # What ended the operator, once it ended on its own.
+    died = None
+
     def __init__(self, binary, outdir, size, extra=()):
         self.port = free_port()
         self.log = open(os.path.join(outdir, f"operator-{size}.log"), "w")
+        self.stopping = False
         self.proc = subprocess.Popen(
             [binary, "operator", f"--metrics-bind=127.0.0.1:{self.port}", "--log-format=json", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
+        # Whatever the bench waits for, it stops waiting when the operator exits.
+        signal.signal(signal.SIGUSR1, _operator_died)
+        threading.Thread(target=self._watch, daemon=True).start()
         wait("the operator's metrics", lambda: self.metrics() is not None, 60, every=0.5)
+
+    def _watch(self):
+        rc = self.proc.wait()
+        if self.stopping:
+            return
+        Operator.died = f"exit status {rc}"
+        log(f"the operator exited (status {rc}); the last lines of its log ({self.log.name}):")
+        print(self.log_tail(), flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def log_tail(self, lines=40):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return "".join(f.readlines()[-lines:])
+
+    def histogram(self, name):
+        """The cumulative buckets of histogram `name`: [(le, count)]."""
+        buckets = []
+        for line in (self.metrics() or "").splitlines():
+            m = re.match(name + r'_bucket\{le="([^"]+)"\} (\S+)', line)
+            if m:
+                buckets.append((float(m.group(1)), float(m.group(2))))
+        return buckets
+
+    def counter(self, name):
+        for line in (self.metrics() or "").splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
 
     def metrics(self):
         try:
@@ -175,12 +225,37 @@ class Operator:
         return None
 
     def stop(self):
+        self.stopping = True
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def quantile(before, after, q):
+    """Quantile `q` of what a histogram observed between two readings of its
+    cumulative buckets, interpolated within the bucket (None: nothing observed)."""
+    b = dict(before)
+    delta = [(le, count - b.get(le, 0.0)) for le, count in after]
+    total = delta[-1][1] if delta else 0
+    if total <= 0:
+        return None
+    target = q * total
+    lower, below = 0.0, 0.0
+    for le, cum in delta:
+        if cum >= target:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * (target - below) / max(cum - below, 1e-9)
+        lower, below = le, cum
+    return lower
+
+
+LEASE = "firedrill_lease_renew_seconds"
+LOSSES = "firedrill_leadership_losses_total"
+HALVINGS = "firedrill_delete_window_halvings_total"
 
 
 def free_port():
@@ -195,6 +270,8 @@ def free_port():
 def run_firedrill(op, rep):
     name = f"bench-{rep}"
     before = op.requests()
+    lease_before, losses_before = op.histogram(LEASE), op.counter(LOSSES)
+    halvings_before = op.counter(HALVINGS)
     spec = f"""apiVersion: chaos.firedrill.dev/v1alpha1
 kind: DataCenterFailure
 metadata: {{name: {name}}}
@@ -211,6 +288,13 @@ spec: {{zone: {ZONE}, duration: 5s, baseline: 0s, faultOnly: true, target: {{nam
     dark = transition_time(e, "ZoneDown")
     fault = st.get("fault", {})
     requests = op.requests() - before
+    lease_after = op.histogram(LEASE)
+    p50, p99 = quantile(lease_before, lease_after, 0.5), quantile(lease_before, lease_after, 0.99)
+    losses = int(op.counter(LOSSES) - losses_before)
+    halvings = int(op.counter(HALVINGS) - halvings_before)
+    ms = lambda v: "-" if v is None else f"{v * 1000:.0f} ms"
+    log(f"  lease renew latency p50 {ms(p50)}, p99 {ms(p99)}; leadership losses {losses}; "
+        f"delete window halved {halvings} times")
     kubectl("delete", "dcf", name, "--wait=true")
     return {
         "seconds": dark - t_apply,
@@ -218,6 +302,10 @@ spec: {{zone: {ZONE}, duration: 5s, baseline: 0s, faultOnly: true, target: {{nam
         "nodes": fault.get("nodesCordoned"),
         "pods": fault.get("podsKilled"),
         "requests": requests,
+        "leaseRenewP50": p50,
+        "leaseRenewP99": p99,
+        "leadershipLosses": losses,
+        "deleteWindowHalvings": halvings,
         "phases": {t["phase"]: parse_rfc3339(t["time"]) - t_apply for t in st.get("transitions", [])},
     }
 
@@ -411,8 +499,15 @@ def build_result(nodes, total, zone, contenders, runs, settle_times, rss, best_c
             entry["restoreSeconds"] = summary([r["restoreSeconds"] for r in rs])
             entry["requests"] = summary([r["requests"] for r in rs])
             entry["peakRssMiB"] = rss
+            entry["leaseRenewP50"] = summary([r.get("leaseRenewP50") for r in rs])
+            entry["leaseRenewP99"] = summary([r.get("leaseRenewP99") for r in rs])
+            entry["leadershipLosses"] = sum(r.get("leadershipLosses", 0) for r in rs)
+            lease_ms = lambda s: "-" if not s else f"{s['max'] * 1000:.0f} ms"
             entry["notes"] = (f"restore {fmt(entry['restoreSeconds'], digits=2)}; "
-                              f"{entry['requests']['median']:.0f} API requests; peak RSS {rss:.0f} MiB")
+                              f"{entry['requests']['median']:.0f} API requests; peak RSS {rss:.0f} MiB; "
+                              f"lease renew p50 {lease_ms(entry['leaseRenewP50'])}, "
+                              f"p99 {lease_ms(entry['leaseRenewP99'])} (worst run); "
+                              f"leadership losses {entry['leadershipLosses']}")
         if c == "limit":
             entry["concurrency"] = best_concurrency
             entry["notes"] = f"concurrency {best_concurrency}; {rs[0].get('requests')} API requests"

@@ -27,6 +27,8 @@ use std::time::Duration;
 pub async fn reconcile(obj: Arc<DataCenterFailure>, ctx: Arc<Context>) -> Result<Action> {
     let api = Api::<DataCenterFailure>::all(ctx.client.clone());
     let uid = obj.uid().unwrap_or_default();
+    let deleting = obj.metadata.deletion_timestamp.is_some();
+    ctx.note(&obj);
     let action = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(&obj, &ctx).await,
@@ -37,6 +39,9 @@ pub async fn reconcile(obj: Arc<DataCenterFailure>, ctx: Arc<Context>) -> Result
     .map_err(|e| Error::Finalizer(Box::new(e)))?;
     // A success starts the next failure's backoff from the beginning.
     ctx.forget_failures(&uid);
+    if deleting {
+        ctx.forget(&uid);
+    }
     Ok(action)
 }
 
@@ -177,6 +182,8 @@ impl<'a> Drill<'a> {
                 .await?;
         self.rv = written.resource_version();
         self.count_written();
+        // What a leader that loses its lease would leave, as of this write.
+        self.ctx.note(&written);
         Ok(())
     }
 

@@ -133,6 +133,7 @@ impl Drill<'_> {
             scope: spec.scope.clone(),
             concurrency: config.concurrency,
             pause: config.inject_pause,
+            metrics: self.ctx.metrics.clone(),
         };
         let client = self.ctx.client.clone();
         let deadline = config.injection_timeout;

@@ -37,4 +37,4 @@ mod tests;
 
 pub use crate::clients::{CALL_TIMEOUT, Clients};
 pub use drill::reconcile;
-pub use runtime::{Config, Context, run, stand_down};
+pub use runtime::{Config, Context, Seen, left_behind, run, run_with, stand_down};

@@ -75,6 +75,58 @@ pub struct Context {
     pub(super) tasks: Mutex<HashMap<String, Tasks>>,
     /// Failed reconciles in a row, by uid (the retry backoff).
     pub(super) failures: Mutex<HashMap<String, u32>>,
+    /// The unfinished experiments as last reconciled, by uid: what a leader
+    /// that loses its lease leaves behind.
+    pub(super) seen: Mutex<HashMap<String, Seen>>,
+}
+
+/// An unfinished experiment as last reconciled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub name: String,
+    pub zone: String,
+    pub phase: Phase,
+}
+
+impl Seen {
+    /// Whether the experiment holds its zone (it began taking it down).
+    pub fn holds_zone(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Injecting | Phase::ZoneDown | Phase::Restoring
+        )
+    }
+}
+
+/// What a leader that stops acting leaves behind, in one sentence: the
+/// experiments mid-drill, the zones they hold, and that they resume when an
+/// operator leads again.
+pub fn left_behind(seen: &[Seen]) -> String {
+    let mut held: Vec<&Seen> = seen.iter().filter(|s| s.holds_zone()).collect();
+    let mut waiting: Vec<&Seen> = seen.iter().filter(|s| !s.holds_zone()).collect();
+    held.sort_by(|a, b| a.name.cmp(&b.name));
+    waiting.sort_by(|a, b| a.name.cmp(&b.name));
+    let list = |v: &[&Seen]| {
+        v.iter()
+            .map(|s| format!("{} ({}, zone {})", s.name, s.phase, s.zone))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = if held.is_empty() {
+        "no experiment holds a zone".to_string()
+    } else {
+        format!(
+            "left mid-drill with the zone held: {}; each resumes from the cluster's state (and restores its zone) when an operator leads again",
+            list(&held)
+        )
+    };
+    if !waiting.is_empty() {
+        out.push_str(&format!(
+            "; not yet begun, nothing changed: {}",
+            list(&waiting)
+        ));
+    }
+    out
 }
 
 impl Context {
@@ -91,7 +143,49 @@ impl Context {
             config,
             tasks: Mutex::default(),
             failures: Mutex::default(),
+            seen: Mutex::default(),
         })
+    }
+
+    /// Note an experiment as reconciled now (forgotten once it is finished
+    /// or gone).
+    pub(super) fn note(&self, obj: &DataCenterFailure) {
+        let uid = obj.uid().unwrap_or_default();
+        let phase = obj
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or(Phase::Pending);
+        let mut seen = self.seen.lock().unwrap();
+        if phase.is_terminal() {
+            seen.remove(&uid);
+        } else {
+            seen.insert(
+                uid,
+                Seen {
+                    name: obj.name_any(),
+                    zone: obj.spec.zone.clone(),
+                    phase,
+                },
+            );
+        }
+    }
+
+    pub(super) fn forget(&self, uid: &str) {
+        self.seen.lock().unwrap().remove(uid);
+    }
+
+    /// Stop acting at once (leadership is lost): every task of every
+    /// experiment is stopped, nothing is written. The unfinished
+    /// experiments, as last reconciled.
+    pub fn abandon(&self) -> Vec<Seen> {
+        let uids: Vec<String> = self.tasks.lock().unwrap().keys().cloned().collect();
+        for uid in uids {
+            self.stop_tasks(&uid);
+        }
+        let mut seen: Vec<Seen> = self.seen.lock().unwrap().values().cloned().collect();
+        seen.sort_by(|a, b| a.name.cmp(&b.name));
+        seen
     }
 
     /// Forget the failures of an experiment: its next failure starts the
@@ -109,12 +203,23 @@ pub async fn run(
     config: Config,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Arc<Context>> {
+    let ctx = Context::new(clients.clone(), config);
+    run_with(ctx.clone(), clients, stop).await?;
+    Ok(ctx)
+}
+
+/// [`run`] with a context the caller built (and keeps, to [`Context::abandon`]
+/// it when leadership is lost).
+pub async fn run_with(
+    ctx: Arc<Context>,
+    clients: Clients,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     let client = clients.calls.clone();
     let restored = restore::restore_orphans(&client, true).await?;
     if !restored.is_empty() {
         tracing::warn!(nodes = ?restored, "restored nodes held by experiments that no longer exist");
     }
-    let ctx = Context::new(clients.clone(), config);
     ctx.metrics.set_ready();
     let api = Api::<DataCenterFailure>::all(clients.watches.clone());
     let experiments = Controller::new(api, watcher::Config::default().any_semantic())
@@ -131,7 +236,7 @@ pub async fn run(
         _ = async { tokio::join!(experiments, schedules) } => {}
         _ = sweep_orphans(&client) => {}
     }
-    Ok(ctx)
+    Ok(())
 }
 
 /// Nodes whose experiment vanished without a cleanup (its finalizer removed

@@ -71,6 +71,8 @@ pub struct Injection {
     pub concurrency: usize,
     /// Pause between node changes (to rehearse an operator crash mid-injection).
     pub pause: Option<Duration>,
+    /// Where the deleter shows its window.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// What [`inject`] did.
@@ -109,7 +111,14 @@ pub async fn inject(client: &Client, job: &Injection) -> Result<Injected, crate:
         });
     }
     let kills = if job.kill_pods {
-        kill_pods_on(client, &job.nodes, &job.scope, job.concurrency).await?
+        kill_pods_on(
+            client,
+            &job.nodes,
+            &job.scope,
+            job.concurrency,
+            &job.metrics,
+        )
+        .await?
     } else {
         KillReport::default()
     };

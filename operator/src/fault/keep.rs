@@ -363,7 +363,15 @@ impl Rekiller<'_> {
     /// Kill what is on the dark nodes now, with per-node lists.
     async fn sweep(&self) {
         let nodes: Vec<String> = self.dark.read().unwrap().iter().cloned().collect();
-        match kill_pods_on(self.client, &nodes, &self.keep.scope, self.keep.concurrency).await {
+        match kill_pods_on(
+            self.client,
+            &nodes,
+            &self.keep.scope,
+            self.keep.concurrency,
+            &self.keep.metrics,
+        )
+        .await
+        {
             Ok(r) => {
                 self.count(r.killed);
                 if r.killed > 0 {

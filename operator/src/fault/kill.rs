@@ -1,6 +1,9 @@
 //! Killing pods: deleted with grace period 0, as in a fire, with retries
-//! for server errors and patience for throttling.
+//! for server errors and patience for throttling, paced by a window that
+//! follows the API server's answers ([`super::pace`]).
 
+use super::pace::{FLOOR, Outcome, Pacer, Window};
+use crate::metrics::Metrics;
 use crate::plan::{PodInfo, Scope, collect};
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
@@ -55,6 +58,17 @@ fn seed_of(pod: &PodInfo) -> u64 {
 /// are retried with backoff, at most [`KILL_ATTEMPTS`] times; throttling
 /// (429) is waited out for up to [`THROTTLE_BUDGET`].
 pub async fn kill(client: &Client, pod: &PodInfo, uid: Option<String>) -> Result<bool, KillError> {
+    kill_paced(client, pod, uid, None).await
+}
+
+/// [`kill`], each attempt let through by `pacer` (when given) and its
+/// answer reported to it.
+async fn kill_paced(
+    client: &Client,
+    pod: &PodInfo,
+    uid: Option<String>,
+    pacer: Option<&Pacer>,
+) -> Result<bool, KillError> {
     let api = Api::<Pod>::namespaced(client.clone(), &pod.namespace);
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
@@ -69,7 +83,16 @@ pub async fn kill(client: &Client, pod: &PodInfo, uid: Option<String>) -> Result
     let mut throttles = 0;
     let mut throttled_for = Duration::ZERO;
     loop {
-        let (why, wait) = match api.delete(&pod.name, &dp).await {
+        let slot = match pacer {
+            Some(p) => Some(p.slot().await),
+            None => None,
+        };
+        let answer = api.delete(&pod.name, &dp).await;
+        if let Some(slot) = slot {
+            let took = slot.elapsed();
+            slot.answered(outcome_of(&answer, took));
+        }
+        let (why, wait) = match answer {
             Ok(_) => return Ok(true),
             // Gone already, or replaced by a new pod of the same name: nothing to kill.
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return Ok(false),
@@ -121,6 +144,29 @@ pub async fn kill(client: &Client, pod: &PodInfo, uid: Option<String>) -> Result
     }
 }
 
+/// What a delete's answer says about the API server's load.
+fn outcome_of<T>(answer: &kube::Result<T>, took: Duration) -> Outcome {
+    match answer {
+        Ok(_) => Outcome::of(Some(200), false, took),
+        Err(kube::Error::Api(e)) => Outcome::of(Some(e.code), false, took),
+        Err(e) => Outcome::of(None, timed_out(e), took),
+    }
+}
+
+/// Whether an error is, at its root, a timeout.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// What one pass over the zone's pods did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KillReport {
@@ -136,24 +182,43 @@ pub struct KillReport {
 /// selector), never cluster-wide, and each node's pods are deleted as soon
 /// as its list arrives, so the first kills do not wait for the last list.
 /// A pod that cannot be deleted is counted and reported; the others are
-/// still killed.
+/// still killed. At most `concurrency` deletes are in flight, fewer while
+/// the API server pushes back (the window of [`super::pace`]).
+/// The window shows in `metrics` (`firedrill_delete_window`, and its
+/// halvings in `firedrill_delete_window_halvings_total`).
 pub async fn kill_pods_on(
     client: &Client,
     nodes: &[String],
     scope: &Scope,
     concurrency: usize,
+    metrics: &Metrics,
 ) -> Result<KillReport, crate::Error> {
     let conc = concurrency.max(1);
+    let pacer = Pacer::shown_in(Window::new(FLOOR, conc), metrics.delete_window.clone());
+    let pacer = &pacer;
     let done = found_on(client, nodes, scope, conc.min(32))
         .map(|f| async move {
             match f {
-                Found::Victim(info, uid) => Done::Kill(kill(client, &info, uid).await),
+                Found::Victim(info, uid) => {
+                    Done::Kill(kill_paced(client, &info, uid, Some(pacer)).await)
+                }
                 Found::Spared => Done::Spared,
                 Found::ListFailed(e) => Done::ListFailed(e),
             }
         })
         .buffer_unordered(conc);
-    tally(done).await
+    let report = tally(done).await;
+    let window = pacer.window();
+    metrics.delete_window_halvings.inc_by(window.decreases);
+    if window.decreases > 0 {
+        tracing::info!(
+            halved = window.decreases,
+            window = window.limit(),
+            ceiling = conc,
+            "pod deletes paced: the API server pushed back"
+        );
+    }
+    report
 }
 
 /// A pod [`kill_pods_on`] found, or a node whose pods could not be listed.
@@ -352,5 +417,110 @@ mod tests {
         let (out, seen) = kill_with(move |_| (403, denied.clone())).await;
         assert!(out.unwrap_err().to_string().contains("HTTP 403"));
         assert_eq!(seen, 1);
+    }
+
+    /// Every pod of a node is still killed, and counted once, while the API
+    /// server throttles a share of the deletes; and no more deletes are in
+    /// flight than the ceiling, fewer once throttled.
+    #[tokio::test]
+    async fn a_throttled_pass_kills_every_pod_within_a_shrinking_window() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        const PODS: usize = 300;
+        let items: Vec<serde_json::Value> = (0..PODS)
+            .map(|i| {
+                json!({"metadata": {"name": format!("p{i}"), "namespace": "shop", "uid": format!("u{i}")},
+                       "spec": {"nodeName": "a1"}, "status": {"phase": "Running"}})
+            })
+            .collect();
+        let list = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+            .to_string();
+        let (svc, mut handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let peak_after_throttling = Arc::new(AtomicUsize::new(0));
+        let deletes = Arc::new(AtomicUsize::new(0));
+        let server = {
+            let (in_flight, peak, late, deletes) = (
+                in_flight.clone(),
+                peak.clone(),
+                peak_after_throttling.clone(),
+                deletes.clone(),
+            );
+            tokio::spawn(async move {
+                while let Some((req, send)) = handle.next_request().await {
+                    if req.method() == http::Method::GET {
+                        send.send_response(
+                            http::Response::builder()
+                                .status(200)
+                                .body(kube::client::Body::from(list.clone().into_bytes()))
+                                .unwrap(),
+                        );
+                        continue;
+                    }
+                    let n = deletes.fetch_add(1, SeqCst);
+                    let now = in_flight.fetch_add(1, SeqCst) + 1;
+                    peak.fetch_max(now, SeqCst);
+                    if n >= 200 {
+                        late.fetch_max(now, SeqCst);
+                    }
+                    let in_flight = in_flight.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        // The first 100 deletes: every other one throttled.
+                        let (code, body) = if n < 100 && n % 2 == 0 {
+                            (429, status(429, "TooManyRequests"))
+                        } else {
+                            (200, DELETED.to_string())
+                        };
+                        in_flight.fetch_sub(1, SeqCst);
+                        send.send_response(
+                            http::Response::builder()
+                                .status(code)
+                                .body(kube::client::Body::from(body.into_bytes()))
+                                .unwrap(),
+                        );
+                    });
+                }
+            })
+        };
+        let client = Client::new(svc, "default");
+        let metrics = Metrics::new();
+        let report = kill_pods_on(
+            &client,
+            &["a1".to_string()],
+            &Scope::default(),
+            64,
+            &metrics,
+        )
+        .await
+        .unwrap();
+        drop(client);
+        server.await.unwrap();
+        assert_eq!(report.killed, PODS as i64, "{report:?}");
+        assert_eq!(report.failed, 0, "{report:?}");
+        assert_eq!(
+            deletes.load(SeqCst),
+            PODS + 50,
+            "each throttled delete tried again"
+        );
+        assert!(peak.load(SeqCst) <= 64, "peak {}", peak.load(SeqCst));
+        assert!(
+            peak_after_throttling.load(SeqCst) < 64,
+            "the window did not narrow: {} in flight after the throttling",
+            peak_after_throttling.load(SeqCst)
+        );
+        let text = metrics.render();
+        let halvings: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("firedrill_delete_window_halvings_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(halvings >= 1, "{text}");
+        assert!(metrics.delete_window.get() < 64, "{text}");
     }
 }

@@ -27,6 +27,7 @@ pub mod keep;
 pub mod kill;
 pub mod mark;
 pub mod node;
+pub mod pace;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

@@ -54,6 +54,7 @@ fn world_with(config: Config) -> World {
     let clients = Clients {
         calls: api.client(),
         watches: watches.client(),
+        lease: Fake::default().client(),
         apiserver: ("127.0.0.1".into(), 6443),
         metrics: crate::metrics::Metrics::new(),
     };
@@ -1658,4 +1659,48 @@ async fn a_spec_unusable_while_restoring_still_restores_and_ends_without_a_verdi
         "{reason}"
     );
     assert_eq!(cond, "InvalidSpec");
+}
+
+#[tokio::test]
+async fn a_lost_leader_says_which_experiments_hold_a_zone_and_that_they_resume() {
+    let w = world();
+    w.api.add_experiment(drill(json!({}), Value::Null));
+    three_zones(&w.api);
+    // A reconcile (which may walk several phases) notes the experiment as
+    // it last wrote it.
+    w.reconcile().await;
+    let phase: crate::api::Phase = serde_json::from_value(json!(w.phase())).unwrap();
+    assert_ne!(phase, crate::api::Phase::Pending, "the reconcile moved on");
+    assert_eq!(
+        w.ctx.abandon(),
+        vec![super::Seen {
+            name: "drill".into(),
+            zone: "zone-a".into(),
+            phase
+        }]
+    );
+    let as_obj = |v: Value| -> crate::api::DataCenterFailure { serde_json::from_value(v).unwrap() };
+    w.ctx
+        .note(&as_obj(drill(json!({}), json!({"phase": "ZoneDown"}))));
+    w.ctx.note(&as_obj(other("Planning")));
+    let said = super::left_behind(&w.ctx.abandon());
+    assert!(
+        said.starts_with(
+            "left mid-drill with the zone held: drill (ZoneDown, zone zone-a); each resumes"
+        ),
+        "{said}"
+    );
+    assert!(said.contains("when an operator leads again"), "{said}");
+    assert!(
+        said.ends_with("not yet begun, nothing changed: other (Planning, zone zone-b)"),
+        "{said}"
+    );
+    // A finished experiment is no longer mentioned.
+    w.ctx
+        .note(&as_obj(drill(json!({}), json!({"phase": "Completed"}))));
+    w.ctx.note(&as_obj(other("Aborted")));
+    assert_eq!(
+        super::left_behind(&w.ctx.abandon()),
+        "no experiment holds a zone"
+    );
 }

@@ -11,7 +11,7 @@ use firedrill_e2e::*;
 use std::process::Command;
 use std::time::Duration;
 
-fn helm_bin() -> String {
+pub(crate) fn helm_bin() -> String {
     let out = Command::new(repo_root().join("tests/testbed/testbed.sh"))
         .arg("helm")
         .output()
@@ -26,7 +26,7 @@ fn helm_bin() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn helm(bin: &str, args: &[&str]) -> Output {
+pub(crate) fn helm(bin: &str, args: &[&str]) -> Output {
     let out = Command::new(bin)
         .args(args)
         .env(

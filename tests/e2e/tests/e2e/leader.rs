@@ -1,6 +1,8 @@
 //! Leader election: with two operators running, one acts and the other stands
 //! by; when the leader dies mid-drill the standby takes over and finishes the
-//! drill; a graceful stop hands the Lease over at once.
+//! drill; a graceful stop hands the Lease over at once. A leader whose Lease
+//! is taken mid-injection exits naming the drill it leaves holding a zone,
+//! and the next operator resumes that drill.
 
 use firedrill_e2e::*;
 use std::time::{Duration, Instant};
@@ -115,4 +117,70 @@ fn one_operator_leads_a_standby_takes_over_mid_drill_and_a_graceful_stop_hands_o
         started.elapsed()
     );
     assert!(lease(".spec.holderIdentity").ends_with(&format!("_{}", c.pid())));
+}
+
+#[test]
+fn a_leader_that_loses_its_lease_mid_injection_names_the_drill_left_and_the_next_resumes_it() {
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-leader-lost");
+    let args = [
+        "--leader-elect-lease-duration=4s",
+        "--debug-inject-pause=3s",
+    ];
+    let mut a = Operator::start(&args);
+    wait_log(&a, "became the leader", Duration::from_secs(30));
+    let exp = Experiment("lost".into());
+    let drill = Drill::new("lost", "zone-a").duration("5s").namespace(&ns.0);
+    assert!(apply(&drill.yaml()).ok);
+    wait_phase("lost", "Injecting", Duration::from_secs(60));
+
+    // Someone else takes the Lease while the zone is going down.
+    kubectl(
+        &[
+            "-n",
+            "default",
+            "patch",
+            "lease",
+            "firedrill-operator",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"holderIdentity":"another-operator"}}"#,
+        ],
+        None,
+    )
+    .expect_ok("taking the Lease");
+    let status = wait_for("the leader to exit", Duration::from_secs(20), || a.exited());
+    let exited = Instant::now();
+    let log = a.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("lost leadership (the lease is held by another-operator)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("left mid-drill with the zone held: lost (Injecting, zone zone-a)"),
+        "the exit names the drill and its zone:\n{log}"
+    );
+    assert!(log.contains("when an operator leads again"), "{log}");
+
+    // The next operator waits the taken Lease out, leads, and finishes the drill.
+    let b = Operator::start(&args);
+    wait_log(&b, "became the leader", Duration::from_secs(30));
+    eprintln!(
+        "a new operator led {:?} after the old one exited (a 4s lease taken by another holder)",
+        exited.elapsed()
+    );
+    wait_completed("lost", 120);
+    eprintln!(
+        "the drill completed {:?} after the old leader exited",
+        exited.elapsed()
+    );
+    assert_eq!(
+        dcf_field("lost", ".status.phase"),
+        "Completed",
+        "{}",
+        dcf_field("lost", ".status.reason")
+    );
+    assert_zone_restored();
+    drop(exp);
 }

@@ -9,6 +9,7 @@
 //! Namespaces are named after the process (`Namespace::create`), so two
 //! tests never use the same prefix.
 
+mod apf;
 mod api;
 mod bad_inputs;
 mod cluster;

@@ -1,0 +1,338 @@
+//! Pacing the pod deletes from what the API server says: a window of
+//! requests in flight that grows while answers come back fast and shrinks by
+//! half when the server pushes back (HTTP 429, which is also how API
+//! Priority and Fairness refuses a request; a server error; no answer in
+//! time; or an answer slower than [`SLOW`]), between a floor and a ceiling
+//! (`--concurrency`).
+//!
+//! The window ([`Window`]) is pure arithmetic on outcomes, tested without
+//! I/O; the gate ([`Pacer`]) holds requests back while the window is full.
+//!
+//! One push-back halves the window once: the answers to requests sent
+//! before that halving were caused by the old, wider window, so they do not
+//! halve it again (as TCP takes one loss event per round trip).
+
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// An answer slower than this counts as push-back: the API server queues us.
+pub const SLOW: Duration = Duration::from_secs(1);
+
+/// The fewest deletes the window allows in flight.
+pub const FLOOR: usize = 4;
+
+/// What one request's answer said about the API server's load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// An answer (success, or a final answer like 404) within [`SLOW`].
+    Fast,
+    /// An answer, but slower than [`SLOW`].
+    Slow,
+    /// HTTP 429: throttled (by API Priority and Fairness, or a limit).
+    Throttled,
+    /// A server error or a lost connection.
+    Failed,
+    /// No answer within the client's deadline.
+    TimedOut,
+    /// An answer that says nothing about load (403, 422...).
+    Neutral,
+}
+
+impl Outcome {
+    /// What an answer that took `took` says, from its HTTP status (None: no
+    /// answer, `timed_out` telling why).
+    pub fn of(status: Option<u16>, timed_out: bool, took: Duration) -> Outcome {
+        match status {
+            None if timed_out => Outcome::TimedOut,
+            None => Outcome::Failed,
+            Some(429) => Outcome::Throttled,
+            Some(s) if s >= 500 => Outcome::Failed,
+            Some(_) if took > SLOW => Outcome::Slow,
+            Some(s) if s < 300 || s == 404 || s == 409 => Outcome::Fast,
+            Some(_) => Outcome::Neutral,
+        }
+    }
+
+    fn pushes_back(self) -> bool {
+        matches!(
+            self,
+            Outcome::Slow | Outcome::Throttled | Outcome::Failed | Outcome::TimedOut
+        )
+    }
+}
+
+/// A request's place in the order requests were sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+/// The window of requests in flight (additive increase, multiplicative
+/// decrease), with a slow start: until the first push-back it grows by one
+/// per fast answer (doubling each round), afterwards by one per window's
+/// worth of fast answers.
+#[derive(Clone, Debug)]
+pub struct Window {
+    size: f64,
+    floor: usize,
+    ceiling: usize,
+    slow_start: bool,
+    sent: u64,
+    /// Requests sent before this ticket do not halve the window again.
+    halved_at: u64,
+    /// How many times the window was halved.
+    pub decreases: u64,
+}
+
+impl Window {
+    /// A window between `floor` and `ceiling` (the ceiling wins if they
+    /// cross), starting at a sixteenth of the ceiling (at least the floor).
+    pub fn new(floor: usize, ceiling: usize) -> Window {
+        let ceiling = ceiling.max(1);
+        let floor = floor.clamp(1, ceiling);
+        Window {
+            size: (ceiling / 16).clamp(floor, ceiling) as f64,
+            floor,
+            ceiling,
+            slow_start: true,
+            sent: 0,
+            halved_at: 0,
+            decreases: 0,
+        }
+    }
+
+    /// Requests allowed in flight now.
+    pub fn limit(&self) -> usize {
+        (self.size as usize).clamp(self.floor, self.ceiling)
+    }
+
+    /// A request is sent.
+    pub fn send(&mut self) -> Ticket {
+        self.sent += 1;
+        Ticket(self.sent)
+    }
+
+    /// The answer to the request sent with `ticket`.
+    pub fn answered(&mut self, ticket: Ticket, outcome: Outcome) {
+        if outcome.pushes_back() {
+            if ticket.0 > self.halved_at {
+                self.size = (self.size / 2.0).max(self.floor as f64);
+                self.halved_at = self.sent;
+                self.slow_start = false;
+                self.decreases += 1;
+            }
+        } else if outcome == Outcome::Fast {
+            let step = if self.slow_start {
+                1.0
+            } else {
+                1.0 / self.size.max(1.0)
+            };
+            self.size = (self.size + step).min(self.ceiling as f64);
+        }
+    }
+}
+
+/// Holds requests back while the window is full.
+pub struct Pacer {
+    state: Mutex<(Window, usize)>,
+    room: tokio::sync::Notify,
+    /// Shows the window as it changes.
+    gauge: Option<Gauge>,
+}
+
+impl Pacer {
+    pub fn new(window: Window) -> Pacer {
+        Pacer {
+            state: Mutex::new((window, 0)),
+            room: tokio::sync::Notify::new(),
+            gauge: None,
+        }
+    }
+
+    /// A pacer that shows its window in `gauge`.
+    pub fn shown_in(window: Window, gauge: Gauge) -> Pacer {
+        gauge.set(window.limit() as i64);
+        Pacer {
+            gauge: Some(gauge),
+            ..Pacer::new(window)
+        }
+    }
+
+    /// Wait for room in the window; the returned slot is given back with
+    /// [`Slot::answered`] (or on drop, as a neutral answer).
+    pub async fn slot(&self) -> Slot<'_> {
+        loop {
+            let notified = self.room.notified();
+            {
+                let mut s = self.state.lock().unwrap();
+                let (window, in_flight) = &mut *s;
+                if *in_flight < window.limit() {
+                    *in_flight += 1;
+                    let ticket = window.send();
+                    return Slot {
+                        pacer: self,
+                        ticket,
+                        sent: tokio::time::Instant::now(),
+                        done: false,
+                    };
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// The window now (a copy).
+    pub fn window(&self) -> Window {
+        self.state.lock().unwrap().0.clone()
+    }
+
+    fn give_back(&self, ticket: Ticket, outcome: Outcome) {
+        let room = {
+            let mut s = self.state.lock().unwrap();
+            s.1 -= 1;
+            s.0.answered(ticket, outcome);
+            if let Some(g) = &self.gauge {
+                g.set(s.0.limit() as i64);
+            }
+            s.0.limit().saturating_sub(s.1)
+        };
+        // Wake as many waiters as there is room for (not all of them: a
+        // window of 256 would wake 256 tasks on every answer).
+        for _ in 0..room {
+            self.room.notify_one();
+        }
+    }
+}
+
+/// One request in flight.
+pub struct Slot<'a> {
+    pacer: &'a Pacer,
+    ticket: Ticket,
+    sent: tokio::time::Instant,
+    done: bool,
+}
+
+impl Slot<'_> {
+    /// How long since the request was let through.
+    pub fn elapsed(&self) -> Duration {
+        self.sent.elapsed()
+    }
+
+    /// The request was answered.
+    pub fn answered(mut self, outcome: Outcome) {
+        self.done = true;
+        self.pacer.give_back(self.ticket, outcome);
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.pacer.give_back(self.ticket, Outcome::Neutral);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Send a whole window's worth and answer each with `outcome`.
+    fn round(w: &mut Window, outcome: Outcome) {
+        let tickets: Vec<Ticket> = (0..w.limit()).map(|_| w.send()).collect();
+        for t in tickets {
+            w.answered(t, outcome);
+        }
+    }
+
+    #[test]
+    fn fast_answers_grow_the_window_to_the_ceiling_and_no_further() {
+        let mut w = Window::new(FLOOR, 256);
+        assert_eq!(w.limit(), 16);
+        round(&mut w, Outcome::Fast);
+        assert_eq!(w.limit(), 32, "slow start doubles each round");
+        for _ in 0..10 {
+            round(&mut w, Outcome::Fast);
+        }
+        assert_eq!(w.limit(), 256);
+    }
+
+    #[test]
+    fn one_push_back_halves_once_however_many_answers_carry_it() {
+        let mut w = Window::new(FLOOR, 256);
+        for _ in 0..5 {
+            round(&mut w, Outcome::Fast);
+        }
+        assert_eq!(w.limit(), 256);
+        // A whole window throttled at once: halved once, not 256 times.
+        round(&mut w, Outcome::Throttled);
+        assert_eq!(w.limit(), 128);
+        assert_eq!(w.decreases, 1);
+        // The next round's push-back halves again.
+        round(&mut w, Outcome::TimedOut);
+        assert_eq!(w.limit(), 64);
+    }
+
+    #[test]
+    fn after_a_push_back_the_window_grows_by_one_per_round() {
+        let mut w = Window::new(FLOOR, 256);
+        for _ in 0..5 {
+            round(&mut w, Outcome::Fast);
+        }
+        round(&mut w, Outcome::Slow);
+        assert_eq!(w.limit(), 128);
+        round(&mut w, Outcome::Fast);
+        assert!(matches!(w.limit(), 128 | 129), "{}", w.limit());
+        for _ in 0..10 {
+            round(&mut w, Outcome::Fast);
+        }
+        assert!((137..=140).contains(&w.limit()), "{}", w.limit());
+    }
+
+    #[test]
+    fn push_back_never_goes_below_the_floor_and_neutral_answers_change_nothing() {
+        let mut w = Window::new(FLOOR, 256);
+        for _ in 0..20 {
+            round(&mut w, Outcome::Failed);
+        }
+        assert_eq!(w.limit(), FLOOR);
+        let before = w.limit();
+        round(&mut w, Outcome::Neutral);
+        assert_eq!(w.limit(), before);
+        // A ceiling under the floor wins.
+        assert_eq!(Window::new(FLOOR, 1).limit(), 1);
+        assert_eq!(Window::new(FLOOR, 8).limit(), FLOOR);
+    }
+
+    #[test]
+    fn answers_are_read_for_load() {
+        let ms = Duration::from_millis;
+        assert_eq!(Outcome::of(Some(200), false, ms(20)), Outcome::Fast);
+        assert_eq!(Outcome::of(Some(404), false, ms(20)), Outcome::Fast);
+        assert_eq!(Outcome::of(Some(200), false, ms(1500)), Outcome::Slow);
+        assert_eq!(Outcome::of(Some(429), false, ms(5)), Outcome::Throttled);
+        assert_eq!(Outcome::of(Some(503), false, ms(5)), Outcome::Failed);
+        assert_eq!(Outcome::of(None, true, ms(30_000)), Outcome::TimedOut);
+        assert_eq!(Outcome::of(None, false, ms(5)), Outcome::Failed);
+        assert_eq!(Outcome::of(Some(403), false, ms(5)), Outcome::Neutral);
+    }
+
+    #[tokio::test]
+    async fn the_pacer_lets_no_more_through_than_the_window() {
+        let pacer = std::sync::Arc::new(Pacer::new(Window::new(2, 2)));
+        let a = pacer.slot().await;
+        let _b = pacer.slot().await;
+        let waiting = {
+            let pacer = pacer.clone();
+            tokio::spawn(async move {
+                let _c = pacer.slot().await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a third request went through");
+        a.answered(Outcome::Fast);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("room after an answer")
+            .unwrap();
+    }
+}
