@@ -125,7 +125,7 @@ pid_alive() { pid_of "$1" >/dev/null; }
 # start NAME CMD...: run in the background, record its PID, log to NAME.log
 start() {
   local name=$1; shift
-  "$@" >"$STATE/logs/$name.log" 2>&1 &
+  "$@" >>"$STATE/logs/$name.log" 2>&1 &
   record_pid "$STATE/pids/$name" $!
 }
 
@@ -358,21 +358,7 @@ EOF
   start_apiserver "$bin"
   wait_for kube-apiserver 120 "$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig" get --raw /readyz
 
-  start kube-controller-manager "$bin/kube-controller-manager" \
-    --kubeconfig="$STATE/controller-manager.kubeconfig" \
-    --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
-    --authorization-kubeconfig="$STATE/controller-manager.kubeconfig" \
-    --root-ca-file="$STATE/pki/ca.crt" --service-account-private-key-file="$STATE/pki/sa.key" \
-    --use-service-account-credentials=true --leader-elect=false \
-    --bind-address=127.0.0.1 --secure-port="$(free_port)" \
-    --kube-api-qps=500 --kube-api-burst=1000 --concurrent-replicaset-syncs=10 \
-    --concurrent-deployment-syncs=10 --concurrent-endpoint-syncs=10 --concurrent-service-endpoint-syncs=10
-  start kube-scheduler "$bin/kube-scheduler" \
-    --kubeconfig="$STATE/scheduler.kubeconfig" \
-    --authentication-kubeconfig="$STATE/scheduler.kubeconfig" \
-    --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
-    --leader-elect=false --bind-address=127.0.0.1 --secure-port="$(free_port)" \
-    --kube-api-qps=500 --kube-api-burst=1000
+  start_controllers "$bin"
   # A node without power renews no Lease: the data plane labels the Lease,
   # and this policy refuses every renewal of a Lease that keeps the label.
   "$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig" apply -f - >/dev/null <<'EOF'
@@ -531,6 +517,26 @@ stop_pid_file() { # file: SIGTERM, then SIGKILL after 5 s
   rm -f "$f"
 }
 
+# kube-controller-manager and kube-scheduler (logs appended across restarts).
+start_controllers() {
+  local bin=$1
+  start kube-controller-manager "$bin/kube-controller-manager" \
+    --kubeconfig="$STATE/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$STATE/controller-manager.kubeconfig" \
+    --root-ca-file="$STATE/pki/ca.crt" --service-account-private-key-file="$STATE/pki/sa.key" \
+    --use-service-account-credentials=true --leader-elect=false \
+    --bind-address=127.0.0.1 --secure-port="$(free_port)" \
+    --kube-api-qps=500 --kube-api-burst=1000 --concurrent-replicaset-syncs=10 \
+    --concurrent-deployment-syncs=10 --concurrent-endpoint-syncs=10 --concurrent-service-endpoint-syncs=10
+  start kube-scheduler "$bin/kube-scheduler" \
+    --kubeconfig="$STATE/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$STATE/scheduler.kubeconfig" \
+    --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
+    --leader-elect=false --bind-address=127.0.0.1 --secure-port="$(free_port)" \
+    --kube-api-qps=500 --kube-api-burst=1000
+}
+
 cmd_apiserver() {
   [[ -f $STATE/apiserver.args ]] || die "no testbed in $STATE (run: $0 up)"
   local bin; bin=$(bin_dir)
@@ -543,7 +549,13 @@ cmd_apiserver() {
       pid_alive "$STATE/pids/kube-apiserver" && die "kube-apiserver is already running"
       start_apiserver "$bin"
       wait_for kube-apiserver 120 "$bin/kubectl" --kubeconfig="$STATE/admin.kubeconfig" get --raw /readyz
-      log "kube-apiserver started"
+      # The controllers' informers came back stale after an outage here (a
+      # watch refused while RBAC was not yet served left EndpointSlices
+      # unreconciled for minutes): start them afresh, as a control plane
+      # restarted with its API server would be.
+      for name in kube-scheduler kube-controller-manager; do stop_pid_file "$STATE/pids/$name"; done
+      start_controllers "$bin"
+      log "kube-apiserver started (controllers restarted)"
       ;;
     *) die "usage: $0 apiserver stop|start" ;;
   esac
