@@ -21,7 +21,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -120,7 +120,7 @@ async fn power(client: &Client, procs: &Processes, off: &PoweredOff, name: &str,
 /// Say, on every fake node, that an agent runs there (this data plane).
 async fn announce(client: Client, nodes: Api<Node>) -> anyhow::Result<()> {
     let metas = Api::<kube::core::PartialObjectMeta<Node>>::all(client);
-    let mut events = std::pin::pin!(watcher(metas, watcher::Config::default()));
+    let mut events = std::pin::pin!(watcher(metas, watcher::Config::default()).default_backoff());
     while let Some(ev) = events.next().await {
         let n = match ev {
             Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => n,
@@ -162,10 +162,13 @@ pub async fn run(client: Client, procs: Processes, off: PoweredOff) -> anyhow::R
             let _ = set_power(&client, &n.name_any(), true).await;
         }
     }
-    let mut events = std::pin::pin!(watcher(
-        nodes.clone(),
-        watcher::Config::default().labels(POWER_LABEL)
-    ));
+    let mut events = std::pin::pin!(
+        watcher(
+            nodes.clone(),
+            watcher::Config::default().labels(POWER_LABEL)
+        )
+        .default_backoff()
+    );
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut labelled: HashSet<String> = HashSet::new();
     let mut deadlines: std::collections::HashMap<String, i64> = Default::default();

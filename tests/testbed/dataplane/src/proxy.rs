@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -83,7 +83,7 @@ async fn follow_services(
     hosts: PathBuf,
 ) -> anyhow::Result<()> {
     let api = Api::<Service>::all(client);
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     while let Some(ev) = events.next().await {
         let (svc, gone) = match ev {
             Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),
@@ -140,7 +140,7 @@ async fn follow_services(
 
 async fn follow_slices(client: Client, state: Arc<Mutex<State>>) -> anyhow::Result<()> {
     let api = Api::<EndpointSlice>::all(client);
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     while let Some(ev) = events.next().await {
         let (slice, gone) = match ev {
             Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),

@@ -12,7 +12,7 @@ use crate::power::PoweredOff;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
@@ -140,7 +140,7 @@ pub async fn run(
     procs.write_listing();
     let api = Api::<Pod>::all(client.clone());
     let cfg = watcher::Config::default().labels(&format!("{SERVE_LABEL}=true"));
-    let mut events = std::pin::pin!(watcher(api, cfg));
+    let mut events = std::pin::pin!(watcher(api, cfg).default_backoff());
     while let Some(ev) = events.next().await {
         match ev {
             Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
