@@ -406,10 +406,15 @@ async fn follow(client: Client, agent: &Agent) {
     let experiments = Api::<DataCenterFailure>::all(client);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={node}"));
     let mut events = std::pin::pin!(paced("the node watch", watcher(nodes.clone(), cfg)));
-    let mut asked: Option<Asked> = None;
+    // The node as last seen, and what was decided for (None: nothing yet).
+    let mut seen: Option<Node> = None;
+    let mut decided: Option<Asked> = None;
     let mut until: Option<i64> = None;
-    // The report not yet on the node, and when to try it again.
+    // The report not yet on the node.
     let mut unsent: Option<serde_json::Value> = None;
+    // Reading the experiment and writing the report back off when they fail
+    // (a node cut off by a table that does not spare this agent hears
+    // nothing; it must not spin).
     let mut backoff = Backoff::new();
     let mut retry_at = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -417,43 +422,11 @@ async fn follow(client: Client, agent: &Agent) {
         tokio::select! {
             ev = events.next() => {
                 let Some(ev) = ev else { return };
-                let n = match ev {
-                    Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => n,
+                match ev {
+                    Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => seen = Some(n),
                     // An error is logged and waited out by `paced`.
                     Ok(_) | Err(_) => continue,
-                };
-                let now_asked = Asked::of(&n);
-                if asked.as_ref() == Some(&now_asked) {
-                    continue;
                 }
-                let said = n.annotations().contains_key(POWER_ACK_ANNOTATION)
-                    || n.annotations().contains_key(POWER_REFUSED_ANNOTATION);
-                let exp = match &now_asked.mark {
-                    Some(m) if now_asked.label.is_some() => match experiments.get_opt(&m.experiment).await {
-                        Ok(e) => e,
-                        Err(e) => {
-                            // Not known yet: decided again on the next event.
-                            tracing::warn!(%node, error = %e, "cannot read the experiment that marked the node");
-                            continue;
-                        }
-                    },
-                    _ => None,
-                };
-                let decision = decide(&now_asked, exp.as_ref(), now_secs(), agent.restore_grace);
-                let outcome = carry_out(&agent.nft, &decision, &agent.spare).await;
-                match &outcome {
-                    Outcome::Cut { until } => tracing::warn!(%node, until, "power loss: node cut off"),
-                    Outcome::Refused(why) => tracing::error!(%node, why, "power loss refused"),
-                    Outcome::Lifted => tracing::info!(%node, "no power loss"),
-                }
-                until = match outcome {
-                    Outcome::Cut { until } => Some(until),
-                    _ => None,
-                };
-                unsent = (outcome != Outcome::Lifted || said).then(|| report(&outcome));
-                asked = Some(now_asked);
-                backoff.succeed();
-                retry_at = tokio::time::Instant::now();
             }
             _ = tick.tick() => {
                 if until.is_some_and(|t| t <= now_secs()) {
@@ -463,9 +436,44 @@ async fn follow(client: Client, agent: &Agent) {
                 }
             }
         }
-        if let Some(patch) = &unsent
-            && tokio::time::Instant::now() >= retry_at
+        if tokio::time::Instant::now() < retry_at {
+            continue;
+        }
+        let asked = seen.as_ref().map(Asked::of);
+        if let (Some(n), Some(asked)) = (&seen, asked)
+            && decided.as_ref() != Some(&asked)
         {
+            let exp = match &asked.mark {
+                Some(m) if asked.label.is_some() => {
+                    match experiments.get_opt(&m.experiment).await {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let wait = backoff.fail();
+                            tracing::warn!(%node, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot read the experiment that marked the node");
+                            retry_at = tokio::time::Instant::now() + wait;
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let said = n.annotations().contains_key(POWER_ACK_ANNOTATION)
+                || n.annotations().contains_key(POWER_REFUSED_ANNOTATION);
+            let decision = decide(&asked, exp.as_ref(), now_secs(), agent.restore_grace);
+            let outcome = carry_out(&agent.nft, &decision, &agent.spare).await;
+            match &outcome {
+                Outcome::Cut { until } => tracing::warn!(%node, until, "power loss: node cut off"),
+                Outcome::Refused(why) => tracing::error!(%node, why, "power loss refused"),
+                Outcome::Lifted => tracing::debug!(%node, "no power loss"),
+            }
+            until = match outcome {
+                Outcome::Cut { until } => Some(until),
+                _ => None,
+            };
+            unsent = (outcome != Outcome::Lifted || said).then(|| report(&outcome));
+            decided = Some(asked);
+        }
+        if let Some(patch) = &unsent {
             match nodes
                 .patch(node, &PatchParams::default(), &Patch::Merge(patch))
                 .await
@@ -480,6 +488,8 @@ async fn follow(client: Client, agent: &Agent) {
                     retry_at = tokio::time::Instant::now() + wait;
                 }
             }
+        } else {
+            backoff.succeed();
         }
     }
 }
