@@ -1,7 +1,7 @@
 //! The node agent: how a PowerLoss drill cuts a real node off.
 //!
-//! It runs on every node (a DaemonSet with the host's network namespace and
-//! NET_ADMIN), labels its node `chaos.firedrill.dev/agent` so the planner
+//! It runs on every node (a DaemonSet in a pod network of its own, with
+//! hostPID, programming the host's network namespace), labels its node `chaos.firedrill.dev/agent` so the planner
 //! knows a power loss can be rehearsed there, and watches its own Node. When
 //! the node carries `chaos.firedrill.dev/power-loss=<deadline>`, it installs
 //! an nftables table that drops every packet into and out of the node (the
