@@ -436,3 +436,98 @@ fn power_loss_without_the_agent_is_never_assumed_dark_it_aborts_inconclusive_nam
         assert_eq!(node_ready(&n.name), "True", "{}", n.name);
     }
 }
+
+/// Takes a hand-made power-loss label (and the agent's answer) off a node
+/// however the test ends.
+struct StrayLabel(String);
+
+impl Drop for StrayLabel {
+    fn drop(&mut self) {
+        kubectl(
+            &["label", "node", &self.0, "chaos.firedrill.dev/power-loss-"],
+            None,
+        );
+        kubectl(
+            &[
+                "annotate",
+                "node",
+                &self.0,
+                "chaos.firedrill.dev/power-loss-refused-",
+                "chaos.firedrill.dev/power-loss-ack-",
+            ],
+            None,
+        );
+    }
+}
+
+#[test]
+fn a_stray_power_loss_label_on_a_real_node_is_refused_and_the_refusal_is_on_the_node() {
+    let _lock = zones_lock();
+    install_crds();
+    install_agent();
+    let nodes = real_nodes();
+    let node = nodes
+        .iter()
+        .find(|n| n.zone == "zone-a")
+        .expect("a real node in zone-a");
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let _label = StrayLabel(node.name.clone());
+    // A label alone, no experiment's mark: someone's typo, or a leftover.
+    kubectl(
+        &[
+            "label",
+            "node",
+            &node.name,
+            &format!("chaos.firedrill.dev/power-loss={deadline}"),
+        ],
+        None,
+    )
+    .expect_ok("the stray label");
+    let refusal = |n: &str| {
+        kubectl_json(&["get", "node", n])["metadata"]["annotations"]
+            ["chaos.firedrill.dev/power-loss-refused"]
+            .as_str()
+            .map(String::from)
+    };
+    let why = wait_for(
+        "the agent's refusal on the node",
+        Duration::from_secs(30),
+        || refusal(&node.name),
+    );
+    assert!(why.contains("a stray label is not obeyed"), "{why}");
+    // Never cut: no table, and the kubelet keeps the node Ready.
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        let (present, out) = node.nft(&["list", "table", "inet", TABLE]);
+        assert!(!present, "cut off by a stray label: {out}");
+        assert_eq!(node_ready(&node.name), "True");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        kubectl_json(&["get", "node", &node.name])["metadata"]["annotations"]
+            ["chaos.firedrill.dev/power-loss-ack"]
+            .is_null(),
+        "acknowledged a cut it did not make"
+    );
+    // The label gone, the agent takes its word back.
+    kubectl(
+        &[
+            "label",
+            "node",
+            &node.name,
+            "chaos.firedrill.dev/power-loss-",
+        ],
+        None,
+    )
+    .expect_ok("removing the stray label");
+    wait_for(
+        "the refusal gone with the label",
+        Duration::from_secs(30),
+        || refusal(&node.name).is_none().then_some(()),
+    );
+    assert_zone_restored();
+}
