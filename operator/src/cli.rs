@@ -95,6 +95,17 @@ struct OperatorArgs {
     /// How long taking a zone down (marking, killing, tainting) may take before the experiment is aborted and restored.
     #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
     injection_timeout: Duration,
+    /// PowerLoss: every node agent of the zone must acknowledge the cut this
+    /// long after the nodes were labelled, or the drill is aborted and
+    /// Inconclusive.
+    #[arg(long, default_value = "45s", value_parser = parse_duration_arg)]
+    power_ack_timeout: Duration,
+    /// PowerLoss: every node of the zone must be NotReady this long after
+    /// the nodes were labelled, or the drill is aborted and Inconclusive. At
+    /// least the controller manager's --node-monitor-grace-period (50s by
+    /// default) plus its --node-monitor-period (5s).
+    #[arg(long, default_value = "90s", value_parser = parse_duration_arg)]
+    power_not_ready_timeout: Duration,
     /// Namespaces whose Secrets probes may read (header values, bearer
     /// tokens, CA bundles); comma-separated. Default: the operator's own.
     #[arg(long, env = "FIREDRILL_SECRET_NAMESPACES", value_delimiter = ',')]
@@ -129,6 +140,10 @@ struct AgentArgs {
     /// /proc/1/ns/net, with hostPID) instead of the agent's own.
     #[arg(long, value_name = "PATH")]
     host_netns: Option<PathBuf>,
+    /// How far past an experiment's duration a power-loss deadline may
+    /// reach (the operator's --restore-grace): a later deadline is capped.
+    #[arg(long, default_value = "120s", value_parser = parse_duration_arg)]
+    restore_grace: Duration,
 }
 
 #[derive(Subcommand)]
@@ -320,6 +335,8 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         restore_grace: args.restore_grace,
         injection_timeout: args.injection_timeout,
+        power_ack_timeout: args.power_ack_timeout,
+        power_not_ready_timeout: args.power_not_ready_timeout,
         inject_pause: args.debug_inject_pause,
         probes,
     };
@@ -493,27 +510,34 @@ async fn shutdown_signal() {
 }
 
 async fn agent_cmd(args: AgentArgs) -> anyhow::Result<()> {
-    if let Some(ns) = args.host_netns {
-        crate::agent::use_netns(ns);
-    }
+    let nft = crate::agent::Nft {
+        netns: args.host_netns,
+        ..Default::default()
+    };
     match args.action {
         Some(AgentAction::Cut {
             until,
             no_spare_loopback,
         }) => {
-            crate::agent::cut(&crate::agent::Partition {
+            nft.cut(&crate::agent::Partition {
                 until,
                 spare_loopback: !no_spare_loopback,
                 spare: args.spare,
             })
             .await
         }
-        Some(AgentAction::Lift) => crate::agent::lift().await,
+        Some(AgentAction::Lift) => nft.lift().await,
         None => {
             let node = args
                 .node
                 .ok_or_else(|| anyhow::anyhow!("--node (or NODE_NAME) is required"))?;
-            crate::agent::run(client().await?, node, args.spare).await
+            let agent = crate::agent::Agent {
+                node,
+                spare: args.spare,
+                nft,
+                restore_grace: args.restore_grace,
+            };
+            crate::agent::run(client().await?, agent).await
         }
     }
 }
@@ -533,6 +557,7 @@ async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
         measure_capacity: !args.no_capacity,
         concurrency: collect::DEFAULT_CONCURRENCY,
         slos: spec.slos.clone(),
+        api_server: req.power_loss,
         ..Default::default()
     };
     let snap = collect::snapshot(&client, &req.zone, &req.topology_key, &opts).await?;

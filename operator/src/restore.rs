@@ -4,7 +4,7 @@
 //! the experiment left on it (the mark label, the mark annotation, the
 //! taint), so one whose label was removed by hand is restored too.
 
-use crate::api::{DataCenterFailure, POWER_LABEL};
+use crate::api::{DataCenterFailure, POWER_ACK_ANNOTATION, POWER_LABEL, POWER_REFUSED_ANNOTATION};
 use crate::fault::mark::{Experiment, MARK_ANNOTATION, MARK_LABEL, NodeMark, TAINT_KEY};
 use crate::fault::node::{labelled_nodes, patch_seen_node, traced_nodes};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashSet};
 /// With the experiment's record on the node (the mark annotation, told by
 /// the uid), everything it says is undone: the mark label, the cordon (a
 /// node an admin cordoned before stays cordoned), the taint, the power-loss
-/// label, and the record itself. Where the record was lost, the label and
+/// label, the node agent's answer to it, and the record itself. Where the record was lost, the label and
 /// the taint are told by their value (the experiment's name, or its uid
 /// for a long name), and only they (and the power-loss label that came with
 /// the label) are removed: the cordon is left as it is, since nothing says
@@ -48,6 +48,15 @@ pub fn restore_patch(node: &Node, exp: &Experiment) -> Option<Value> {
     }
     if node.labels().contains_key(POWER_LABEL) && (ours.is_some() || our_label) {
         labels.insert(POWER_LABEL.into(), Value::Null);
+    }
+    // The node agent's answer to our cut (it removes it too once the label
+    // is gone; an agent that is gone does not).
+    if ours.is_some() || our_label {
+        for key in [POWER_ACK_ANNOTATION, POWER_REFUSED_ANNOTATION] {
+            if node.annotations().contains_key(key) {
+                annotations.insert(key.into(), Value::Null);
+            }
+        }
     }
     if let Some(mark) = ours {
         annotations.insert(MARK_ANNOTATION.into(), Value::Null);

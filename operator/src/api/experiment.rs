@@ -207,6 +207,12 @@ pub struct GuardSpec {
     /// Allow running while another DataCenterFailure is active.
     #[serde(default)]
     pub allow_overlap: bool,
+    /// Allow a PowerLoss on a zone holding a node the API server runs on
+    /// (its `kubernetes` EndpointSlice's addresses, or a `component:
+    /// kube-apiserver` pod in kube-system). Refused by default: the cut would
+    /// take the control plane, and with it the drill's own restore path, down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_api_server_zone: bool,
     /// Plan and check the guards only; change nothing.
     #[serde(default)]
     pub dry_run: bool,
@@ -224,6 +230,7 @@ impl Default for GuardSpec {
             require_capacity: true,
             protect_operator: true,
             allow_overlap: false,
+            allow_api_server_zone: false,
             dry_run: false,
         }
     }
@@ -712,6 +719,24 @@ pub struct FaultStatus {
     pub zone_dark_at: Option<MicroTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_at: Option<MicroTime>,
+    /// PowerLoss: nodes whose agent acknowledged the cut (its nft table is in place).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nodes_acknowledged: i32,
+    /// PowerLoss: nodes the node lifecycle controller marked NotReady while dark.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nodes_not_ready: i32,
+    /// PowerLoss: when every node of the zone had acknowledged the cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_acknowledged_at: Option<MicroTime>,
+    /// PowerLoss: when every node of the zone had acknowledged the cut and
+    /// was NotReady: the zone verified dark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dark_verified_at: Option<MicroTime>,
+    /// PowerLoss: why the zone could not be verified dark (the node, and what
+    /// it did not do: acknowledge the cut, go NotReady); the drill was
+    /// aborted and its verdict is Inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_dark: Option<String>,
     /// PowerLoss: when every node of the zone was Ready again after the restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes_ready_again_at: Option<MicroTime>,
@@ -761,4 +786,8 @@ pub struct SloStatus {
     /// What the plan predicted for this SLO (absent: it could not tell).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted: Option<Verdict>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }

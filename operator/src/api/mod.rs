@@ -37,6 +37,20 @@ pub const MANAGER: &str = "firedrill";
 /// cannot reach the API server (its dead-man timer).
 pub const POWER_LABEL: &str = "chaos.firedrill.dev/power-loss";
 
+/// Annotation the node agent writes on its node once its partition is in
+/// place: the Unix second at which the partition ends (the label's deadline,
+/// or earlier where the agent capped it). A PowerLoss drill counts a node as
+/// cut off only when it carries this.
+pub const POWER_ACK_ANNOTATION: &str = "chaos.firedrill.dev/power-loss-ack";
+
+/// Annotation the node agent writes on its node when it will not or could
+/// not cut it off: why (no live experiment, a deadline already past, a
+/// control-plane node, `nft` failing). The drill aborts when it sees one.
+pub const POWER_REFUSED_ANNOTATION: &str = "chaos.firedrill.dev/power-loss-refused";
+
+/// Label of the control-plane nodes; the node agent never cuts one off.
+pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
 /// Label the node agent puts on each node it runs on: PowerLoss can only be
 /// rehearsed where it is.
 pub const AGENT_LABEL: &str = "chaos.firedrill.dev/agent";

@@ -64,6 +64,7 @@ impl Drill<'_> {
                 .namespace
                 .clone()
                 .zip(std::env::var("POD_NAME").ok().filter(|n| !n.is_empty())),
+            api_server: self.power_loss(),
         }
     }
 

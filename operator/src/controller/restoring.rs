@@ -164,7 +164,13 @@ impl Drill<'_> {
 
     /// Judge the SLOs, end the experiment, and say so.
     async fn conclude(&mut self, spec: &Checked, now: Timestamp) -> Result<Step> {
-        let verdict = self.judge(spec, now).await;
+        let mut verdict = self.judge(spec, now).await;
+        // A power cut that was not verified proves nothing, whatever the probes saw.
+        if let Some(why) = self.st.fault.as_ref().and_then(|f| f.not_dark.clone()) {
+            let reason = format!("the zone was not verified dark: {why}");
+            self.st.verdict = Some(Verdict::Inconclusive);
+            verdict = Some((Verdict::Inconclusive, reason));
+        }
         if let Some((v, reason)) = &verdict {
             self.condition("Passed", *v == Verdict::Passed, &v.to_string(), reason, now);
         }

@@ -36,12 +36,30 @@ pub struct Config {
     pub restore_grace: Duration,
     /// How long taking the zone down may take before the experiment is aborted.
     pub injection_timeout: Duration,
+    /// PowerLoss: how long after the zone's nodes were labelled every node
+    /// agent must have acknowledged the cut.
+    pub power_ack_timeout: Duration,
+    /// PowerLoss: how long after the zone's nodes were labelled every node
+    /// must be NotReady (the node lifecycle controller's
+    /// node-monitor-grace-period, 50 s by default, plus margin).
+    pub power_not_ready_timeout: Duration,
     /// Pause between node changes while injecting (for rehearsing an operator
     /// crash in the middle of injection).
     pub inject_pause: Option<Duration>,
     /// What probes may read and reach, and the hosts file they resolve with.
     pub probes: crate::probe::Env,
 }
+
+/// How long the node agents have to acknowledge a power cut: each sees its
+/// label within a second (its watch), unless its watch is backing off,
+/// which waits 30 s at most.
+pub const DEFAULT_POWER_ACK_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// How long a cut node has to go NotReady: the node lifecycle controller
+/// marks it after node-monitor-grace-period (50 s by default) without a
+/// heartbeat, checking every node-monitor-period (5 s); measured on real
+/// nodes, 41-50 s after the cut. Then a margin for a busy control plane.
+pub const DEFAULT_POWER_NOT_READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl Default for Config {
     fn default() -> Self {
@@ -51,6 +69,8 @@ impl Default for Config {
             concurrency: crate::fault::DEFAULT_WRITE_CONCURRENCY,
             restore_grace: Duration::from_secs(120),
             injection_timeout: Duration::from_secs(600),
+            power_ack_timeout: DEFAULT_POWER_ACK_TIMEOUT,
+            power_not_ready_timeout: DEFAULT_POWER_NOT_READY_TIMEOUT,
             inject_pause: None,
             probes: crate::probe::Env::default(),
         }

@@ -28,8 +28,13 @@ pub(crate) fn merge(target: &mut Value, patch: &Value) {
         for (k, v) in p {
             if v.is_null() {
                 t.remove(k);
-            } else if v.is_object() && t.get(k).is_some_and(Value::is_object) {
-                merge(t.get_mut(k).unwrap(), v);
+            } else if v.is_object() {
+                // A new object keeps none of the patch's nulls.
+                let slot = t.entry(k.clone()).or_insert_with(|| json!({}));
+                if !slot.is_object() {
+                    *slot = json!({});
+                }
+                merge(slot, v);
             } else {
                 t.insert(k.clone(), v.clone());
             }

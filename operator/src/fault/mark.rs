@@ -1,7 +1,7 @@
 //! The mark and the taint: what an experiment writes on a node, and the
 //! merge patches that write it.
 
-use crate::api::{DataCenterFailure, POWER_LABEL};
+use crate::api::{DataCenterFailure, POWER_ACK_ANNOTATION, POWER_LABEL, POWER_REFUSED_ANNOTATION};
 use crate::plan::Scope;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::ResourceExt;
@@ -148,14 +148,23 @@ pub fn mark_patch(node: &Node, exp: &Experiment, how: Hold) -> Result<Option<Val
     };
     let mut labels = serde_json::Map::new();
     labels.insert(MARK_LABEL.into(), exp.mark_value().into());
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(
+        MARK_ANNOTATION.into(),
+        serde_json::to_string(&mark).unwrap().into(),
+    );
     if let Hold::PowerLoss { until } = how {
         labels.insert(POWER_LABEL.into(), until.to_string().into());
+        // Whatever the node agent said before is not about this cut: only
+        // an answer written after this patch counts.
+        annotations.insert(POWER_ACK_ANNOTATION.into(), Value::Null);
+        annotations.insert(POWER_REFUSED_ANNOTATION.into(), Value::Null);
     }
     Ok(Some(json!({
         "metadata": {
             "resourceVersion": node.resource_version(),
             "labels": labels,
-            "annotations": { MARK_ANNOTATION: serde_json::to_string(&mark).unwrap() },
+            "annotations": annotations,
         },
         "spec": spec,
     })))

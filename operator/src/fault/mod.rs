@@ -15,7 +15,8 @@
 //! never evicted by the taint manager.
 //!
 //! Submodules: [`mark`] the mark, the taint and their patches; [`node`]
-//! patching nodes and finding the held ones; [`kill`](mod@kill) pods deleted
+//! patching nodes and finding the held ones; [`power`] how a power cut is
+//! verified (acknowledged, NotReady); [`kill`](mod@kill) pods deleted
 //! with grace period 0; [`inject`](mod@inject) taking the zone down; [`keep`]
 //! keeping it dark; [`backoff`] how a watch that fails waits before it tries
 //! again (the node agent's too). Undoing it is [`crate::restore`], which reads the marks
@@ -28,6 +29,7 @@ pub mod kill;
 pub mod mark;
 pub mod node;
 pub mod pace;
+pub mod power;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

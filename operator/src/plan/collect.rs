@@ -40,6 +40,8 @@ pub struct Options {
     pub slos: Vec<SloSpec>,
     /// This operator's own pod (namespace, name), when it runs in the cluster.
     pub leader_pod: Option<(String, String)>,
+    /// Look for the nodes the API server runs on (for a PowerLoss).
+    pub api_server: bool,
 }
 
 /// Read the snapshot for planning `zone`.
@@ -94,6 +96,12 @@ pub async fn snapshot(
     let leader_node = leader_node(client, opts).await?;
     let active_experiments = active_experiments(client, opts).await?;
     let operator_nodes = operator_nodes(client, opts).await?;
+    let api_server_nodes = if opts.api_server {
+        let (addresses, pod_nodes) = api_server_places(client).await?;
+        super::api_server_nodes(&nodes, &addresses, &pod_nodes)
+    } else {
+        vec![]
+    };
     tracing::debug!(
         nodes = nodes.len(),
         zone_pods = pods.len(),
@@ -113,6 +121,7 @@ pub async fn snapshot(
         active_experiments,
         operator_nodes,
         leader_node,
+        api_server_nodes,
         peers,
         slo_targets,
     })
@@ -212,6 +221,42 @@ async fn list_pdbs(client: &Client) -> kube::Result<Vec<PdbInfo>> {
             })
         })
         .collect())
+}
+
+/// Where the API server says it runs: the addresses of the `kubernetes`
+/// Service's EndpointSlices in `default`, and the nodes of the
+/// `component=kube-apiserver` pods in kube-system. What cannot be read (no
+/// such objects, or no right to read them) adds nothing.
+async fn api_server_places(client: &Client) -> kube::Result<(Vec<String>, Vec<String>)> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let unreadable =
+        |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 403);
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), "default")
+        .list(&ListParams::default().labels("kubernetes.io/service-name=kubernetes"))
+        .await;
+    let addresses = match slices {
+        Ok(l) => l
+            .items
+            .into_iter()
+            .flat_map(|s| s.endpoints)
+            .flat_map(|e| e.addresses)
+            .collect(),
+        Err(e) if unreadable(&e) => vec![],
+        Err(e) => return Err(e),
+    };
+    let pods = Api::<Pod>::namespaced(client.clone(), "kube-system")
+        .list(&ListParams::default().labels("component=kube-apiserver"))
+        .await;
+    let pod_nodes = match pods {
+        Ok(l) => l
+            .items
+            .into_iter()
+            .filter_map(|p| p.spec?.node_name)
+            .collect(),
+        Err(e) if unreadable(&e) => vec![],
+        Err(e) => return Err(e),
+    };
+    Ok((addresses, pod_nodes))
 }
 
 /// The node the operator's own pod runs on, when it runs in the cluster.
@@ -595,6 +640,15 @@ pub fn node_info(n: &Node) -> NodeInfo {
     let status = n.status.as_ref();
     let alloc = status.and_then(|s| s.allocatable.as_ref());
     NodeInfo {
+        addresses: status
+            .and_then(|s| s.addresses.as_ref())
+            .map(|a| {
+                a.iter()
+                    .filter(|a| a.type_ == "InternalIP")
+                    .map(|a| a.address.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
         name: n.name_any(),
         labels: n.labels().clone(),
         unschedulable: n

@@ -39,6 +39,8 @@ pub struct NodeInfo {
     pub taints: Vec<TaintInfo>,
     /// What the pods running on it request, when capacity was measured.
     pub requested: Option<Requested>,
+    /// Its InternalIP addresses.
+    pub addresses: Vec<String>,
 }
 
 /// A node taint.
@@ -223,6 +225,9 @@ pub struct Snapshot {
     pub operator_nodes: Option<Vec<String>>,
     /// The node the operator's leader runs on, when it runs in the cluster.
     pub leader_node: Option<String>,
+    /// The nodes the API server runs on, as far as the cluster tells
+    /// ([`api_server_nodes`]; read for a PowerLoss only).
+    pub api_server_nodes: Vec<String>,
     /// Pods anywhere in the cluster that the zone's pods' spread constraints
     /// and pod (anti-)affinity terms count, and the pods behind the SLOs'
     /// probes, in a slim form (no scheduling rules of their own).
@@ -1009,6 +1014,31 @@ fn requirement_matches(r: &Requirement, labels: &BTreeMap<String, String>) -> bo
     expr.matches(labels)
 }
 
+/// The nodes the API server runs on: those whose InternalIP is an address
+/// of the `kubernetes` Service's EndpointSlices (`endpoint_addresses`), and
+/// those running a `component: kube-apiserver` pod in kube-system
+/// (`pod_nodes`, a static pod's node). Sorted, each once. Pure.
+pub fn api_server_nodes(
+    nodes: &[NodeInfo],
+    endpoint_addresses: &[String],
+    pod_nodes: &[String],
+) -> Vec<String> {
+    let by_address: BTreeSet<&str> = endpoint_addresses.iter().map(String::as_str).collect();
+    let known: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    let mut found: BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| n.addresses.iter().any(|a| by_address.contains(a.as_str())))
+        .map(|n| n.name.clone())
+        .collect();
+    found.extend(
+        pod_nodes
+            .iter()
+            .filter(|n| known.contains(n.as_str()))
+            .cloned(),
+    );
+    found.into_iter().collect()
+}
+
 /// A guard's refusal: the experiment ends Failed with this reason and nothing is touched.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -1043,6 +1073,21 @@ pub fn check_guards(req: &Request, plan: &Plan, snap: &Snapshot) -> Result<(), R
             "the operator's leader runs on {node} in {}: a power loss would cut it off mid-drill; move it out of the zone first (delete its pod, and a replica elsewhere leads)",
             req.zone
         )));
+    }
+    if req.power_loss && !g.allow_api_server_zone {
+        let held: Vec<&str> = snap
+            .api_server_nodes
+            .iter()
+            .filter(|n| plan.nodes.contains(n))
+            .map(String::as_str)
+            .collect();
+        if !held.is_empty() {
+            return Err(Refusal(format!(
+                "the API server runs on {} in {}: a power loss would cut the control plane off, and with it the drill's restore; set guards.allowApiServerZone to rehearse that anyway",
+                held.join(", "),
+                req.zone
+            )));
+        }
     }
     if g.require_capacity && !req.power_loss && plan.capacity_sufficient() == Some(false) {
         let free = plan.capacity_free.unwrap_or_default();

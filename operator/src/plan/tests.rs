@@ -1068,3 +1068,58 @@ fn a_request_is_what_the_spec_asks_for_in_the_scope_given() {
     spec.fault.mode = crate::api::FaultMode::CordonAndKill;
     assert!(!Request::from_spec(&spec, Scope::default()).power_loss);
 }
+
+// ---------------------------------------------------------------------------
+// PowerLoss never cuts the API server's own node off, unless allowed.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_api_servers_nodes_are_found_by_endpoint_address_and_by_static_pod() {
+    let mut nodes = cluster().nodes;
+    nodes[0].addresses = vec!["10.0.0.1".into()];
+    nodes[2].addresses = vec!["10.0.0.3".into(), "fd00::3".into()];
+    let by_address = api_server_nodes(&nodes, &["fd00::3".into(), "10.9.9.9".into()], &[]);
+    assert_eq!(by_address, [nodes[2].name.clone()]);
+    let by_pod = api_server_nodes(&nodes, &[], &[nodes[0].name.clone(), "gone".into()]);
+    assert_eq!(
+        by_pod,
+        [nodes[0].name.clone()],
+        "a node not in the list is left out"
+    );
+    // Both, each once, sorted; an address behind a relay matches no node.
+    let both = api_server_nodes(
+        &nodes,
+        &["10.0.0.1".into()],
+        &[nodes[0].name.clone(), nodes[2].name.clone()],
+    );
+    let mut expected = vec![nodes[0].name.clone(), nodes[2].name.clone()];
+    expected.sort();
+    assert_eq!(both, expected);
+    assert!(api_server_nodes(&nodes, &["10.77.0.1".into()], &[]).is_empty());
+}
+
+#[test]
+fn power_loss_refuses_the_zone_holding_the_api_server_unless_allowed() {
+    let mut snap = with_agents(cluster());
+    snap.api_server_nodes = vec!["a1".into()];
+    let req = power_request("zone-a");
+    let p = plan(&req, &snap);
+    assert_eq!(
+        check_guards(&req, &p, &snap),
+        Err(Refusal(
+            "the API server runs on a1 in zone-a: a power loss would cut the control plane off, and with it the drill's restore; set guards.allowApiServerZone to rehearse that anyway".into()
+        ))
+    );
+    // Cordon and kill leaves the API server's node running.
+    assert_eq!(check_guards(&request("zone-a"), &p, &snap), Ok(()));
+    // Another zone's API server is no concern.
+    let req_b = power_request("zone-b");
+    assert_eq!(check_guards(&req_b, &plan(&req_b, &snap), &snap), Ok(()));
+    // Allowed explicitly.
+    let mut allowed = power_request("zone-a");
+    allowed.guards.allow_api_server_zone = true;
+    assert_eq!(
+        check_guards(&allowed, &plan(&allowed, &snap), &snap),
+        Ok(())
+    );
+}

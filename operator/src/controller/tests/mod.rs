@@ -6,7 +6,9 @@ mod fake;
 
 use super::drill::{Drill, Step, reconcile};
 use super::runtime::{Config, Context, retry_delay};
-use crate::api::{ABORT_ANNOTATION, FINALIZER};
+use crate::api::{
+    ABORT_ANNOTATION, FINALIZER, POWER_ACK_ANNOTATION, POWER_LABEL, POWER_REFUSED_ANNOTATION,
+};
 use crate::clients::Clients;
 use crate::exclusion::{CLAIMS_ANNOTATION, LEASE_NAME};
 use crate::fault::{KeeperState, MARK_ANNOTATION, MARK_LABEL, NodeMark, TAINT_KEY};
@@ -300,6 +302,10 @@ const EVENT: &str = "POST /apis/events.k8s.io/v1/namespaces/default/events";
 const NODES: &str = "GET /api/v1/nodes?limit=500";
 const HELD_NODES: &str = "GET /api/v1/nodes?labelSelector=chaos.firedrill.dev/experiment";
 const PDBS: &str = "GET /apis/policy/v1/poddisruptionbudgets";
+/// Where the API server runs (planning a PowerLoss).
+const API_SERVER_SLICES: &str = "GET /apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io/service-name=kubernetes";
+const API_SERVER_PODS: &str =
+    "GET /api/v1/namespaces/kube-system/pods?labelSelector=component=kube-apiserver";
 const LEASE: &str = "GET /apis/coordination.k8s.io/v1/namespaces/firedrill/leases/firedrill-drills";
 const CREATE_LEASE: &str = "POST /apis/coordination.k8s.io/v1/namespaces/firedrill/leases";
 const REPLACE_LEASE: &str =
@@ -665,7 +671,7 @@ async fn planning_refuses_a_power_loss_where_the_node_agent_does_not_run() {
     )
     .await;
     let mut expected = planning_reads(&["a1"], &["b1", "c1"]);
-    expected.extend(calls![STATUS, EVENT]);
+    expected.extend(calls![API_SERVER_SLICES, API_SERVER_PODS, STATUS, EVENT]);
     assert_eq!(calls, expected);
     assert_eq!(w.claims(), None);
 }
@@ -1703,4 +1709,233 @@ async fn a_lost_leader_says_which_experiments_hold_a_zone_and_that_they_resume()
         super::left_behind(&w.ctx.abandon()),
         "no experiment holds a zone"
     );
+}
+
+// ---------------------------------------------------------------------------
+// PowerLoss: darkness is verified, never assumed.
+// ---------------------------------------------------------------------------
+
+/// `node`, its power cut by the experiment `drill` until `deadline`, with
+/// what its agent said (`ack`, `refused`) and whether it is still `ready`.
+fn powered_off(mut node: Value, ack: Option<&str>, refused: Option<&str>, ready: bool) -> Value {
+    let mark = NodeMark {
+        experiment: "drill".into(),
+        uid: UID.into(),
+        prior_unschedulable: false,
+        cordoned: false,
+        tainted: false,
+        taint_effect: None,
+        power_loss: true,
+    };
+    node["metadata"]["labels"][MARK_LABEL] = "drill".into();
+    node["metadata"]["labels"][POWER_LABEL] = "4000000000".into();
+    let mut ann = json!({MARK_ANNOTATION: serde_json::to_string(&mark).unwrap()});
+    if let Some(a) = ack {
+        ann[POWER_ACK_ANNOTATION] = a.into();
+    }
+    if let Some(r) = refused {
+        ann[POWER_REFUSED_ANNOTATION] = r.into();
+    }
+    node["metadata"]["annotations"] = ann;
+    let status = if ready { "True" } else { "Unknown" };
+    node["status"]["conditions"] = json!([{"type": "Ready", "status": status}]);
+    node
+}
+
+/// A PowerLoss drill (`duration`, no SLOs) whose zone-a nodes a1 and a2
+/// were labelled `dark_for` seconds ago.
+fn power_down(w: &World, duration: &str, dark_for: u64, a1: Value, a2: Value) {
+    w.api.add_experiment(drill(
+        json!({"duration": duration, "fault": {"mode": "PowerLoss"}}),
+        json!({"phase": "ZoneDown", "fault": fault(json!({
+            "nodesTaken": 2, "injectedAt": ago(dark_for), "zoneDarkAt": ago(dark_for)}))}),
+    ));
+    w.api
+        .add_lease(lease(json!({UID: claim("drill", "zone-a", true)})));
+    w.api.add_node(a1);
+    w.api.add_node(a2);
+    w.api.add_node(node("b1", "zone-b"));
+}
+
+/// Step until the experiment ends (at most `n` steps).
+async fn run_to_end(w: &World, n: usize) {
+    for _ in 0..n {
+        if ["Completed", "Aborted", "Failed"].contains(&w.phase().as_str()) {
+            return;
+        }
+        w.step().await;
+    }
+    panic!("still {} after {n} steps", w.phase());
+}
+
+#[tokio::test]
+async fn a_power_loss_whose_node_never_acknowledges_is_aborted_restored_and_inconclusive() {
+    // The agent is not running on a2 (uninstalled, or never scheduled
+    // there): its label is there, nothing answered.
+    let w = world();
+    let a1 = powered_off(node("a1", "zone-a"), Some("4000000000"), None, false);
+    let a2 = powered_off(node("a2", "zone-a"), None, None, true);
+    power_down(&w, "10m", 46, a1, a2);
+
+    assert!(is_next(&w.step().await));
+    assert_eq!(w.calls(), calls![HELD_NODES, STATUS, EVENT]);
+    let why = "node a2 never acknowledged the power cut within 45s: no firedrill agent cut it off (is the agent DaemonSet running there?)";
+    assert_eq!(w.phase(), "Restoring");
+    assert_eq!(
+        w.status()["abortReason"],
+        format!("the zone was not verified dark: {why}")
+    );
+    let fs = w.status()["fault"].clone();
+    assert_eq!(fs["notDark"], why);
+    assert_eq!(
+        (fs["nodesAcknowledged"].clone(), fs["nodesNotReady"].clone()),
+        (json!(1), json!(1))
+    );
+    assert!(fs["darkVerifiedAt"].is_null());
+    assert_eq!(w.api.events()[0].0, "NotDark");
+
+    // The power comes back (the fake's nodes stay as they are: a1 is
+    // made Ready again by hand, as its kubelet would).
+    let mut a1 = w.api.node("a1");
+    a1["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+    w.api.add_node(a1);
+    run_to_end(&w, 6).await;
+    assert_eq!(w.phase(), "Aborted");
+    let st = w.status();
+    assert_eq!(st["verdict"], "Inconclusive");
+    assert_eq!(
+        st["reason"],
+        format!("the zone was not verified dark: {why}; zone restored")
+    );
+    for n in ["a1", "a2"] {
+        let node = w.api.node(n);
+        let (labels, ann) = (
+            &node["metadata"]["labels"],
+            &node["metadata"]["annotations"],
+        );
+        assert!(
+            labels.get(POWER_LABEL).is_none() && labels.get(MARK_LABEL).is_none(),
+            "{node}"
+        );
+        assert!(
+            ann.get(POWER_ACK_ANNOTATION).is_none() && ann.get(MARK_ANNOTATION).is_none(),
+            "{node}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_power_cut_the_agent_could_not_make_aborts_at_once_with_its_reason() {
+    let w = world();
+    let nft = "cannot cut the node off: nft failed (exit status: 1): Error: Could not process rule: Operation not permitted";
+    let a1 = powered_off(node("a1", "zone-a"), None, Some(nft), true);
+    let a2 = powered_off(node("a2", "zone-a"), Some("4000000000"), None, true);
+    power_down(&w, "10m", 1, a1, a2);
+
+    assert!(is_next(&w.step().await));
+    assert_eq!(w.calls(), calls![HELD_NODES, STATUS, EVENT]);
+    assert_eq!(w.phase(), "Restoring");
+    assert_eq!(
+        w.status()["fault"]["notDark"],
+        format!("the firedrill agent on node a1 did not cut it off: {nft}")
+    );
+    run_to_end(&w, 6).await;
+    assert_eq!(w.status()["verdict"], "Inconclusive");
+    let a1 = w.api.node("a1");
+    assert!(
+        a1["metadata"]["annotations"]
+            .get(POWER_REFUSED_ANNOTATION)
+            .is_none(),
+        "{a1}"
+    );
+}
+
+#[tokio::test]
+async fn a_power_loss_waits_for_every_acknowledgement_then_for_not_ready_then_counts_the_zone_dark()
+{
+    let w = world();
+    let a1 = powered_off(node("a1", "zone-a"), None, None, true);
+    let a2 = powered_off(node("a2", "zone-a"), Some("4000000000"), None, true);
+    power_down(&w, "10m", 5, a1, a2);
+
+    // Within the bounds: looked at again in a second, the counts written.
+    assert_eq!(
+        waits(w.step().await),
+        Action::requeue(Duration::from_secs(1))
+    );
+    assert_eq!(w.calls(), calls![HELD_NODES, STATUS]);
+    assert_eq!(w.phase(), "ZoneDown");
+    assert_eq!(w.status()["fault"]["nodesAcknowledged"], 1);
+
+    // Both acknowledged, still Ready: every two seconds now.
+    let a1 = powered_off(node("a1", "zone-a"), Some("4000000000"), None, true);
+    w.api.add_node(a1);
+    assert_eq!(
+        waits(w.step().await),
+        Action::requeue(Duration::from_secs(2))
+    );
+    assert_eq!(w.calls(), calls![HELD_NODES, STATUS]);
+    assert!(!w.status()["fault"]["nodesAcknowledgedAt"].is_null());
+
+    // Both NotReady: dark, said once, then the duration runs its course.
+    for n in ["a1", "a2"] {
+        let mut node = w.api.node(n);
+        node["status"]["conditions"] = json!([{"type": "Ready", "status": "Unknown"}]);
+        w.api.add_node(node);
+    }
+    assert_eq!(
+        waits(w.step().await),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(w.calls(), calls![HELD_NODES, STATUS, EVENT]);
+    let fs = w.status()["fault"].clone();
+    assert!(!fs["darkVerifiedAt"].is_null(), "{fs}");
+    assert_eq!(fs["nodesNotReady"], 2);
+    assert_eq!(w.api.events()[0].0, "ZoneDark");
+    assert_eq!(
+        waits(w.step().await),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(w.calls(), Vec::<String>::new(), "verified once");
+}
+
+#[tokio::test]
+async fn a_power_loss_whose_window_ends_before_its_nodes_went_not_ready_is_inconclusive() {
+    let w = world();
+    let a1 = powered_off(node("a1", "zone-a"), Some("4000000000"), None, true);
+    let a2 = powered_off(node("a2", "zone-a"), Some("4000000000"), None, false);
+    power_down(&w, "20s", 21, a1, a2);
+
+    assert!(is_next(&w.step().await));
+    assert_eq!(w.phase(), "Restoring");
+    let why = w.status()["fault"]["notDark"].as_str().unwrap().to_string();
+    assert!(
+        why.starts_with("node a1 still Ready when the dark window ended, 21s after the cut"),
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn planning_refuses_a_power_loss_on_the_zone_holding_the_api_server() {
+    let w = world();
+    w.api.add_experiment(drill(
+        json!({"fault": {"mode": "PowerLoss"}}),
+        json!({"phase": "Planning"}),
+    ));
+    for (n, z) in [("a1", "zone-a"), ("b1", "zone-b"), ("c1", "zone-c")] {
+        let mut node = node(n, z);
+        node["metadata"]["labels"][crate::api::AGENT_LABEL] = "0.1.0".into();
+        w.api.add_node(node);
+    }
+    let mut apiserver = pod("kube-system", "kube-apiserver-a1", "a1");
+    apiserver["metadata"]["labels"] = json!({"component": "kube-apiserver"});
+    w.api.add_pod(apiserver);
+
+    let calls = refused(
+        &w,
+        "the API server runs on a1 in zone-a: a power loss would cut the control plane off, and with it the drill's restore; set guards.allowApiServerZone to rehearse that anyway",
+    )
+    .await;
+    assert!(calls.contains(&API_SERVER_SLICES.to_string()), "{calls:?}");
+    assert!(calls.contains(&API_SERVER_PODS.to_string()), "{calls:?}");
 }

@@ -188,6 +188,19 @@ fn the_same_services_fail_over_in_seconds_under_cordon_and_kill_and_in_about_a_m
 
     wait_completed("pangyo-power", 240);
     let power = kubectl_json(&["get", "dcf", "pangyo-power"])["status"].clone();
+    // The stand-in acknowledged every cut as the real agent does, and the
+    // drill saw the zone dark before it counted it so.
+    assert!(
+        power["fault"]["notDark"].is_null() && !power["fault"]["darkVerifiedAt"].is_null(),
+        "{:#}",
+        power["fault"]
+    );
+    assert_eq!(
+        power["fault"]["nodesAcknowledged"],
+        zone_a.len(),
+        "{:#}",
+        power["fault"]
+    );
     // After the restore: every node Ready again, nothing of ours left.
     assert!(
         !power["fault"]["nodesReadyAgainAt"].is_null(),

@@ -5,6 +5,9 @@
 //! marks the node NotReady, the pods' endpoints stop being ready, the pods
 //! are evicted after their tolerations; at the end the power comes back,
 //! the nodes are Ready again, and nothing of firedrill's is left on them.
+//! The darkness is verified, never assumed: each node's agent acknowledges
+//! the cut (measured here), and without the agent the drill aborts,
+//! Inconclusive, naming the node, which was never cut.
 
 use crate::workloads::{TOLERATION_SECONDS, login_and_chat, node_ready, pods_by_node};
 use firedrill_e2e::*;
@@ -79,6 +82,13 @@ fn install_agent() {
             (ready == nodes.len() as u64 && labelled).then_some(())
         },
     );
+}
+
+/// The time of day of an RFC 3339 UTC timestamp (`2026-12-01T10:00:01.5Z`), in seconds.
+fn seconds_of_day(t: &str) -> f64 {
+    let time = t.split('T').nth(1).unwrap().trim_end_matches('Z');
+    let f: Vec<f64> = time.split(':').map(|x| x.parse().unwrap()).collect();
+    f[0] * 3600.0 + f[1] * 60.0 + f[2]
 }
 
 /// Whether the endpoint of `pod` in Service `svc` is ready.
@@ -180,10 +190,18 @@ fn power_loss_on_a_real_zone_cuts_its_nodes_off_until_the_end_and_leaves_nothing
         },
     );
     let (mut not_ready, mut endpoint_gone, mut evicted) = (None, None, None);
+    let mut acked = None;
     let deadline = cut + Duration::from_secs(140);
     while (not_ready.is_none() || endpoint_gone.is_none() || evicted.is_none())
         && Instant::now() < deadline
     {
+        if acked.is_none()
+            && !kubectl_json(&["get", "node", &node.name])["metadata"]["annotations"]
+                ["chaos.firedrill.dev/power-loss-ack"]
+                .is_null()
+        {
+            acked = Some(cut.elapsed());
+        }
         if not_ready.is_none() && node_ready(&node.name) != "True" {
             not_ready = Some(cut.elapsed());
         }
@@ -208,11 +226,17 @@ fn power_loss_on_a_real_zone_cuts_its_nodes_off_until_the_end_and_leaves_nothing
             .unwrap_or("never".into())
     };
     println!(
-        "[real] PowerLoss on {}: cut -> NotReady {}, cut -> endpoint not ready {}, cut -> eviction {}",
+        "[real] PowerLoss on {}: cut -> acknowledged {}, cut -> NotReady {}, cut -> endpoint not ready {}, cut -> eviction {}",
         node.name,
+        secs(acked),
         secs(not_ready),
         secs(endpoint_gone),
         secs(evicted)
+    );
+    let acked = acked.expect("the cut node's agent never acknowledged the cut");
+    assert!(
+        acked < Duration::from_secs(10),
+        "acknowledged after {acked:?}"
     );
     let not_ready = not_ready.expect("the cut node never went NotReady");
     let endpoint_gone = endpoint_gone.expect("the cut node's endpoint stayed ready");
@@ -296,6 +320,23 @@ fn power_loss_on_a_real_zone_cuts_its_nodes_off_until_the_end_and_leaves_nothing
     // kubelet-less node's pods are evicted after 30 s of tolerations and
     // start elsewhere (measured 72-81 s).
     assert_eq!(st["verdict"], "Passed", "{st:#}");
+    // The operator saw the zone dark, and says when.
+    let fault = &st["fault"];
+    let at = |f: &str| {
+        let t = fault[f]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {f}: {fault:#}"));
+        seconds_of_day(t)
+    };
+    let dark_at = at("zoneDarkAt");
+    let since = |f: &str| (at(f) - dark_at).rem_euclid(86_400.0);
+    println!(
+        "[real] PowerLoss as the operator saw it: labelled -> every node acknowledged {:.1}s, -> verified dark (NotReady) {:.1}s",
+        since("nodesAcknowledgedAt"),
+        since("darkVerifiedAt")
+    );
+    assert!(fault["notDark"].is_null(), "{fault:#}");
+    assert_eq!(fault["nodesAcknowledged"], 1, "{fault:#}");
     assert!(
         !st["fault"]["nodesReadyAgainAt"].is_null(),
         "{:#}",
@@ -329,4 +370,215 @@ fn power_loss_on_a_real_zone_cuts_its_nodes_off_until_the_end_and_leaves_nothing
         },
     );
     assert_eq!(machine_sysctls(), sysctls, "the machine's sysctls changed");
+}
+
+/// The agent DaemonSet gone, as if uninstalled, while the nodes still carry
+/// the label it left (`chaos.firedrill.dev/agent`), so the planner lets the
+/// drill through.
+fn uninstall_agent() {
+    kubectl(
+        &[
+            "-n",
+            AGENT_NS,
+            "delete",
+            "daemonset",
+            "firedrill-agent",
+            "--ignore-not-found",
+            "--wait=true",
+        ],
+        None,
+    )
+    .expect_ok("deleting the agent DaemonSet");
+    wait_for("no agent pod left", Duration::from_secs(90), || {
+        let pods = kubectl_json(&[
+            "-n",
+            AGENT_NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/component=agent",
+        ]);
+        pods["items"]
+            .as_array()
+            .is_none_or(|p| p.is_empty())
+            .then_some(())
+    });
+    for n in real_nodes() {
+        kubectl(
+            &[
+                "label",
+                "node",
+                &n.name,
+                "--overwrite",
+                "chaos.firedrill.dev/agent=0.1.0",
+            ],
+            None,
+        )
+        .expect_ok("the agent's label left behind");
+    }
+}
+
+#[test]
+fn power_loss_without_the_agent_is_never_assumed_dark_it_aborts_inconclusive_naming_the_node() {
+    let _lock = zones_lock();
+    install_crds();
+    uninstall_agent();
+    let nodes = real_nodes();
+    let node = nodes
+        .iter()
+        .find(|n| n.zone == "zone-a")
+        .expect("a real node in zone-a");
+
+    let _op = Operator::start(&["--power-ack-timeout=15s"]);
+    let _exp = Experiment("real-no-agent".into());
+    let yaml = Drill::new("real-no-agent", "zone-a")
+        .duration("60s")
+        .baseline("0s")
+        .yaml()
+        .replace(
+            "  duration: 60s\n",
+            "  duration: 60s\n  fault: {mode: PowerLoss}\n",
+        );
+    assert!(yaml.contains("mode: PowerLoss"), "{yaml}");
+    let started = Instant::now();
+    apply(&yaml).expect_ok("the drill");
+
+    // Until it ends: never cut, never NotReady.
+    while dcf_field("real-no-agent", ".status.phase") != "Aborted" {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not aborted in 120s: phase {}",
+            dcf_field("real-no-agent", ".status.phase")
+        );
+        for n in &nodes {
+            let (present, out) = n.nft(&["list", "table", "inet", TABLE]);
+            assert!(!present, "{} was cut off: {out}", n.name);
+            assert_eq!(node_ready(&n.name), "True", "{} went NotReady", n.name);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let took = started.elapsed();
+    wait_completed("real-no-agent", 60);
+    let st: Value = kubectl_json(&["get", "dcf", "real-no-agent"])["status"].clone();
+    println!(
+        "[real] PowerLoss without the agent: {} after {:.1}s: {}",
+        st["verdict"],
+        took.as_secs_f64(),
+        st["reason"]
+    );
+    assert_eq!(st["phase"], "Aborted", "{st:#}");
+    assert_eq!(st["verdict"], "Inconclusive", "{st:#}");
+    let why = format!(
+        "node {} never acknowledged the power cut within 15s: no firedrill agent cut it off (is the agent DaemonSet running there?)",
+        node.name
+    );
+    assert_eq!(st["fault"]["notDark"], why.as_str(), "{:#}", st["fault"]);
+    assert!(
+        st["reason"].as_str().unwrap().contains(&why),
+        "{}",
+        st["reason"]
+    );
+    assert!(st["fault"]["darkVerifiedAt"].is_null());
+    // The ack bound, not the duration, ended it.
+    assert!(took < Duration::from_secs(50), "aborted after {took:?}");
+    assert_zone_restored();
+    for n in &nodes {
+        assert!(!n.nft(&["list", "table", "inet", TABLE]).0, "{}", n.name);
+        assert_eq!(node_ready(&n.name), "True", "{}", n.name);
+    }
+}
+
+/// Takes a hand-made power-loss label (and the agent's answer) off a node
+/// however the test ends.
+struct StrayLabel(String);
+
+impl Drop for StrayLabel {
+    fn drop(&mut self) {
+        kubectl(
+            &["label", "node", &self.0, "chaos.firedrill.dev/power-loss-"],
+            None,
+        );
+        kubectl(
+            &[
+                "annotate",
+                "node",
+                &self.0,
+                "chaos.firedrill.dev/power-loss-refused-",
+                "chaos.firedrill.dev/power-loss-ack-",
+            ],
+            None,
+        );
+    }
+}
+
+#[test]
+fn a_stray_power_loss_label_on_a_real_node_is_refused_and_the_refusal_is_on_the_node() {
+    let _lock = zones_lock();
+    install_crds();
+    install_agent();
+    let nodes = real_nodes();
+    let node = nodes
+        .iter()
+        .find(|n| n.zone == "zone-a")
+        .expect("a real node in zone-a");
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let _label = StrayLabel(node.name.clone());
+    // A label alone, no experiment's mark: someone's typo, or a leftover.
+    kubectl(
+        &[
+            "label",
+            "node",
+            &node.name,
+            &format!("chaos.firedrill.dev/power-loss={deadline}"),
+        ],
+        None,
+    )
+    .expect_ok("the stray label");
+    let refusal = |n: &str| {
+        kubectl_json(&["get", "node", n])["metadata"]["annotations"]
+            ["chaos.firedrill.dev/power-loss-refused"]
+            .as_str()
+            .map(String::from)
+    };
+    let why = wait_for(
+        "the agent's refusal on the node",
+        Duration::from_secs(30),
+        || refusal(&node.name),
+    );
+    assert!(why.contains("a stray label is not obeyed"), "{why}");
+    // Never cut: no table, and the kubelet keeps the node Ready.
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        let (present, out) = node.nft(&["list", "table", "inet", TABLE]);
+        assert!(!present, "cut off by a stray label: {out}");
+        assert_eq!(node_ready(&node.name), "True");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        kubectl_json(&["get", "node", &node.name])["metadata"]["annotations"]
+            ["chaos.firedrill.dev/power-loss-ack"]
+            .is_null(),
+        "acknowledged a cut it did not make"
+    );
+    // The label gone, the agent takes its word back.
+    kubectl(
+        &[
+            "label",
+            "node",
+            &node.name,
+            "chaos.firedrill.dev/power-loss-",
+        ],
+        None,
+    )
+    .expect_ok("removing the stray label");
+    wait_for(
+        "the refusal gone with the label",
+        Duration::from_secs(30),
+        || refusal(&node.name).is_none().then_some(()),
+    );
+    assert_zone_restored();
 }

@@ -15,6 +15,12 @@
 //!
 //! Power comes back when the label goes, or at the deadline even if nobody
 //! removes it (the agent's dead-man timer).
+//!
+//! Like the real agent, it acknowledges the cut on the node once the node is
+//! dark (`chaos.firedrill.dev/power-loss-ack=<deadline>`, in the same patch
+//! that marks the node powered off), and removes the acknowledgement when
+//! the power comes back: a PowerLoss drill counts a node as cut off only
+//! when it carries one.
 
 use crate::runtime::Processes;
 use futures::StreamExt;
@@ -28,6 +34,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const POWER_LABEL: &str = "chaos.firedrill.dev/power-loss";
+/// What firedrill's agent writes on a node once it is cut off: the deadline.
+const POWER_ACK: &str = "chaos.firedrill.dev/power-loss-ack";
 /// What firedrill's real node agent puts on the nodes it runs on.
 const AGENT_LABEL: &str = "chaos.firedrill.dev/agent";
 const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
@@ -48,15 +56,18 @@ fn now_secs() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_second()
 }
 
-/// Mark (or unmark) the node, its Lease and its pods as powered off.
-async fn set_power(client: &Client, name: &str, on: bool) -> kube::Result<()> {
-    let value = if on {
-        serde_json::Value::Null
+/// Mark (or unmark) the node, its Lease and its pods as powered off; a
+/// node powered off until `deadline` acknowledges the cut.
+async fn set_power(client: &Client, name: &str, on: bool, deadline: i64) -> kube::Result<()> {
+    let (value, ack) = if on {
+        (serde_json::Value::Null, serde_json::Value::Null)
     } else {
-        "true".into()
+        ("true".into(), deadline.to_string().into())
     };
     let pp = PatchParams::default();
     let ann = serde_json::json!({"metadata": {"annotations": {OFF: value.clone()}}});
+    let node_ann =
+        serde_json::json!({"metadata": {"annotations": {OFF: value.clone(), POWER_ACK: ack}}});
     let label = serde_json::json!({"metadata": {"labels": {OFF: value}}});
     let leases = Api::<Lease>::namespaced(client.clone(), "kube-node-lease");
     let pods = Api::<Pod>::all(client.clone());
@@ -68,9 +79,9 @@ async fn set_power(client: &Client, name: &str, on: bool) -> kube::Result<()> {
     if on {
         // Heartbeats first, then the node, then its pods.
         leases.patch(name, &pp, &Patch::Merge(&label)).await?;
-        nodes.patch(name, &pp, &Patch::Merge(&ann)).await?;
+        nodes.patch(name, &pp, &Patch::Merge(&node_ann)).await?;
     } else {
-        nodes.patch(name, &pp, &Patch::Merge(&ann)).await?;
+        nodes.patch(name, &pp, &Patch::Merge(&node_ann)).await?;
         leases.patch(name, &pp, &Patch::Merge(&label)).await?;
     }
     for p in on_node {
@@ -84,7 +95,14 @@ async fn set_power(client: &Client, name: &str, on: bool) -> kube::Result<()> {
     Ok(())
 }
 
-async fn power(client: &Client, procs: &Processes, off: &PoweredOff, name: &str, on: bool) {
+async fn power(
+    client: &Client,
+    procs: &Processes,
+    off: &PoweredOff,
+    name: &str,
+    on: bool,
+    deadline: i64,
+) {
     let was_off = off.contains(name);
     if on != was_off {
         return;
@@ -94,7 +112,7 @@ async fn power(client: &Client, procs: &Processes, off: &PoweredOff, name: &str,
         off.0.lock().unwrap().insert(name.to_string());
         procs.freeze_node(name, true);
     }
-    match set_power(client, name, on).await {
+    match set_power(client, name, on, deadline).await {
         Ok(()) => {
             if on {
                 off.0.lock().unwrap().remove(name);
@@ -159,7 +177,7 @@ pub async fn run(client: Client, procs: Processes, off: PoweredOff) -> anyhow::R
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0);
         if n.annotations().contains_key(OFF) && deadline <= now_secs() {
-            let _ = set_power(&client, &n.name_any(), true).await;
+            let _ = set_power(&client, &n.name_any(), true, 0).await;
         }
     }
     let mut events = std::pin::pin!(
@@ -183,20 +201,20 @@ pub async fn run(client: Client, procs: Processes, off: PoweredOff) -> anyhow::R
                         labelled.insert(name.clone());
                         deadlines.insert(name.clone(), deadline);
                         if deadline > now_secs() {
-                            power(&client, &procs, &off, &name, false).await;
+                            power(&client, &procs, &off, &name, false, deadline).await;
                         }
                     }
                     Ok(watcher::Event::Delete(n)) => {
                         let name = n.name_any();
                         labelled.remove(&name);
                         deadlines.remove(&name);
-                        power(&client, &procs, &off, &name, true).await;
+                        power(&client, &procs, &off, &name, true, 0).await;
                     }
                     Ok(watcher::Event::Init) => labelled.clear(),
                     Ok(watcher::Event::InitDone) => {
                         let stale: Vec<String> = off.0.lock().unwrap().iter().filter(|n| !labelled.contains(*n)).cloned().collect();
                         for n in stale {
-                            power(&client, &procs, &off, &n, true).await;
+                            power(&client, &procs, &off, &n, true, 0).await;
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "node watch error; it retries"),
@@ -208,15 +226,15 @@ pub async fn run(client: Client, procs: Processes, off: PoweredOff) -> anyhow::R
                 let now = now_secs();
                 for (n, d) in deadlines.clone() {
                     if d > now && !off.contains(&n) {
-                        power(&client, &procs, &off, &n, false).await;
+                        power(&client, &procs, &off, &n, false, d).await;
                     } else if d <= now && off.contains(&n) {
                         tracing::warn!(node = %n, "power-loss deadline passed; powering the node back on");
-                        power(&client, &procs, &off, &n, true).await;
+                        power(&client, &procs, &off, &n, true, 0).await;
                     }
                 }
                 let unlabelled: Vec<String> = off.0.lock().unwrap().iter().filter(|n| !labelled.contains(*n)).cloned().collect();
                 for n in unlabelled {
-                    power(&client, &procs, &off, &n, true).await;
+                    power(&client, &procs, &off, &n, true, 0).await;
                 }
             }
         }
