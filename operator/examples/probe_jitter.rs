@@ -67,6 +67,7 @@ async fn main() {
         target: Default::default(),
         guards: Default::default(),
         fault_only: false,
+        dependencies: Default::default(),
         slos,
     };
     let obj = DataCenterFailure::new("jitter", spec);

@@ -151,6 +151,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
         target: Default::default(),
         guards: Default::default(),
         fault_only: false,
+        dependencies: Default::default(),
         slos: vec![
             slo(
                 "web",

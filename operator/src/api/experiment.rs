@@ -89,6 +89,44 @@ pub struct DataCenterFailureSpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     #[x_kube(validation = Rule::new("self.all(s, !has(s.dependsOn) || s.dependsOn.all(d, d != s.name && self.exists(o, o.name == d)))").message("dependsOn must name other SLOs of this experiment"))]
     pub slos: Vec<SloSpec>,
+
+    /// Corrections to the Service dependencies the plan reads from the
+    /// workloads' own configuration (env values, args, ConfigMaps).
+    #[serde(default, skip_serializing_if = "DependenciesSpec::is_empty")]
+    pub dependencies: DependenciesSpec,
+}
+
+/// Edges to add to, or drop from, the discovered Service dependency graph.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DependenciesSpec {
+    /// Calls the configuration does not show (an address built at run time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub add: Vec<DependencyEdge>,
+    /// Names the configuration holds that are never called. `*` matches any
+    /// workload or Service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub drop: Vec<DependencyEdge>,
+}
+
+impl DependenciesSpec {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.drop.is_empty()
+    }
+}
+
+/// A workload calls a Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct DependencyEdge {
+    /// The calling workload, `namespace/name` (a Deployment, StatefulSet,
+    /// DaemonSet or Job; `*` in `drop`).
+    #[schemars(length(min = 1, max = 253))]
+    pub from: String,
+    /// The Service called, `namespace/name` (`*` in `drop`).
+    #[schemars(length(min = 1, max = 253))]
+    pub to: String,
 }
 
 pub fn default_topology_key() -> String {
@@ -644,6 +682,11 @@ pub struct PlanSummary {
     /// What the plan expects of each SLO, from what its probe depends on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slo_predictions: Vec<SloPredictionStatus>,
+    /// The Service dependencies read from the workloads' configuration,
+    /// one line per edge (`Deployment fleet/gateway -> Service fleet/tokens
+    /// (env TOKENS_URL tokens.fleet.svc): LOST, ...`), the first few.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<String>,
     /// Things that would make the measurements misleading, e.g. a probe's
     /// Prometheus running only in the zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
