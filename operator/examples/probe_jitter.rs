@@ -79,6 +79,7 @@ async fn main() {
         &firedrill::spec::slos(&obj.spec).unwrap(),
         Default::default(),
         &Default::default(),
+        Default::default(),
     );
     tokio::time::sleep(Duration::from_secs(secs)).await;
     drop(runner);

@@ -190,6 +190,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
         &firedrill::spec::slos(&obj.spec).unwrap(),
         Default::default(),
         &Default::default(),
+        Default::default(),
     );
     sleep_until(t0 + Duration::from_millis(END_MS as u64)).await;
     let rec = runner.recording();

@@ -579,6 +579,13 @@ pub enum WorkloadKind {
 /// How many names a status list may hold; the rest are counted, not listed.
 pub const MAX_LISTED: usize = 20;
 
+/// The most Services whose ready endpoints a drill records.
+pub const MAX_WATCHED_SERVICES: usize = 64;
+
+/// How often, besides on every change, a watched Service's ready endpoints
+/// are sampled (milliseconds).
+pub const ENDPOINTS_TICK_MS: u64 = 1_000;
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DataCenterFailureStatus {
@@ -687,6 +694,10 @@ pub struct PlanSummary {
     /// (env TOKENS_URL tokens.fleet.svc): LOST, ...`), the first few.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<String>,
+    /// The Services the dependency graph names (`namespace/name`, the
+    /// first 64): their ready endpoints are recorded while the zone is dark.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependency_services: Vec<String>,
     /// Things that would make the measurements misleading, e.g. a probe's
     /// Prometheus running only in the zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -804,4 +815,29 @@ pub struct SloStatus {
     /// What the plan predicted for this SLO (absent: it could not tell).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted: Option<Verdict>,
+    /// Its dependencies, declared (`dependsOn`) and observed (a Service
+    /// whose ready endpoints went and came back with this SLO), each
+    /// checked against the other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub dependencies: Vec<DependencyFinding>,
+}
+
+/// One dependency of an SLO, as declared and as observed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyFinding {
+    /// `Service fleet/tokens`, or `SLO authentication` for a declaration
+    /// whose SLO's probe names no Service.
+    pub name: String,
+    /// Named by `dependsOn` (through the SLO that Service backs).
+    pub declared: bool,
+    /// Its outage matched this SLO's.
+    pub observed: bool,
+    /// `declared and observed`, `declared, not observed`, `observed, not declared`.
+    pub finding: String,
+    /// The windows side by side: when it had no ready endpoint, and when
+    /// this SLO failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }

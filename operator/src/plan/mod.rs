@@ -561,6 +561,13 @@ impl Plan {
                 .collect(),
             warnings: first(self.warnings.clone()),
             dependencies: first(self.dependencies.lines()),
+            dependency_services: self
+                .dependencies
+                .services
+                .iter()
+                .take(crate::api::MAX_WATCHED_SERVICES)
+                .map(|s| s.name.clone())
+                .collect(),
             pdbs_violated: self.pdbs_violated.len() as i32,
             pdb_names: first(self.pdbs_violated.clone()),
             capacity: self.capacity_free.map(|free| crate::api::CapacitySummary {
