@@ -11,6 +11,7 @@
 
 mod api;
 mod bad_inputs;
+mod cascades;
 mod cluster;
 mod dataplane;
 mod demo;
