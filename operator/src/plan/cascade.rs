@@ -353,14 +353,13 @@ pub enum Cascade {
 pub struct Cascades<'a> {
     pub graph: Graph,
     callers: &'a [Caller],
-    req: &'a Request,
 }
 
 impl<'a> Cascades<'a> {
     /// `zone_nodes`: the zone's node names; `unplaceable`: killed pod (key)
     /// → why its replacement fits nowhere.
     pub fn build(
-        req: &'a Request,
+        req: &Request,
         snap: &'a Snapshot,
         zone_nodes: &BTreeSet<&str>,
         unplaceable: &HashMap<String, String>,
@@ -448,7 +447,6 @@ impl<'a> Cascades<'a> {
                 edges: edges.into_iter().collect(),
             },
             callers: &d.callers,
-            req,
         }
     }
 
@@ -510,7 +508,6 @@ impl<'a> Cascades<'a> {
                 (None, _) => {}
             }
         }
-        let _ = self.req;
         weak
     }
 }

@@ -5,7 +5,8 @@
 //! gateway's own configuration; the verdict attributes the failure to it
 //! from the endpoints it watched (observed, not declared). A cache the
 //! gateway also calls keeps serving from the other zones, and is blamed for
-//! nothing.
+//! nothing; the cache's SLO declares a dependency on the token Service's
+//! SLO that it does not have, and the verdict says it was not observed.
 
 use firedrill_e2e::*;
 use serde_json::Value;
@@ -89,7 +90,8 @@ fn an_undeclared_cascade_is_predicted_from_configuration_and_attributed_from_wha
         .baseline("2s")
         .namespace(n)
         .slo(probe("gateway"))
-        .slo(probe("cache"))
+        .slo(probe("tokens"))
+        .slo(probe("cache").depends_on("tokens"))
         .yaml();
     let dir = std::env::temp_dir().join(format!("firedrill-cascade-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -174,14 +176,28 @@ fn an_undeclared_cascade_is_predicted_from_configuration_and_attributed_from_wha
         )),
         "{cause}"
     );
-    let cache = slo("cache");
-    assert_eq!(cache["verdict"], "Passed", "{cache:#}");
+    let tokens = slo("tokens");
+    assert_eq!(tokens["verdict"], "Failed", "{tokens:#}");
     assert!(
-        cache["dependencies"]
+        tokens["dependencies"]
             .as_array()
             .is_none_or(|d| d.is_empty()),
-        "{cache:#}"
+        "the token Service's own failure is blamed on nothing else: {tokens:#}"
     );
+    // The cache kept serving: blamed for nothing, and its declared
+    // dependency on the tokens SLO was not observed.
+    let cache = slo("cache");
+    assert_eq!(cache["verdict"], "Passed", "{cache:#}");
+    let declared = cache["dependencies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(declared.len(), 1, "{cache:#}");
+    assert_eq!(
+        declared[0]["name"],
+        format!("Service {n}/tokens (SLO tokens)")
+    );
+    assert_eq!(declared[0]["finding"], "declared, not observed");
 
     let (_, report, _) = firedrill(&["report", "cascade"]);
     assert!(
