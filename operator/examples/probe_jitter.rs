@@ -67,6 +67,7 @@ async fn main() {
         target: Default::default(),
         guards: Default::default(),
         fault_only: false,
+        dependencies: Default::default(),
         slos,
     };
     let obj = DataCenterFailure::new("jitter", spec);
@@ -78,6 +79,7 @@ async fn main() {
         &firedrill::spec::slos(&obj.spec).unwrap(),
         Default::default(),
         &Default::default(),
+        Default::default(),
     );
     tokio::time::sleep(Duration::from_secs(secs)).await;
     drop(runner);

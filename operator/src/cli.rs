@@ -249,6 +249,8 @@ enum Output {
     Table,
     Json,
     Yaml,
+    /// The Service dependency graph, in Graphviz dot.
+    Dot,
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -569,6 +571,7 @@ async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(&report)?),
+        Output::Dot => print!("{}", p.dependencies.dot(&p.zone)),
         Output::Table => print!(
             "{}",
             plan_table(&req, &p, guards.as_ref().err(), args.file.is_some())
@@ -666,6 +669,15 @@ fn plan_table(
                 .unwrap_or_else(|| "unknown".into());
             format!("{:<18} {:<13} {}", x.slo, v, x.why)
         });
+    }
+    let deps = p.dependencies.lines();
+    if !deps.is_empty() {
+        table_section(
+            &mut s,
+            "SERVICE DEPENDENCIES: read from the workloads' env, args and ConfigMaps",
+            &deps,
+            String::clone,
+        );
     }
     if !p.warnings.is_empty() {
         table_section(&mut s, "WARNINGS", &p.warnings, String::clone);

@@ -153,6 +153,7 @@ pub fn json(input: &Input) -> Value {
                 "errorPercent": r.error_percent,
                 "predictedVerdict": r.predicted,
                 "predicted": predicted(&r),
+                "dependencies": r.dependencies,
             })
         })
         .collect();
@@ -197,7 +198,27 @@ pub fn json(input: &Input) -> Value {
         "fault": st.fault,
         "slos": slos,
         "timeline": timeline,
+        "serviceEndpoints": service_endpoints(input),
     })
+}
+
+/// Each recorded Service's ready-endpoint timeline: `ok` while it had a
+/// ready endpoint, `fail` while it had none.
+fn service_endpoints(input: &Input) -> Value {
+    let map: serde_json::Map<String, Value> = input
+        .recording
+        .services
+        .iter()
+        .map(|(name, tl)| {
+            let runs: Vec<Value> = tl
+                .segments_until(input.end_ms())
+                .iter()
+                .map(|g| json!({"outcome": g.outcome, "from": g.start, "to": g.end}))
+                .collect();
+            (name.clone(), Value::Array(runs))
+        })
+        .collect();
+    Value::Object(map)
 }
 
 fn xml_escape(s: &str) -> String {
@@ -392,6 +413,19 @@ fn table_row(s: &mut String, spec: &SloSpec, r: &SloStatus) {
     );
     if let Some(cause) = &r.cause {
         let _ = writeln!(s, "{:<18} cause: {cause}", "");
+    }
+    for d in &r.dependencies {
+        let _ = writeln!(
+            s,
+            "{:<18} dependency {}: {}{}",
+            "",
+            d.name,
+            d.finding,
+            d.evidence
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
     }
 }
 
@@ -675,9 +709,18 @@ fn slo_row(spec: &SloSpec, r: &SloStatus) -> String {
             .map(|a| format!("{a}%"))
             .unwrap_or_else(|| "-".into()),
         predicted(r),
-        xml_escape(&match &r.cause {
-            Some(c) => format!("{}. Cause: {c}", r.message.clone().unwrap_or_default()),
-            None => r.message.clone().unwrap_or_default(),
+        xml_escape(&{
+            let mut text = match &r.cause {
+                Some(c) => format!("{}. Cause: {c}", r.message.clone().unwrap_or_default()),
+                None => r.message.clone().unwrap_or_default(),
+            };
+            for d in &r.dependencies {
+                text.push_str(&format!(". Dependency {}: {}", d.name, d.finding));
+                if let Some(e) = &d.evidence {
+                    text.push_str(&format!(" ({e})"));
+                }
+            }
+            text
         })
     )
 }
@@ -694,6 +737,11 @@ fn plan_findings(zone: &str, plan: &PlanSummary) -> String {
         "Workloads that lose every ready replica",
         plan.workloads_losing_all_replicas,
         &plan.workloads_losing_all_replicas_names,
+    ));
+    findings.push_str(&finding_list(
+        "Service dependencies read from the workloads' configuration",
+        plan.dependencies.len() as i32,
+        &plan.dependencies,
     ));
     let _ = write!(
         findings,
@@ -821,6 +869,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            services: Default::default(),
         };
         (exp, rec)
     }

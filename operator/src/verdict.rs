@@ -8,7 +8,7 @@
 //! inconclusive, or when no SLO passed and any is inconclusive (SLOs that
 //! are all non-critical and could not be judged show nothing), else Passed.
 
-use crate::api::{SloSpec, SloStatus, Verdict};
+use crate::api::{DependencyFinding, SloSpec, SloStatus, Verdict};
 use crate::slo::Measurement;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration;
@@ -101,6 +101,7 @@ pub fn judge(
         message: Some(message),
         cause: None,
         predicted: None,
+        dependencies: vec![],
     }
 }
 
@@ -314,6 +315,208 @@ impl Cascades<'_> {
         } else {
             format!("{how} {}", parts.join(" and "))
         }
+    }
+}
+
+/// When one Service had no ready endpoint in the dark window: from the
+/// first such moment to its recovery (None: it never recovered).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceOutage {
+    /// `namespace/name`
+    pub service: String,
+    pub start: i64,
+    pub end: Option<i64>,
+}
+
+/// The outages in `[start, end)` of the recorded Services.
+pub fn service_outages(
+    timelines: &std::collections::BTreeMap<String, crate::slo::Timeline>,
+    start: i64,
+    end: i64,
+    now: i64,
+) -> Vec<ServiceOutage> {
+    timelines
+        .iter()
+        .filter_map(|(svc, tl)| {
+            let m = tl.measure(start, end, now);
+            Some(ServiceOutage {
+                service: svc.clone(),
+                start: m.first_failure_at?,
+                end: m.recovered_at,
+            })
+        })
+        .collect()
+}
+
+/// What checking one SLO's dependencies needs to know of it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SloDependencies {
+    pub name: String,
+    /// Its probe's interval, in milliseconds.
+    pub interval_ms: i64,
+    /// The Service behind its own probe (`namespace/name`), where known.
+    pub own: Option<String>,
+    /// Its `dependsOn`, each with the Service behind that SLO's probe.
+    pub declared: Vec<(String, Option<String>)>,
+}
+
+/// How far apart an SLO's outage and a Service's may start (and end) and
+/// still be one: one probe interval, plus the tick in which the recorded
+/// endpoints follow the pods ([`crate::api::ENDPOINTS_TICK_MS`]).
+fn tolerance(interval_ms: i64) -> i64 {
+    interval_ms + crate::api::ENDPOINTS_TICK_MS as i64
+}
+
+/// Check each SLO's dependencies against what was observed. A failed SLO
+/// whose own Service kept a ready endpoint through its outage is
+/// attributed to every Service whose outage started within one interval of
+/// its failure and ended within one interval of its recovery (or neither
+/// recovered): an overlap alone is no cause. Each `dependsOn` is reported
+/// as observed or not when either side went down; each Service observed
+/// but not declared, as such. The observed cause leads the SLO's cause.
+pub fn check_dependencies(
+    deps: &[SloDependencies],
+    results: &mut [SloStatus],
+    outages: &[ServiceOutage],
+) {
+    let slo_outages: Vec<(String, (i64, Option<i64>))> = results
+        .iter()
+        .filter(|r| r.verdict == Some(Verdict::Failed))
+        .filter_map(|r| {
+            let (s, e) = outage(r)?;
+            Some((r.name.clone(), (s, (e != i64::MAX).then_some(e))))
+        })
+        .collect();
+    for r in results.iter_mut() {
+        let Some(d) = deps.iter().find(|d| d.name == r.name) else {
+            continue;
+        };
+        let tol = tolerance(d.interval_ms);
+        let mine = slo_outages
+            .iter()
+            .find(|(n, _)| *n == r.name)
+            .map(|(_, w)| *w);
+        let matches = |(s, e): (i64, Option<i64>)| {
+            mine.is_some_and(|(ms, me)| {
+                (s - ms).abs() <= tol
+                    && match (e, me) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => (a - b).abs() <= tol,
+                        _ => false,
+                    }
+            })
+        };
+        let own_down = mine.is_some_and(|(ms, me)| {
+            outages.iter().any(|o| {
+                d.own.as_ref() == Some(&o.service)
+                    && o.start <= me.unwrap_or(i64::MAX)
+                    && ms <= o.end.unwrap_or(i64::MAX)
+            })
+        });
+        let observed: Vec<&ServiceOutage> = if own_down {
+            vec![]
+        } else {
+            outages
+                .iter()
+                .filter(|o| d.own.as_ref() != Some(&o.service) && matches((o.start, o.end)))
+                .collect()
+        };
+        let evidence = |what: &str, (s, e): (i64, Option<i64>)| {
+            let slo = mine
+                .map(|(ms, me)| format!("; SLO {} failed {}", r.name, span(ms, me)))
+                .unwrap_or_else(|| format!("; SLO {} did not fail", r.name));
+            format!("{what} {}{slo}", span(s, e))
+        };
+        let mut findings = vec![];
+        for (dep, svc) in &d.declared {
+            let svc_outage = svc
+                .as_ref()
+                .and_then(|s| outages.iter().find(|o| &o.service == s));
+            let dep_outage = slo_outages.iter().find(|(n, _)| n == dep).map(|(_, w)| *w);
+            let seen = svc_outage.is_some_and(|o| observed.contains(&o))
+                || dep_outage.is_some_and(|w| !own_down && matches(w));
+            if !seen && mine.is_none() && svc_outage.is_none() && dep_outage.is_none() {
+                continue; // neither went down: nothing to check it against
+            }
+            let name = match svc {
+                Some(s) => format!("Service {s} (SLO {dep})"),
+                None => format!("SLO {dep}"),
+            };
+            let proof = svc_outage
+                .map(|o| {
+                    evidence(
+                        &format!("Service {} had no ready endpoint", o.service),
+                        (o.start, o.end),
+                    )
+                })
+                .or_else(|| dep_outage.map(|w| evidence(&format!("SLO {dep} failed"), w)));
+            findings.push(DependencyFinding {
+                name,
+                declared: true,
+                observed: seen,
+                finding: if seen {
+                    "declared and observed"
+                } else {
+                    "declared, not observed"
+                }
+                .into(),
+                evidence: proof,
+            });
+        }
+        for o in &observed {
+            if d.declared
+                .iter()
+                .any(|(_, s)| s.as_ref() == Some(&o.service))
+            {
+                continue;
+            }
+            findings.push(DependencyFinding {
+                name: format!("Service {}", o.service),
+                declared: false,
+                observed: true,
+                finding: "observed, not declared".into(),
+                evidence: Some(evidence(
+                    &format!("Service {} had no ready endpoint", o.service),
+                    (o.start, o.end),
+                )),
+            });
+        }
+        findings.truncate(8);
+        let causes: Vec<String> = findings
+            .iter()
+            .filter(|f| f.observed && f.name.starts_with("Service "))
+            .map(|f| {
+                format!(
+                    "{} ({}): {}",
+                    f.name,
+                    f.finding,
+                    f.evidence.as_deref().unwrap_or_default()
+                )
+            })
+            .collect();
+        if !causes.is_empty() {
+            let note = format!(
+                "failed with {}, while its own pods were ready",
+                causes.join(" and ")
+            );
+            r.cause = Some(match r.cause.take() {
+                Some(own) => format!("{note}; {own}"),
+                None => note,
+            });
+        }
+        r.dependencies = findings;
+    }
+}
+
+/// `from <time> to <time>` (or `to never`).
+fn span(start: i64, end: Option<i64>) -> String {
+    let t = |ms: i64| time(ms).map(|t| t.0.to_string()).unwrap_or_default();
+    match end {
+        Some(e) => format!("from {} to {}", t(start), t(e)),
+        None => format!(
+            "from {} to never (still down at the end of the dark window)",
+            t(start)
+        ),
     }
 }
 
@@ -763,6 +966,236 @@ mod tests {
         assert!(
             results[1].cause.as_deref().unwrap().starts_with(
                 "its outage overlaps, and began no earlier than, the outage of authentication"
+            ),
+            "{:?}",
+            results[1].cause
+        );
+    }
+
+    // -----------------------------------------------------------------------
+    // Observed dependencies: a Service's outage that matches an SLO's.
+    // -----------------------------------------------------------------------
+
+    fn at(ms: i64) -> Option<Time> {
+        time(ms)
+    }
+
+    fn down(name: &str, from: i64, to: Option<i64>) -> SloStatus {
+        SloStatus {
+            name: name.into(),
+            verdict: Some(Verdict::Failed),
+            first_failure_at: at(from),
+            recovered_at: to.and_then(at),
+            ..Default::default()
+        }
+    }
+
+    fn up(name: &str) -> SloStatus {
+        SloStatus {
+            name: name.into(),
+            verdict: Some(Verdict::Passed),
+            ..Default::default()
+        }
+    }
+
+    fn svc(service: &str, start: i64, end: Option<i64>) -> ServiceOutage {
+        ServiceOutage {
+            service: service.into(),
+            start,
+            end,
+        }
+    }
+
+    fn deps(name: &str, own: &str, declared: &[(&str, &str)]) -> SloDependencies {
+        SloDependencies {
+            name: name.into(),
+            interval_ms: 1_000,
+            own: Some(own.into()),
+            declared: declared
+                .iter()
+                .map(|(d, s)| (d.to_string(), Some(s.to_string())))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_failure_is_attributed_to_the_service_whose_outage_matches_it() {
+        let mut results = vec![down("gateway", 10_400, None)];
+        let outages = vec![
+            svc("fleet/tokens", 10_000, None),
+            // Went down with it, but came back: no match.
+            svc("fleet/cache", 10_100, Some(30_000)),
+        ];
+        check_dependencies(
+            &[deps("gateway", "fleet/gateway", &[])],
+            &mut results,
+            &outages,
+        );
+        let d = &results[0].dependencies;
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            (
+                d[0].name.as_str(),
+                d[0].finding.as_str(),
+                d[0].declared,
+                d[0].observed
+            ),
+            (
+                "Service fleet/tokens",
+                "observed, not declared",
+                false,
+                true
+            )
+        );
+        let evidence = d[0].evidence.as_deref().unwrap();
+        assert!(
+            evidence.starts_with(
+                "Service fleet/tokens had no ready endpoint from 1970-01-01T00:00:10Z to never"
+            ) && evidence.contains("; SLO gateway failed from 1970-01-01T00:00:10.4Z to never"),
+            "{evidence}"
+        );
+        assert!(
+            results[0]
+                .cause
+                .as_deref()
+                .unwrap()
+                .starts_with("failed with Service fleet/tokens (observed, not declared): Service fleet/tokens had no ready endpoint"),
+            "{:?}",
+            results[0].cause
+        );
+    }
+
+    #[test]
+    fn a_recovery_must_match_too() {
+        let mut results = vec![down("gateway", 10_400, Some(40_300))];
+        let outages = vec![
+            svc("fleet/tokens", 10_000, Some(40_000)),
+            svc("fleet/late", 10_000, Some(45_000)),
+        ];
+        check_dependencies(
+            &[deps("gateway", "fleet/gateway", &[])],
+            &mut results,
+            &outages,
+        );
+        let names: Vec<&str> = results[0]
+            .dependencies
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        assert_eq!(names, ["Service fleet/tokens"]);
+    }
+
+    #[test]
+    fn two_unrelated_failures_that_merely_overlap_are_not_attributed() {
+        // The Service went down 4s before the SLO failed, and came back 5s
+        // before it recovered: they overlap by far more than an interval.
+        let mut results = vec![down("gateway", 14_000, Some(35_000))];
+        let outages = vec![svc("fleet/tokens", 10_000, Some(30_000))];
+        check_dependencies(
+            &[deps("gateway", "fleet/gateway", &[])],
+            &mut results,
+            &outages,
+        );
+        assert!(results[0].dependencies.is_empty());
+        assert_eq!(results[0].cause, None);
+    }
+
+    #[test]
+    fn an_slo_whose_own_service_went_down_is_not_blamed_on_another() {
+        let mut results = vec![down("gateway", 10_400, None)];
+        let outages = vec![
+            svc("fleet/gateway", 10_000, None),
+            svc("fleet/tokens", 10_000, None),
+        ];
+        check_dependencies(
+            &[deps("gateway", "fleet/gateway", &[])],
+            &mut results,
+            &outages,
+        );
+        assert!(results[0].dependencies.is_empty());
+        assert_eq!(results[0].cause, None);
+    }
+
+    #[test]
+    fn a_service_that_keeps_serving_or_an_slo_that_stays_healthy_is_never_blamed() {
+        let mut results = vec![up("gateway"), down("search", 10_400, None)];
+        let outages = vec![svc("fleet/tokens", 10_000, None)];
+        check_dependencies(
+            &[
+                deps("gateway", "fleet/gateway", &[]),
+                deps("search", "shop/search", &[]),
+            ],
+            &mut results,
+            &outages,
+        );
+        assert!(
+            results[0].dependencies.is_empty(),
+            "a healthy SLO has no observed cause"
+        );
+        // search's failure matches tokens' outage: that is all the verdict
+        // can say, and it says it.
+        assert_eq!(results[1].dependencies.len(), 1);
+        let mut results = vec![down("search", 10_400, None)];
+        check_dependencies(&[deps("search", "shop/search", &[])], &mut results, &[]);
+        assert!(results[0].dependencies.is_empty());
+    }
+
+    #[test]
+    fn depends_on_is_checked_declared_and_observed_or_not() {
+        let mut results = vec![
+            down("authentication", 10_300, None),
+            down("messaging", 10_500, None),
+            up("payments"),
+            up("search"),
+        ];
+        let outages = vec![svc("auth/login", 10_000, None)];
+        let d = [
+            deps("authentication", "auth/login", &[]),
+            deps(
+                "messaging",
+                "messaging/chat",
+                &[("authentication", "auth/login")],
+            ),
+            deps(
+                "payments",
+                "payments/checkout",
+                &[("authentication", "auth/login")],
+            ),
+            deps("search", "shop/search", &[("catalog", "shop/catalog")]),
+        ];
+        check_dependencies(&d, &mut results, &outages);
+        let finding = |i: usize| -> Vec<(String, String)> {
+            results[i]
+                .dependencies
+                .iter()
+                .map(|f| (f.name.clone(), f.finding.clone()))
+                .collect()
+        };
+        assert!(
+            finding(0).is_empty(),
+            "login's own SLO fails with its own Service"
+        );
+        assert_eq!(
+            finding(1),
+            [(
+                "Service auth/login (SLO authentication)".to_string(),
+                "declared and observed".to_string()
+            )]
+        );
+        assert_eq!(
+            finding(2),
+            [(
+                "Service auth/login (SLO authentication)".to_string(),
+                "declared, not observed".to_string()
+            )]
+        );
+        assert!(
+            finding(3).is_empty(),
+            "neither side went down: nothing to check"
+        );
+        assert!(
+            results[1].cause.as_deref().unwrap().starts_with(
+                "failed with Service auth/login (SLO authentication) (declared and observed)"
             ),
             "{:?}",
             results[1].cause

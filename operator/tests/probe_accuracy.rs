@@ -151,6 +151,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
         target: Default::default(),
         guards: Default::default(),
         fault_only: false,
+        dependencies: Default::default(),
         slos: vec![
             slo(
                 "web",
@@ -189,6 +190,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
         &firedrill::spec::slos(&obj.spec).unwrap(),
         Default::default(),
         &Default::default(),
+        Default::default(),
     );
     sleep_until(t0 + Duration::from_millis(END_MS as u64)).await;
     let rec = runner.recording();

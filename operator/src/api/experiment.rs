@@ -89,6 +89,44 @@ pub struct DataCenterFailureSpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     #[x_kube(validation = Rule::new("self.all(s, !has(s.dependsOn) || s.dependsOn.all(d, d != s.name && self.exists(o, o.name == d)))").message("dependsOn must name other SLOs of this experiment"))]
     pub slos: Vec<SloSpec>,
+
+    /// Corrections to the Service dependencies the plan reads from the
+    /// workloads' own configuration (env values, args, ConfigMaps).
+    #[serde(default, skip_serializing_if = "DependenciesSpec::is_empty")]
+    pub dependencies: DependenciesSpec,
+}
+
+/// Edges to add to, or drop from, the discovered Service dependency graph.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DependenciesSpec {
+    /// Calls the configuration does not show (an address built at run time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub add: Vec<DependencyEdge>,
+    /// Names the configuration holds that are never called. `*` matches any
+    /// workload or Service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub drop: Vec<DependencyEdge>,
+}
+
+impl DependenciesSpec {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.drop.is_empty()
+    }
+}
+
+/// A workload calls a Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct DependencyEdge {
+    /// The calling workload, `namespace/name` (a Deployment, StatefulSet,
+    /// DaemonSet or Job; `*` in `drop`).
+    #[schemars(length(min = 1, max = 253))]
+    pub from: String,
+    /// The Service called, `namespace/name` (`*` in `drop`).
+    #[schemars(length(min = 1, max = 253))]
+    pub to: String,
 }
 
 pub fn default_topology_key() -> String {
@@ -548,6 +586,13 @@ pub enum WorkloadKind {
 /// How many names a status list may hold; the rest are counted, not listed.
 pub const MAX_LISTED: usize = 20;
 
+/// The most Services whose ready endpoints a drill records.
+pub const MAX_WATCHED_SERVICES: usize = 64;
+
+/// How often, besides on every change, a watched Service's ready endpoints
+/// are sampled (milliseconds).
+pub const ENDPOINTS_TICK_MS: u64 = 1_000;
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DataCenterFailureStatus {
@@ -651,6 +696,15 @@ pub struct PlanSummary {
     /// What the plan expects of each SLO, from what its probe depends on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slo_predictions: Vec<SloPredictionStatus>,
+    /// The Service dependencies read from the workloads' configuration,
+    /// one line per edge (`Deployment fleet/gateway -> Service fleet/tokens
+    /// (env TOKENS_URL tokens.fleet.svc): LOST, ...`), the first few.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<String>,
+    /// The Services the dependency graph names (`namespace/name`, the
+    /// first 64): their ready endpoints are recorded while the zone is dark.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependency_services: Vec<String>,
     /// Things that would make the measurements misleading, e.g. a probe's
     /// Prometheus running only in the zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -786,6 +840,31 @@ pub struct SloStatus {
     /// What the plan predicted for this SLO (absent: it could not tell).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted: Option<Verdict>,
+    /// Its dependencies, declared (`dependsOn`) and observed (a Service
+    /// whose ready endpoints went and came back with this SLO), each
+    /// checked against the other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub dependencies: Vec<DependencyFinding>,
+}
+
+/// One dependency of an SLO, as declared and as observed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyFinding {
+    /// `Service fleet/tokens`, or `SLO authentication` for a declaration
+    /// whose SLO's probe names no Service.
+    pub name: String,
+    /// Named by `dependsOn` (through the SLO that Service backs).
+    pub declared: bool,
+    /// Its outage matched this SLO's.
+    pub observed: bool,
+    /// `declared and observed`, `declared, not observed`, `observed, not declared`.
+    pub finding: String,
+    /// The windows side by side: when it had no ready endpoint, and when
+    /// this SLO failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {

@@ -114,6 +114,12 @@ impl Drill<'_> {
             .filter_map(|s| Some((s.name.clone(), collect::probe_namespace(s)?)))
             .collect();
         verdict::attribute(&self.obj.spec.slos, &mut results, &predictions, &namespaces);
+        let outages = verdict::service_outages(&recording.services, start, end, window.now);
+        verdict::check_dependencies(
+            &slo_dependencies(spec, &predictions),
+            &mut results,
+            &outages,
+        );
         let (v, reason) = verdict::overall(&self.obj.spec.slos, &results);
         self.counts.extend(
             results
@@ -167,6 +173,35 @@ impl Drill<'_> {
                 .and_then(|s| s.cause.clone());
         }
     }
+}
+
+/// What checking each SLO's dependencies needs: its interval, the Service
+/// behind its probe and behind each SLO it declares it depends on.
+fn slo_dependencies(
+    spec: &Checked,
+    predictions: &[crate::api::SloPredictionStatus],
+) -> Vec<verdict::SloDependencies> {
+    let service = |slo: &str| {
+        predictions
+            .iter()
+            .find(|p| p.name == slo)
+            .and_then(|p| p.target.as_deref()?.strip_prefix("Service "))
+            .map(str::to_string)
+    };
+    spec.slos
+        .iter()
+        .map(|s| verdict::SloDependencies {
+            name: s.name().to_string(),
+            interval_ms: s.interval.as_millis() as i64,
+            own: service(s.name()),
+            declared: s
+                .spec
+                .depends_on
+                .iter()
+                .map(|d| (d.clone(), service(d)))
+                .collect(),
+        })
+        .collect()
 }
 
 /// The dark window and the moment of judging, in Unix milliseconds.

@@ -123,6 +123,7 @@ impl Context {
             &spec.slos,
             previous,
             &self.config.probes,
+            watched_services(obj, spec),
         );
         self.with_tasks(&uid, |t| {
             if t.runner.is_none() {
@@ -200,4 +201,30 @@ async fn keep_then_clean_up(c: KeeperClients, keep: Keep, st: Arc<KeeperState>) 
         }
     }
     end
+}
+
+/// The Services whose ready endpoints a drill records: every Service in the
+/// target namespaces (or, targeting all, in the SLOs' probes' namespaces),
+/// and every Service the plan's dependency graph names.
+fn watched_services(obj: &DataCenterFailure, spec: &Checked) -> probe::endpoints::Watched {
+    let mut namespaces: std::collections::BTreeSet<String> =
+        spec.scope.namespaces.iter().cloned().collect();
+    if namespaces.is_empty() {
+        namespaces = obj
+            .spec
+            .slos
+            .iter()
+            .filter_map(crate::plan::collect::probe_namespace)
+            .collect();
+    }
+    let services = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.plan.as_ref())
+        .map(|p| p.dependency_services.iter().cloned().collect())
+        .unwrap_or_default();
+    probe::endpoints::Watched {
+        namespaces,
+        services,
+    }
 }

@@ -4,6 +4,7 @@
 //! are read once for the capacity sums and the peers together, and only the
 //! sums and slim peers are kept.
 
+use super::cascade::{self, ConfigMapUse, Discovery, Reference, ServiceInfo};
 use super::{
     Capacity, LabelSets, Labels, NodeInfo, OwnerKey, PdbInfo, PodInfo, PodTermInfo, Requested,
     Requirement, SloTarget, Snapshot, SpreadInfo, TaintInfo, Target, TolerationInfo,
@@ -14,7 +15,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Node, PersistentVolume, PersistentVolumeClaim, Pod, PodAffinityTerm, PodSpec, Service,
+    ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodAffinityTerm, PodSpec,
+    Service,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -60,7 +62,9 @@ pub async fn snapshot(
         .map(|n| n.name.clone())
         .collect();
     let mut label_sets = LabelSets::default();
-    let pods = zone_pods(client, &zone_nodes, conc, &mut label_sets).await?;
+    let discover = !opts.slos.is_empty();
+    let mut discovery = Discovery::default();
+    let pods = zone_pods(client, &zone_nodes, conc, &mut label_sets, &mut discovery).await?;
     let listed_zone = started.elapsed();
     let workloads = owner_workloads(client, &pods, conc).await?;
     let pvc_topology = pvc_topologies(client, &pods, topology_key, conc).await?;
@@ -75,16 +79,23 @@ pub async fn snapshot(
         .filter(|n| !zone_set.contains(n.name.as_str()))
         .map(|n| n.name.clone())
         .collect();
-    let scan = scan_pods(
-        client,
-        &pods,
-        other_nodes,
-        peer_queries(&pods, &slo_targets),
-        opts.measure_capacity,
-        conc,
+    let scan = PodScan {
+        queries: peer_queries(&pods, &slo_targets),
+        requested: opts.measure_capacity.then(HashMap::new),
+        peers: Vec::new(),
         label_sets,
-    )
-    .await?;
+        discovery: discover.then_some(discovery),
+    };
+    let scan = scan_pods(client, &pods, other_nodes, scan, conc).await?;
+    let discovery = match scan.discovery {
+        Some(mut d) => {
+            d.finish();
+            d.services = list_services(client).await?;
+            read_config_maps(client, &mut d, conc).await?;
+            d
+        }
+        None => Discovery::default(),
+    };
     let scan_ms = scan_started.elapsed().as_millis() as u64;
     let peers = scan.peers;
     let surviving_free = scan.requested.map(|requested| {
@@ -124,7 +135,79 @@ pub async fn snapshot(
         api_server_nodes,
         peers,
         slo_targets,
+        discovery,
     })
+}
+
+/// Every Service, as the dependency graph needs it (paged).
+async fn list_services(client: &Client) -> kube::Result<Vec<ServiceInfo>> {
+    let api = Api::<Service>::all(client.clone());
+    let mut out = Vec::new();
+    for_each_page(&api, ListParams::default(), |items| {
+        out.extend(items.iter().map(service_info))
+    })
+    .await?;
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+pub fn service_info(s: &Service) -> ServiceInfo {
+    let spec = s.spec.as_ref();
+    ServiceInfo {
+        namespace: s.namespace().unwrap_or_default(),
+        name: s.name_any(),
+        selector: spec
+            .and_then(|sp| sp.selector.clone())
+            .filter(|m| !m.is_empty())
+            .map(Selector::from_iter),
+        external_name: spec
+            .filter(|sp| sp.type_.as_deref() == Some("ExternalName"))
+            .and_then(|sp| sp.external_name.clone()),
+    }
+}
+
+/// Read each ConfigMap the callers use once, and add the hosts its values
+/// name to each caller that uses it. One that cannot be read (gone, or not
+/// allowed) adds nothing.
+async fn read_config_maps(client: &Client, d: &mut Discovery, conc: usize) -> kube::Result<()> {
+    let wanted: BTreeSet<(String, String)> = d
+        .callers
+        .iter()
+        .flat_map(|c| {
+            c.config_maps
+                .iter()
+                .map(|u| (c.namespace.clone(), u.name.clone()))
+        })
+        .collect();
+    type Found = ((String, String), Option<BTreeMap<String, String>>);
+    let found: Vec<Found> = stream::iter(wanted)
+        .map(|(ns, name)| async move {
+            let got = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                .get_opt(&name)
+                .await;
+            let data = match got {
+                Ok(cm) => cm.and_then(|cm| cm.data),
+                Err(kube::Error::Api(e)) if e.code == 403 => None,
+                Err(e) => return Err(e),
+            };
+            Ok(((ns, name), data))
+        })
+        .buffer_unordered(conc)
+        .try_collect()
+        .await?;
+    let data: HashMap<(String, String), BTreeMap<String, String>> = found
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+    for c in &mut d.callers {
+        for u in std::mem::take(&mut c.config_maps) {
+            if let Some(values) = data.get(&(c.namespace.clone(), u.name.clone())) {
+                c.refs
+                    .extend(cascade::config_map_refs(&c.namespace, &u.name, values, &u));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The pods on the zone's nodes, listed node by node (`conc` lists in
@@ -134,6 +217,7 @@ async fn zone_pods(
     zone_nodes: &[String],
     conc: usize,
     label_sets: &mut LabelSets,
+    discovery: &mut Discovery,
 ) -> kube::Result<Vec<PodInfo>> {
     let mut pods: Vec<PodInfo> = Vec::new();
     let mut lists = stream::iter(zone_nodes.iter().cloned())
@@ -142,6 +226,7 @@ async fn zone_pods(
     while let Some(some) = lists.try_next().await? {
         pods.extend(some.into_iter().map(|mut p| {
             p.labels = label_sets.share(&p.labels);
+            discovery.add(&mut p, true);
             p
         }));
     }
@@ -504,6 +589,8 @@ struct PodScan {
     /// The pods some query matches, with only what counting them needs.
     peers: Vec<PodInfo>,
     label_sets: LabelSets,
+    /// The cascade discovery, fed the pods outside the zone.
+    discovery: Option<Discovery>,
 }
 
 impl PodScan {
@@ -531,10 +618,11 @@ impl PodScan {
 }
 
 /// One pass over every pod not finished: the requests summed per node when
-/// `sums`, and the pods the queries match, kept in a slim form. The zone's
+/// asked, the pods the queries match, kept in a slim form, and each
+/// workload's configuration fed to the cascade discovery when asked. The zone's
 /// pods are already read; the rest are listed node by node (`conc` lists in
 /// flight), plus the pods not yet scheduled, each list reduced as it
-/// arrives. Skipped when there is nothing to sum and nothing to look for.
+/// arrives. Skipped when there is nothing to sum, discover or look for.
 ///
 /// Per-node lists are answered from the API server's watch cache through
 /// its index on `spec.nodeName`, in parallel; a paged list of every pod is
@@ -544,18 +632,10 @@ async fn scan_pods(
     client: &Client,
     zone_pods: &[PodInfo],
     other_nodes: Vec<String>,
-    queries: PeerQueries,
-    sums: bool,
+    mut scan: PodScan,
     conc: usize,
-    label_sets: LabelSets,
 ) -> kube::Result<PodScan> {
-    let mut scan = PodScan {
-        queries,
-        requested: sums.then(HashMap::new),
-        peers: Vec::new(),
-        label_sets,
-    };
-    if !sums && scan.queries.is_empty() {
+    if scan.requested.is_none() && scan.queries.is_empty() && scan.discovery.is_none() {
         return Ok(scan);
     }
     for p in zone_pods {
@@ -565,8 +645,12 @@ async fn scan_pods(
     let mut lists = stream::iter(other_nodes.into_iter().chain([String::new()]))
         .map(|node| pods_on_node(client, node))
         .buffer_unordered(conc);
-    while let Some(pods) = lists.try_next().await? {
-        for p in &pods {
+    while let Some(mut pods) = lists.try_next().await? {
+        for p in &mut pods {
+            if let Some(d) = scan.discovery.as_mut() {
+                p.labels = scan.label_sets.share(&p.labels);
+                d.add(p, false);
+            }
             scan.add(p);
         }
     }
@@ -590,6 +674,8 @@ fn slim(p: &PodInfo) -> PodInfo {
         spread: Vec::new(),
         affinity: Vec::new(),
         anti_affinity: Vec::new(),
+        refs: Vec::new(),
+        config_maps: Vec::new(),
         ..*p
     }
 }
@@ -742,6 +828,7 @@ pub fn pod_info(p: &Pod) -> PodInfo {
             }),
         &labels,
     );
+    let (refs, config_maps) = spec.map(references).unwrap_or_default();
     PodInfo {
         tolerations: spec.map(tolerations).unwrap_or_default(),
         spread: spec.map(|s| spread(s, &labels)).unwrap_or_default(),
@@ -772,7 +859,65 @@ pub fn pod_info(p: &Pod) -> PodInfo {
             .unwrap_or_default(),
         cpu_millis: cpu,
         memory_bytes: mem,
+        refs,
+        config_maps,
     }
+}
+
+/// The hosts a pod's containers name in their env values, args and
+/// command, and the ConfigMaps they read (a Secret's values never).
+pub fn references(s: &PodSpec) -> (Vec<Reference>, Vec<ConfigMapUse>) {
+    let mut refs = vec![];
+    let mut cms = vec![];
+    for c in &s.containers {
+        for e in c.env.iter().flatten() {
+            if let Some(v) = &e.value {
+                refs.extend(cascade::env_refs(&e.name, v));
+            }
+            if let Some(k) = e
+                .value_from
+                .as_ref()
+                .and_then(|f| f.config_map_key_ref.as_ref())
+            {
+                cms.push(ConfigMapUse {
+                    name: k.name.clone(),
+                    key: Some(k.key.clone()),
+                    via: format!("env {}", e.name),
+                });
+            }
+        }
+        for f in c.env_from.iter().flatten() {
+            if let Some(r) = &f.config_map_ref {
+                cms.push(ConfigMapUse {
+                    name: r.name.clone(),
+                    key: None,
+                    via: "envFrom".into(),
+                });
+            }
+        }
+        refs.extend(cascade::args_refs(
+            "args",
+            c.args.as_deref().unwrap_or_default(),
+        ));
+        refs.extend(cascade::args_refs(
+            "command",
+            c.command.as_deref().unwrap_or_default(),
+        ));
+    }
+    for v in s.volumes.iter().flatten() {
+        if let Some(cm) = &v.config_map {
+            cms.push(ConfigMapUse {
+                name: cm.name.clone(),
+                key: None,
+                via: format!("volume {}", v.name),
+            });
+        }
+    }
+    refs.sort();
+    refs.dedup();
+    cms.sort();
+    cms.dedup();
+    (refs, cms)
 }
 
 /// The owner that controls the pod, if any.

@@ -6,8 +6,9 @@
 //! read every pod at least once.
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, PersistentVolumeClaimVolumeSource, Pod, PodCondition, PodSpec, PodStatus,
-    ResourceRequirements, Toleration, TopologySpreadConstraint, Volume,
+    Affinity, ConfigMapVolumeSource, Container, EnvFromSource, EnvVar,
+    PersistentVolumeClaimVolumeSource, Pod, PodCondition, PodSpec, PodStatus, ResourceRequirements,
+    Toleration, TopologySpreadConstraint, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -64,13 +65,20 @@ struct Spec {
 struct LiteVolume {
     name: String,
     persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+    config_map: Option<ConfigMapVolumeSource>,
 }
 
+/// A container: its requests, and the configuration that may name the
+/// Services it calls (the cascade discovery reads it, then drops it).
 #[derive(Deserialize, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 struct LiteContainer {
     name: String,
     resources: Option<Resources>,
+    env: Option<Vec<EnvVar>>,
+    env_from: Option<Vec<EnvFromSource>>,
+    args: Option<Vec<String>>,
+    command: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -124,6 +132,7 @@ impl LitePod {
                         .map(|v| Volume {
                             name: v.name,
                             persistent_volume_claim: v.persistent_volume_claim,
+                            config_map: v.config_map,
                             ..Volume::default()
                         })
                         .collect()
@@ -137,6 +146,10 @@ impl LitePod {
                             requests: r.requests,
                             ..ResourceRequirements::default()
                         }),
+                        env: c.env,
+                        env_from: c.env_from,
+                        args: c.args,
+                        command: c.command,
                         ..Container::default()
                     })
                     .collect(),

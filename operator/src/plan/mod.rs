@@ -12,6 +12,7 @@
 //! - which PodDisruptionBudgets a real fire would violate (a fire ignores them);
 //! - and whether a guard refuses the experiment.
 
+pub mod cascade;
 pub mod collect;
 pub mod lite;
 pub mod placement;
@@ -153,6 +154,11 @@ pub struct PodInfo {
     pub anti_affinity: Vec<PodTermInfo>,
     /// Being deleted already.
     pub terminating: bool,
+    /// Hosts its configuration names; moved into [`cascade::Discovery`]
+    /// as the pods are listed, so no pod keeps them.
+    pub refs: Vec<cascade::Reference>,
+    /// ConfigMaps it mounts or reads its environment from; moved likewise.
+    pub config_maps: Vec<cascade::ConfigMapUse>,
 }
 
 /// A pod's labels, shared between pods that carry the same set.
@@ -234,6 +240,9 @@ pub struct Snapshot {
     pub peers: Vec<PodInfo>,
     /// What each SLO's probe depends on, where the cluster tells.
     pub slo_targets: Vec<SloTarget>,
+    /// What the workloads' configuration names, the Services of the
+    /// cluster, and their ready pods outside the zone.
+    pub discovery: cascade::Discovery,
 }
 
 /// Pods known by a selector: a Service's, or a workload's.
@@ -287,6 +296,8 @@ pub struct Request {
     /// PowerLoss mode: nothing is deleted through the API; the nodes go
     /// unreachable and Kubernetes' failure handling runs.
     pub power_loss: bool,
+    /// Corrections to the discovered Service dependencies.
+    pub dependencies: crate::api::DependenciesSpec,
 }
 
 impl Request {
@@ -299,6 +310,7 @@ impl Request {
             scope,
             guards: spec.guards.clone(),
             power_loss: spec.fault.mode == FaultMode::PowerLoss,
+            dependencies: spec.dependencies.clone(),
         }
     }
 
@@ -495,6 +507,8 @@ pub struct Plan {
     pub pdbs_violated: Vec<String>,
     pub capacity_needed: Capacity,
     pub capacity_free: Option<Capacity>,
+    /// The Services the workloads call, read from their configuration.
+    pub dependencies: cascade::Graph,
 }
 
 impl Plan {
@@ -551,6 +565,14 @@ impl Plan {
                 })
                 .collect(),
             warnings: first(self.warnings.clone()),
+            dependencies: first(self.dependencies.lines()),
+            dependency_services: self
+                .dependencies
+                .services
+                .iter()
+                .take(crate::api::MAX_WATCHED_SERVICES)
+                .map(|s| s.name.clone())
+                .collect(),
             pdbs_violated: self.pdbs_violated.len() as i32,
             pdb_names: first(self.pdbs_violated.clone()),
             capacity: self.capacity_free.map(|free| crate::api::CapacitySummary {
@@ -578,13 +600,17 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
         .collect();
     let placed = placement::place(req, snap, &zone.nodes, &affected.killed, &pinned);
     out.unplaceable = placed.workloads;
+    let cascades =
+        cascade::Cascades::build(req, snap, &zone.nodes, &placed.pods, &req.dependencies);
     Predictor {
         req,
         snap,
         zone_nodes: &zone.nodes,
         unplaceable: &placed.pods,
+        cascades: &cascades,
     }
     .predict(&mut out);
+    out.dependencies = cascades.graph;
     out
 }
 
@@ -759,6 +785,7 @@ struct Predictor<'a> {
     zone_nodes: &'a BTreeSet<&'a str>,
     /// Killed pod → the rule that leaves its replacement nowhere to go.
     unplaceable: &'a HashMap<String, String>,
+    cascades: &'a cascade::Cascades<'a>,
 }
 
 impl Predictor<'_> {
@@ -766,8 +793,33 @@ impl Predictor<'_> {
     /// and warnings about probes that depend on the zone.
     fn predict(&self, out: &mut Plan) {
         for t in &self.snap.slo_targets {
-            let prediction = self.slo(t, &mut out.warnings);
+            let mut prediction = self.slo(t, &mut out.warnings);
+            self.cascade(t, &mut prediction, &mut out.warnings);
             out.slo_predictions.push(prediction);
+        }
+    }
+
+    /// A prediction that its own pods keep serving is overturned when a
+    /// Service they call goes dark with the zone; a call named only in
+    /// prose makes it a warning.
+    fn cascade(&self, t: &SloTarget, prediction: &mut SloPrediction, warnings: &mut Vec<String>) {
+        if matches!(
+            prediction.verdict,
+            Some(Verdict::Failed | Verdict::Inconclusive)
+        ) {
+            return;
+        }
+        match self.cascades.of(t) {
+            Some(cascade::Cascade::Fails(path)) => {
+                prediction.verdict = Some(Verdict::Failed);
+                prediction.why = format!("predicted Failed via {path}");
+                prediction.rule = Some("cascade".into());
+            }
+            Some(cascade::Cascade::AtRisk(path)) => warnings.push(format!(
+                "SLO {} at risk via {path} (the name appears only in prose or a comment, and may never be called)",
+                t.slo
+            )),
+            None => {}
         }
     }
 

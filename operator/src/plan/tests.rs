@@ -65,6 +65,7 @@ fn request(zone: &str) -> Request {
         scope: Scope::default(),
         guards: GuardSpec::default(),
         power_loss: false,
+        dependencies: Default::default(),
     }
 }
 
@@ -1122,4 +1123,275 @@ fn power_loss_refuses_the_zone_holding_the_api_server_unless_allowed() {
         check_guards(&allowed, &plan(&allowed, &snap), &snap),
         Ok(())
     );
+}
+
+// Cascades: a Service the zone takes down fails the SLOs of its callers.
+// ---------------------------------------------------------------------------
+
+fn app_pod(ns: &str, app: &str, i: usize, node: &str) -> PodInfo {
+    PodInfo {
+        labels: Labels::new(BTreeMap::from([
+            ("app".to_string(), app.to_string()),
+            ("pod-template-hash".to_string(), "5d".to_string()),
+        ])),
+        ..pod(
+            ns,
+            &format!("{app}-{i}"),
+            node,
+            Some(("ReplicaSet", &format!("{app}-5d"))),
+        )
+    }
+}
+
+/// `n` replicas of `app` in `fleet`, one per zone in turn, each naming `env`.
+fn fleet_app(app: &str, n: usize, env: &[(&str, &str)]) -> Vec<PodInfo> {
+    let nodes = ["a1", "b1", "c1", "a2", "b2", "c2"];
+    (0..n)
+        .map(|i| PodInfo {
+            refs: env
+                .iter()
+                .flat_map(|(k, v)| cascade::env_refs(k, v))
+                .collect(),
+            ..app_pod("fleet", app, i, nodes[i % 6])
+        })
+        .collect()
+}
+
+fn pinned(mut pods: Vec<PodInfo>) -> Vec<PodInfo> {
+    for p in &mut pods {
+        p.node = "a1".into();
+        p.node_selector = BTreeMap::from([(ZONE_KEY.to_string(), "zone-a".to_string())]);
+    }
+    pods
+}
+
+fn service(ns: &str, name: &str) -> cascade::ServiceInfo {
+    cascade::ServiceInfo {
+        namespace: ns.into(),
+        name: name.into(),
+        selector: Some(Selector::from_iter([("app".to_string(), name.to_string())])),
+        external_name: None,
+    }
+}
+
+/// The snapshot as `collect` builds it: the zone's pods kept, every pod fed
+/// to the discovery as it is listed.
+fn discovered(pods: Vec<PodInfo>, services: &[&str]) -> Snapshot {
+    let mut snap = cluster();
+    snap.peers = pods.clone();
+    for mut p in pods {
+        let in_zone = p.node.starts_with('a');
+        snap.discovery.add(&mut p, in_zone);
+        if in_zone {
+            snap.pods.push(p);
+        }
+    }
+    snap.discovery.finish();
+    snap.discovery.services = services.iter().map(|s| service("fleet", s)).collect();
+    snap
+}
+
+fn fleet_target(slo: &str, app: &str) -> SloTarget {
+    SloTarget {
+        slo: slo.into(),
+        backing: Some(Target {
+            what: format!("Service fleet/{app}"),
+            namespace: "fleet".into(),
+            selector: Selector::from_iter([("app".to_string(), app.to_string())]),
+        }),
+        prober: None,
+        need: 1,
+    }
+}
+
+fn prediction<'a>(p: &'a Plan, slo: &str) -> &'a SloPrediction {
+    p.slo_predictions.iter().find(|x| x.slo == slo).unwrap()
+}
+
+#[test]
+fn a_caller_of_a_service_pinned_to_the_zone_is_predicted_failed_with_the_path() {
+    let mut pods = fleet_app(
+        "gateway",
+        3,
+        &[("TOKENS_URL", "http://tokens.fleet.svc:8080/v1")],
+    );
+    pods.extend(pinned(fleet_app("tokens", 1, &[])));
+    let mut snap = discovered(pods, &["gateway", "tokens"]);
+    snap.slo_targets = vec![fleet_target("gateway", "gateway")];
+    let p = plan(&request("zone-a"), &snap);
+    let g = prediction(&p, "gateway");
+    assert_eq!(g.verdict, Some(Verdict::Failed));
+    assert_eq!(
+        g.why,
+        "predicted Failed via tokens.fleet.svc (env TOKENS_URL of Deployment fleet/gateway): Service fleet/tokens keeps 0 ready pods outside zone-a, and its 1 replacements cannot be scheduled (nodeSelector topology.kubernetes.io/zone=zone-a)"
+    );
+    assert_eq!(g.rule.as_deref(), Some("cascade"));
+    assert_eq!(p.dependencies.edges.len(), 1);
+    let e = &p.dependencies.edges[0];
+    assert_eq!(
+        (e.from.as_str(), e.to.as_str(), e.via.as_str(), e.strong),
+        (
+            "Deployment fleet/gateway",
+            "fleet/tokens",
+            "env TOKENS_URL",
+            true
+        )
+    );
+    let dot = p.dependencies.dot("zone-a");
+    assert!(
+        dot.contains(
+            "\"Deployment fleet/gateway\" -> \"Service fleet/tokens\" [label=\"env TOKENS_URL\"]"
+        ),
+        "{dot}"
+    );
+    assert!(dot.contains("\"Service fleet/tokens\" [color=red"), "{dot}");
+    assert!(p.summary().dependencies[0].contains("LOST"));
+}
+
+#[test]
+fn a_cascade_two_hops_deep_is_followed_and_its_path_told() {
+    let mut pods = fleet_app("web", 3, &[("API", "api:8080")]);
+    pods.extend(fleet_app(
+        "api",
+        3,
+        &[("DB_HOST", "db.fleet.svc.cluster.local")],
+    ));
+    pods.extend(pinned(fleet_app("db", 1, &[])));
+    let mut snap = discovered(pods, &["web", "api", "db"]);
+    snap.slo_targets = vec![fleet_target("web", "web"), fleet_target("api", "api")];
+    let p = plan(&request("zone-a"), &snap);
+    let web = prediction(&p, "web");
+    assert_eq!(web.verdict, Some(Verdict::Failed));
+    assert!(
+        web.why.starts_with("predicted Failed via api (env API of Deployment fleet/web) -> db.fleet.svc.cluster.local (env DB_HOST of Deployment fleet/api): Service fleet/db keeps 0 ready pods"),
+        "{}",
+        web.why
+    );
+    assert_eq!(prediction(&p, "api").verdict, Some(Verdict::Failed));
+}
+
+#[test]
+fn no_cascade_from_a_service_that_keeps_serving_or_is_only_named_in_prose() {
+    let mut pods = fleet_app(
+        "gateway",
+        3,
+        &[
+            ("CACHE_URL", "http://cache.fleet:6379"),
+            ("NOTE", "tokens.fleet.svc is being retired"),
+            ("MOTD", "ask tokens.fleet.svc for help"),
+            ("EXTERNAL", "https://api.example.com/v1"),
+        ],
+    );
+    pods.extend(fleet_app("cache", 3, &[]));
+    pods.extend(pinned(fleet_app("tokens", 1, &[])));
+    let mut snap = discovered(pods, &["gateway", "cache", "tokens"]);
+    snap.slo_targets = vec![fleet_target("gateway", "gateway")];
+    let p = plan(&request("zone-a"), &snap);
+    let g = prediction(&p, "gateway");
+    assert_eq!(g.verdict, Some(Verdict::Passed), "{}", g.why);
+    assert!(!g.why.contains("via"), "{}", g.why);
+    let at_risk: Vec<&String> = p
+        .warnings
+        .iter()
+        .filter(|w| w.contains("at risk"))
+        .collect();
+    assert_eq!(at_risk.len(), 1, "{:?}", p.warnings);
+    assert!(
+        at_risk[0].starts_with("SLO gateway at risk via tokens.fleet.svc (env "),
+        "{}",
+        at_risk[0]
+    );
+    let cache = p
+        .dependencies
+        .services
+        .iter()
+        .find(|s| s.name == "fleet/cache")
+        .unwrap();
+    assert_eq!((cache.ready_outside, cache.lost.is_none()), (2, true));
+    assert!(p.dependencies.edges.iter().all(|e| e.to != "com/example"));
+}
+
+#[test]
+fn a_service_whose_replacements_can_start_elsewhere_is_no_cascade() {
+    let mut pods = fleet_app("gateway", 3, &[("TOKENS_URL", "http://tokens.fleet.svc")]);
+    // In zone-a, but free to move.
+    pods.extend(fleet_app("tokens", 1, &[]));
+    let mut snap = discovered(pods, &["gateway", "tokens"]);
+    snap.slo_targets = vec![fleet_target("gateway", "gateway")];
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(prediction(&p, "gateway").verdict, Some(Verdict::Passed));
+}
+
+#[test]
+fn spec_dependencies_add_and_drop_edges() {
+    let mut pods = fleet_app("gateway", 3, &[("TOKENS_URL", "http://tokens.fleet.svc")]);
+    pods.extend(fleet_app("audit", 3, &[]));
+    pods.extend(pinned(fleet_app("tokens", 1, &[])));
+    let mut snap = discovered(pods, &["gateway", "audit", "tokens"]);
+    snap.slo_targets = vec![
+        fleet_target("gateway", "gateway"),
+        fleet_target("audit", "audit"),
+    ];
+    let mut req = request("zone-a");
+    req.dependencies.drop = vec![crate::api::DependencyEdge {
+        from: "fleet/gateway".into(),
+        to: "*".into(),
+    }];
+    req.dependencies.add = vec![crate::api::DependencyEdge {
+        from: "fleet/audit".into(),
+        to: "fleet/tokens".into(),
+    }];
+    let p = plan(&req, &snap);
+    assert_eq!(prediction(&p, "gateway").verdict, Some(Verdict::Passed));
+    let audit = prediction(&p, "audit");
+    assert_eq!(audit.verdict, Some(Verdict::Failed));
+    assert!(
+        audit.why.starts_with(
+            "predicted Failed via fleet/tokens (spec.dependencies of Deployment fleet/audit)"
+        ),
+        "{}",
+        audit.why
+    );
+}
+
+#[test]
+fn an_external_name_service_leads_to_the_service_it_names() {
+    let mut pods = fleet_app("gateway", 3, &[("AUTH", "auth.fleet:443")]);
+    pods.extend(pinned(fleet_app("tokens", 1, &[])));
+    let mut snap = discovered(pods, &["gateway", "tokens"]);
+    snap.discovery.services.push(cascade::ServiceInfo {
+        namespace: "fleet".into(),
+        name: "auth".into(),
+        selector: None,
+        external_name: Some("tokens.fleet.svc.cluster.local".into()),
+    });
+    snap.discovery.services.push(cascade::ServiceInfo {
+        namespace: "fleet".into(),
+        name: "pay".into(),
+        selector: None,
+        external_name: Some("pay.example.com".into()),
+    });
+    snap.slo_targets = vec![fleet_target("gateway", "gateway")];
+    let p = plan(&request("zone-a"), &snap);
+    let g = prediction(&p, "gateway");
+    assert!(
+        g.why.starts_with("predicted Failed via auth.fleet (ExternalName fleet/auth) (env AUTH of Deployment fleet/gateway): Service fleet/tokens"),
+        "{}",
+        g.why
+    );
+}
+
+#[test]
+fn discovery_keeps_one_caller_per_workload_and_no_pod_keeps_its_references() {
+    let pods = fleet_app("gateway", 6, &[("TOKENS_URL", "http://tokens.fleet.svc")]);
+    let snap = discovered(pods, &["gateway"]);
+    assert_eq!(snap.discovery.callers.len(), 1);
+    assert_eq!(
+        snap.discovery.callers[0].workload,
+        "Deployment fleet/gateway"
+    );
+    assert!(snap.pods.iter().all(|p| p.refs.is_empty()));
+    // Four of six outside zone-a, all ready, one label set.
+    assert_eq!(snap.discovery.ready_outside.values().sum::<i32>(), 4);
+    assert_eq!(snap.discovery.ready_outside.len(), 1);
 }

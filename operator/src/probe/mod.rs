@@ -27,7 +27,10 @@
 //!   somewhere must list the host in its consent annotation.
 //! - `http`, `tcp`, `prometheus`, `kubernetes`: one probe kind each.
 //! - `runner`: one task per SLO, the timelines, the guard's abort.
+//! - `endpoints`: one EndpointSlice watch, the ready-endpoint timeline of
+//!   each Service the verdict may attribute a failure to.
 
+pub mod endpoints;
 mod hosts;
 mod http;
 mod kubernetes;

@@ -17,11 +17,17 @@ use tokio::task::AbortHandle;
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Recording {
     pub slos: BTreeMap<String, Timeline>,
+    /// Each watched Service's ready endpoints (`namespace/name`): Ok while
+    /// it has one, Fail while it has none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, Timeline>,
 }
 
 /// The probes of one experiment while they run.
 pub struct Runner {
     pub timelines: BTreeMap<String, Arc<Mutex<Timeline>>>,
+    /// The watched Services' ready endpoints.
+    pub services: super::endpoints::Timelines,
     /// Guard SLOs only act once the fault is in place: Unix ms, 0 = not armed.
     pub armed_at: Arc<AtomicI64>,
     tasks: Vec<AbortHandle>,
@@ -43,6 +49,7 @@ impl Runner {
         slos: &[Slo],
         previous: Recording,
         env: &Env,
+        watched: super::endpoints::Watched,
     ) -> Runner {
         let armed_at = Arc::new(AtomicI64::new(0));
         let mut timelines = BTreeMap::new();
@@ -62,8 +69,18 @@ impl Runner {
             ));
             tasks.push(task.abort_handle());
         }
+        let services = Arc::new(Mutex::new(previous.services));
+        if !watched.is_empty() {
+            let task = tokio::spawn(super::endpoints::run(
+                client.clone(),
+                watched,
+                services.clone(),
+            ));
+            tasks.push(task.abort_handle());
+        }
         Runner {
             timelines,
+            services,
             armed_at,
             tasks,
         }
@@ -74,6 +91,9 @@ impl Runner {
         for tl in self.timelines.values() {
             tl.lock().unwrap().mark(t);
         }
+        for tl in self.services.lock().unwrap().values_mut() {
+            tl.mark(t);
+        }
     }
 
     pub fn recording(&self) -> Recording {
@@ -83,6 +103,7 @@ impl Runner {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.lock().unwrap().clone()))
                 .collect(),
+            services: self.services.lock().unwrap().clone(),
         }
     }
 }

@@ -186,6 +186,7 @@ pub struct Slo {
     interval: Option<String>,
     timeout: Option<String>,
     guard_tolerance: Option<String>,
+    depends_on: Vec<String>,
     probe: Option<Probe>,
 }
 
@@ -223,8 +224,15 @@ impl Slo {
             interval: None,
             timeout: None,
             guard_tolerance: None,
+            depends_on: vec![],
             probe: None,
         }
+    }
+
+    /// `dependsOn`: other SLOs this journey goes through.
+    pub fn depends_on(mut self, slo: &str) -> Self {
+        self.depends_on.push(slo.into());
+        self
     }
 
     /// `availabilityObjective`, in percent.
@@ -359,6 +367,9 @@ impl Slo {
         }
         if let Some(tolerance) = &self.guard_tolerance {
             lines.push(format!("  guard: {{tolerance: {tolerance}}}"));
+        }
+        if !self.depends_on.is_empty() {
+            lines.push(format!("  dependsOn: [{}]", self.depends_on.join(", ")));
         }
         lines.push("  probe:".into());
         match self.probe.as_ref().expect("an SLO needs a probe") {

@@ -1,7 +1,9 @@
 //! `make demo` tells the story it promises. Before the fix, authentication
 //! fails because it is pinned to zone-a, and messaging and payments fail with
-//! it although their own replicas fail over: their journeys call login, and
-//! the verdict names that cascade. After the fix (login in every zone), the
+//! it although their own replicas fail over: their journeys call login. No
+//! `dependsOn` says so: the plan predicts all three failures from the
+//! workloads' LOGIN_URL, and the verdict names login as the cause from the
+//! endpoints it watched. After the fix (login in every zone), the
 //! same drill passes. Runs the real demo script, which starts (and stops) a
 //! testbed of its own.
 
@@ -46,19 +48,23 @@ fn the_demo_shows_the_cascade_and_then_the_fix() {
             .unwrap_or_else(|| panic!("no {slo} row:\n{part}"))
             .to_string()
     };
-    // Run 1: all three fail.
+    // Run 1: all three fail, and the plan predicted each.
     for slo in ["authentication ", "messaging ", "payments "] {
         let r = row(before, slo);
-        assert!(r.contains("Failed"), "{r}");
+        assert!(r.contains("Failed") && r.contains(" yes "), "{r}");
     }
     assert!(before.contains("verdict Failed"), "{before}");
     assert!(
         before.contains("pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a"),
         "the reason names the pin:\n{before}"
     );
-    assert!(
-        before.contains("the journey failed while authentication (Service auth/login, pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a) was down"),
-        "messaging's cause is the cascade:\n{before}"
+    let causes = before
+        .lines()
+        .filter(|l| l.contains("cause: failed with Service auth/login (observed, not declared)"))
+        .count();
+    assert_eq!(
+        causes, 2,
+        "messaging's and payments' cause is login:\n{before}"
     );
     assert!(before.contains("firedrill run exited 1"), "{before}");
     // Run 2, after the fix: all three pass.

@@ -12,6 +12,7 @@
 mod apf;
 mod api;
 mod bad_inputs;
+mod cascades;
 mod cluster;
 mod dataplane;
 mod demo;

@@ -7,6 +7,9 @@
 //! Annotations configure the process: `testbed.firedrill.dev/port` (8080),
 //! `testbed.firedrill.dev/depends-on` (comma-separated URLs, by Service
 //! name), `testbed.firedrill.dev/startup` (how long it takes to start).
+//! The process also depends on what the pod's containers carry as an
+//! application would: every env var named `*_URL` whose value is an
+//! `http://` URL (`TOKENS_URL=http://tokens.fleet.svc/healthz`).
 
 use crate::power::PoweredOff;
 use futures::StreamExt;
@@ -195,18 +198,7 @@ fn sync(client: &Client, procs: &Processes, hosts: &PathBuf, powered_off: &Power
             ))
             .arg("--hosts")
             .arg(hosts);
-        for url in p
-            .annotations()
-            .get(DEPENDS)
-            .map(|d| {
-                d.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default()
-        {
+        for url in depends_on(p) {
             cmd.arg("--depends").arg(url);
         }
         if let Some(s) = p.annotations().get(STARTUP) {
@@ -329,4 +321,58 @@ async fn mark_ready(client: &Client, ns: &str, name: &str) -> anyhow::Result<()>
     )
     .await?;
     Ok(())
+}
+
+/// The URLs a pod's process depends on: its depends-on annotation's, and
+/// the `http://` values of its containers' `*_URL` env vars.
+fn depends_on(p: &Pod) -> Vec<String> {
+    let mut urls: Vec<String> = p
+        .annotations()
+        .get(DEPENDS)
+        .map(|d| {
+            d.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let containers = p.spec.iter().flat_map(|s| &s.containers);
+    for e in containers.flat_map(|c| c.env.iter().flatten()) {
+        if let Some(v) = e.value.as_deref()
+            && e.name.ends_with("_URL")
+            && v.starts_with("http://")
+            && !urls.iter().any(|u| u == v)
+        {
+            urls.push(v.to_string());
+        }
+    }
+    urls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_depends_on_its_annotation_and_its_url_env_vars() {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "gw", "annotations": {DEPENDS: "http://a.x.svc/healthz, http://b.x.svc"}},
+            "spec": {"containers": [{"name": "c", "env": [
+                {"name": "TOKENS_URL", "value": "http://tokens.fleet.svc/healthz"},
+                {"name": "B_URL", "value": "http://b.x.svc"},
+                {"name": "NOTE", "value": "http://never.x.svc"},
+                {"name": "TLS_URL", "value": "https://elsewhere.example"}
+            ]}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            depends_on(&p),
+            [
+                "http://a.x.svc/healthz",
+                "http://b.x.svc",
+                "http://tokens.fleet.svc/healthz"
+            ]
+        );
+    }
 }
