@@ -38,6 +38,7 @@ async fn main() {
             }
         });
         slos.push(SloSpec {
+            recovery_point_objective: None,
             name: format!("slo-{i}"),
             critical: true,
             probe: Probe {
@@ -75,6 +76,7 @@ async fn main() {
     let runner = Runner::start(
         &client,
         "jitter",
+        "0a1b2c3d",
         &firedrill::spec::slos(&obj.spec).unwrap(),
         Default::default(),
         &Default::default(),

@@ -821,6 +821,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            ..Default::default()
         };
         (exp, rec)
     }

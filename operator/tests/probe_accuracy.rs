@@ -21,6 +21,7 @@ const END_MS: i64 = 6500;
 
 fn slo(name: &str, probe: Probe) -> SloSpec {
     SloSpec {
+        recovery_point_objective: None,
         name: name.into(),
         critical: true,
         probe,
@@ -186,6 +187,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
     let runner = Runner::start(
         &client,
         "accuracy",
+        "0a1b2c3d",
         &firedrill::spec::slos(&obj.spec).unwrap(),
         Default::default(),
         &Default::default(),
