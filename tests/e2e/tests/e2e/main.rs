@@ -22,6 +22,7 @@ mod leader;
 mod power;
 mod prometheus;
 mod resilience;
+mod rpo;
 mod safety;
 mod schedule;
 mod slos;
