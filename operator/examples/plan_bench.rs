@@ -107,6 +107,7 @@ fn main() {
         scope: Scope::default(),
         guards: GuardSpec::default(),
         power_loss: false,
+        primary_labels: vec![],
     };
     println!(
         "{nodes} nodes, {} pods ({} in zone-a), {deployments} Deployments with a zone spread",

@@ -67,6 +67,7 @@ async fn main() {
         fault: Default::default(),
         target: Default::default(),
         guards: Default::default(),
+        primary_labels: vec![],
         fault_only: false,
         slos,
     };

@@ -151,6 +151,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
         fault: Default::default(),
         target: Default::default(),
         guards: Default::default(),
+        primary_labels: vec![],
         fault_only: false,
         slos: vec![
             slo(

@@ -770,6 +770,7 @@ fn cluster_inner(u: &mut Unstructured) -> Result<()> {
         scope,
         guards,
         power_loss: u.arbitrary::<bool>()?,
+        primary_labels: vec![],
     };
     let p = plan::plan(&req, &snap);
     let _ = plan::check_guards(&req, &p, &snap);

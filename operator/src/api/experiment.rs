@@ -78,6 +78,18 @@ pub struct DataCenterFailureSpec {
     #[serde(default)]
     pub guards: GuardSpec,
 
+    /// Labels that mark the primary (leader) of a replicated store, as
+    /// `key=value`, beside those the plan knows (CloudNativePG
+    /// `cnpg.io/instanceRole=primary`, Patroni/Spilo `spilo-role=master`,
+    /// Redis failover `redisfailovers-role=master`): the plan names each
+    /// primary in the zone, whose loss means a failover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 8),
+        inner(length(min = 3, max = 380), pattern(r"^[^=]+=[^=]*$"))
+    )]
+    pub primary_labels: Vec<String>,
+
     /// A drill that only takes the zone down and measures nothing: allowed
     /// without SLOs only when this is set.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

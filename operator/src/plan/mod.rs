@@ -15,6 +15,7 @@
 pub mod collect;
 pub mod lite;
 pub mod placement;
+mod primaries;
 
 use crate::api::{
     DataCenterFailureSpec, FaultMode, GuardSpec, MAX_LISTED, PlanSummary, SYSTEM_NAMESPACES,
@@ -282,6 +283,8 @@ pub struct Request {
     /// PowerLoss mode: nothing is deleted through the API; the nodes go
     /// unreachable and Kubernetes' failure handling runs.
     pub power_loss: bool,
+    /// Labels (`key`, `value`) that mark a store's primary, beside the known ones.
+    pub primary_labels: Vec<(String, String)>,
 }
 
 impl Request {
@@ -294,6 +297,12 @@ impl Request {
             scope,
             guards: spec.guards.clone(),
             power_loss: spec.fault.mode == FaultMode::PowerLoss,
+            primary_labels: spec
+                .primary_labels
+                .iter()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -565,6 +574,11 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
     let mut out = zone_plan(req, snap, &zone.nodes);
     let affected = affected_pods(req, snap, &zone, &mut out);
     out.lost_workloads = lost_workloads(snap, &affected.ready_in_zone);
+    out.warnings.extend(primaries::primaries(
+        &affected.killed,
+        &req.primary_labels,
+        &req.zone,
+    ));
     out.pdbs_violated = pdbs_violated(snap, affected.displaced_by_pdb);
     let pinned: HashMap<String, String> = out
         .pinned

@@ -65,6 +65,7 @@ fn request(zone: &str) -> Request {
         scope: Scope::default(),
         guards: GuardSpec::default(),
         power_loss: false,
+        primary_labels: vec![],
     }
 }
 
@@ -1067,4 +1068,52 @@ fn a_request_is_what_the_spec_asks_for_in_the_scope_given() {
     let mut spec = spec;
     spec.fault.mode = crate::api::FaultMode::CordonAndKill;
     assert!(!Request::from_spec(&spec, Scope::default()).power_loss);
+}
+
+#[test]
+fn a_primary_in_the_zone_is_named_one_outside_it_is_not() {
+    let mut snap = cluster();
+    let member = |name: &str, node: &str, role: &str| {
+        let mut p = pod("pay", name, node, Some(("StatefulSet", "pg")));
+        p.labels = Labels::new(BTreeMap::from([
+            ("cnpg.io/cluster".to_string(), "pg".to_string()),
+            ("cnpg.io/instanceRole".to_string(), role.to_string()),
+        ]));
+        p
+    };
+    snap.pods = vec![
+        member("pg-1", "a1", "primary"),
+        member("pg-2", "b1", "replica"),
+    ];
+    let warned = |p: &Plan| {
+        p.warnings
+            .iter()
+            .filter(|w| w.starts_with("primary of"))
+            .count()
+    };
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(warned(&p), 1, "{:?}", p.warnings);
+    assert!(p.warnings.contains(&"primary of CloudNativePG cluster pay/pg in zone-a (pod pay/pg-1): failover expected; measure it with a write probe".to_string()));
+    assert_eq!(warned(&plan(&request("zone-b"), &snap)), 0);
+    // A drill's own label, read from its spec.
+    snap.pods = vec![PodInfo {
+        labels: Labels::new(BTreeMap::from([(
+            "store-role".to_string(),
+            "primary".to_string(),
+        )])),
+        ..pod("pay", "ledger-1", "a2", None)
+    }];
+    let spec: crate::api::DataCenterFailureSpec = serde_json::from_value(serde_json::json!({
+        "zone": "zone-a", "faultOnly": true, "primaryLabels": ["store-role=primary"]}))
+    .unwrap();
+    let req = Request {
+        topology_key: ZONE_KEY.into(),
+        ..Request::from_spec(&spec, Scope::default())
+    };
+    assert_eq!(
+        warned(&plan(&req, &snap)),
+        1,
+        "{:?}",
+        plan(&req, &snap).warnings
+    );
 }
