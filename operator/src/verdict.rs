@@ -16,7 +16,7 @@
 use crate::api::{LostWriteStatus, SloSpec, SloStatus, Verdict, WriteStatus};
 use crate::canary;
 use crate::slo::Measurement;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use std::time::Duration;
 
 fn secs(ms: i64) -> f64 {
@@ -121,7 +121,7 @@ pub fn judge_writes(r: &mut SloStatus, objective: Option<Duration>, loss: &canar
     let lost_write = |w: &canary::LostWrite| {
         Some(LostWriteStatus {
             id: w.id.clone(),
-            at: time(w.at_ms)?,
+            at: MicroTime(time(w.at_ms)?.0),
         })
     };
     let writes = WriteStatus {

@@ -884,10 +884,11 @@ pub struct WriteStatus {
     pub recovery_point_seconds: Option<f64>,
 }
 
-/// One lost write: its id and when it was made.
+/// One lost write: its id and when it was made (to the microsecond: a
+/// recovery point is a matter of seconds).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LostWriteStatus {
     pub id: String,
-    pub at: Time,
+    pub at: MicroTime,
 }
