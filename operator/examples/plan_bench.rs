@@ -129,6 +129,7 @@ fn main() {
         guards: GuardSpec::default(),
         power_loss: false,
         dependencies: Default::default(),
+        primary_labels: vec![],
     };
     if cascade {
         snap.discovery.finish();

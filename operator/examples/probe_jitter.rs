@@ -38,6 +38,7 @@ async fn main() {
             }
         });
         slos.push(SloSpec {
+            recovery_point_objective: None,
             name: format!("slo-{i}"),
             critical: true,
             probe: Probe {
@@ -66,6 +67,7 @@ async fn main() {
         fault: Default::default(),
         target: Default::default(),
         guards: Default::default(),
+        primary_labels: vec![],
         fault_only: false,
         dependencies: Default::default(),
         slos,
@@ -76,6 +78,7 @@ async fn main() {
     let runner = Runner::start(
         &client,
         "jitter",
+        "0a1b2c3d",
         &firedrill::spec::slos(&obj.spec).unwrap(),
         Default::default(),
         &Default::default(),

@@ -25,6 +25,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod canary;
 pub mod cli;
 pub mod clients;
 pub mod controller;

@@ -142,6 +142,9 @@ pub fn json(input: &Input) -> Value {
                 "recoveryTimeObjectiveSeconds": input.rto(&spec.name),
                 "availabilityPercent": r.availability_percent,
                 "availabilityObjectivePercent": spec.availability_objective,
+                "recoveryPointSeconds": r.writes.as_ref().map(|w| w.recovery_point_seconds.unwrap_or(0.0)),
+                "recoveryPointObjective": spec.recovery_point_objective,
+                "writes": r.writes,
                 "longestOutageSeconds": r.longest_outage_seconds,
                 "samples": r.samples,
                 "failures": r.failures,
@@ -348,6 +351,20 @@ fn measured(spec: &SloSpec, r: &SloStatus) -> String {
         r.samples,
         r.failures
     );
+    let measured = match &r.writes {
+        Some(w) => format!(
+            "{measured}; recovery point: {} (objective {}); acknowledged writes: {}, lost: {}, unverified: {}, refused while dark: {}",
+            w.recovery_point_seconds
+                .map(|t| format!("{t}s"))
+                .unwrap_or_else(|| "0s".into()),
+            spec.recovery_point_objective.as_deref().unwrap_or("none"),
+            w.acknowledged,
+            w.lost,
+            w.unverified,
+            w.refused_while_dark
+        ),
+        None => measured,
+    };
     match &r.cause {
         Some(c) => format!(
             "{measured}; predicted by the plan: {}; cause: {c}",
@@ -374,8 +391,14 @@ pub fn table(input: &Input) -> String {
     if !exp.spec.slos.is_empty() {
         let _ = writeln!(
             s,
-            "\n{:<18} {:<13} {:>16} {:>18} {:>9} {:<10} DETAIL",
-            "SLO", "VERDICT", "RECOVERED IN", "AVAILABILITY", "SAMPLES", "PREDICTED"
+            "\n{:<18} {:<13} {:>16} {:>18} {:>20} {:>9} {:<10} DETAIL",
+            "SLO",
+            "VERDICT",
+            "RECOVERED IN",
+            "AVAILABILITY",
+            "RECOVERY POINT",
+            "SAMPLES",
+            "PREDICTED"
         );
         for spec in &exp.spec.slos {
             table_row(&mut s, spec, &slo_status(&st, &spec.name));
@@ -402,11 +425,12 @@ fn table_row(s: &mut String, spec: &SloSpec, r: &SloStatus) {
     let crit = if spec.critical { "" } else { " (non-critical)" };
     let _ = writeln!(
         s,
-        "{:<18} {:<13} {:>16} {:>18} {:>9} {:<10} {}{crit}",
+        "{:<18} {:<13} {:>16} {:>18} {:>20} {:>9} {:<10} {}{crit}",
         spec.name,
         verdict_text(r.verdict),
         ttr,
         avail,
+        recovery_point(spec, r),
         r.samples,
         predicted(r),
         r.message.clone().unwrap_or_default()
@@ -427,6 +451,25 @@ fn table_row(s: &mut String, spec: &SloSpec, r: &SloStatus) {
                 .unwrap_or_default()
         );
     }
+}
+
+/// A write probe's recovery point against its objective, with the writes
+/// lost or unread: `2s/0s (20 lost)`; `-` for other probes.
+fn recovery_point(spec: &SloSpec, r: &SloStatus) -> String {
+    let Some(w) = &r.writes else {
+        return "-".into();
+    };
+    let mut s = format!("{}s", w.recovery_point_seconds.unwrap_or(0.0));
+    if let Some(o) = &spec.recovery_point_objective {
+        s.push_str(&format!("/{o}"));
+    }
+    if w.lost > 0 {
+        s.push_str(&format!(" ({} lost)", w.lost));
+    }
+    if w.unverified > 0 {
+        s.push_str(&format!(" ({} unread)", w.unverified));
+    }
+    s
 }
 
 /// The table's notes from the plan: its warnings, the pods pinned to the
@@ -647,6 +690,23 @@ fn slo_lane(svg: &mut String, axis: &Axis, y: f64, lane: &Lane) {
     for g in segs.into_iter().flatten() {
         run_rect(svg, axis, y, g);
     }
+    if let Some(w) = r.writes.as_ref().filter(|w| w.lost > 0)
+        && let (Some(first), Some(last)) = (&w.first_lost, &w.last_lost)
+    {
+        let (a, b) = (
+            axis.x(first.at.0.as_millisecond().max(axis.t0)),
+            axis.x(last.at.0.as_millisecond().min(axis.t1)),
+        );
+        let _ = write!(
+            svg,
+            "<rect class=\"lost-writes\" x=\"{a:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"6\" fill=\"#8250df\"><title>{} acknowledged writes lost: {} to {}</title></rect>",
+            y + LANE_H - 6.0,
+            (b - a).max(2.0),
+            w.lost,
+            xml_escape(&first.id),
+            xml_escape(&last.id)
+        );
+    }
     if let (Some(inj), Some(rto)) = (axis.injected, lane.rto) {
         let at = inj + (rto * 1000.0) as i64;
         if at <= axis.t1 {
@@ -690,7 +750,7 @@ fn run_rect(svg: &mut String, axis: &Axis, y: f64, g: &Segment) {
 /// One SLO's row of the page's table.
 fn slo_row(spec: &SloSpec, r: &SloStatus) -> String {
     format!(
-        "<tr><td>{}</td><td><span class=\"pill\" style=\"background:{}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"predicted\">{}</td><td>{}</td></tr>",
+        "<tr><td>{}</td><td><span class=\"pill\" style=\"background:{}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"recovery-point\">{}</td><td class=\"predicted\">{}</td><td>{}</td></tr>",
         xml_escape(&spec.name),
         color(r.verdict),
         verdict_text(r.verdict),
@@ -708,6 +768,7 @@ fn slo_row(spec: &SloSpec, r: &SloStatus) -> String {
         spec.availability_objective
             .map(|a| format!("{a}%"))
             .unwrap_or_else(|| "-".into()),
+        xml_escape(&recovery_point(spec, r)),
         predicted(r),
         xml_escape(&{
             let mut text = match &r.cause {
@@ -801,8 +862,8 @@ table{{border-collapse:collapse;margin:14px 0}} td,th{{border-bottom:1px solid #
 <p class="reason" id="reason">{reason}</p>
 <p class="muted">phase {phase} · dark for {duration} · {killed} pods killed on {cordoned} nodes · {restored} nodes restored</p>
 {svg}
-<p class="legend muted"><span style="background:#2da44e"></span>healthy<span style="background:#cf222e"></span>failing<span style="background:#8c959f"></span>probe could not run<span style="background:#24292f;opacity:.25"></span>zone dark<span style="border-left:2px dashed #0969da;height:12px;width:0"></span>recovery-time objective</p>
-<table id="slos"><tr><th>SLO</th><th>verdict</th><th>recovered in</th><th>objective</th><th>availability</th><th>objective</th><th>predicted</th><th>detail</th></tr>{rows}</table>
+<p class="legend muted"><span style="background:#2da44e"></span>healthy<span style="background:#cf222e"></span>failing<span style="background:#8c959f"></span>probe could not run<span style="background:#24292f;opacity:.25"></span>zone dark<span style="border-left:2px dashed #0969da;height:12px;width:0"></span>recovery-time objective<span style="background:#8250df"></span>acknowledged writes lost</p>
+<table id="slos"><tr><th>SLO</th><th>verdict</th><th>recovered in</th><th>objective</th><th>availability</th><th>objective</th><th>recovery point</th><th>predicted</th><th>detail</th></tr>{rows}</table>
 <h2 style="font-size:17px">What the plan found</h2>
 {findings}
 </body></html>
@@ -869,7 +930,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
-            services: Default::default(),
+            ..Default::default()
         };
         (exp, rec)
     }
@@ -923,5 +984,61 @@ mod tests {
         assert!(t.contains("never"), "{t}");
         assert!(t.contains("2.5s/30s"), "{t}");
         assert!(t.contains("pinned to zone-a (2): auth/login-1"), "{t}");
+    }
+
+    /// The fixture with a write probe's SLO that lost 20 writes.
+    fn with_lost_writes() -> (DataCenterFailure, Recording) {
+        let (mut exp, rec) = finished();
+        exp.spec.slos.push(
+            serde_json::from_value(json!({"name": "payments", "recoveryTimeObjective": "30s",
+                "recoveryPointObjective": "0s",
+                "probe": {"write": {"url": "http://l/r", "readUrl": "http://l/r/{{id}}"}}}))
+            .unwrap(),
+        );
+        exp.status.as_mut().unwrap().slos.push(
+            serde_json::from_value(json!({"name": "payments", "verdict": "Failed", "samples": 20, "failures": 4,
+                "timeToRecoverSeconds": 3.0, "availabilityPercent": 80.0,
+                "message": "20 acknowledged writes lost (fd-1-80 to fd-1-99), recovery point 2s, objective 0s",
+                "writes": {"acknowledged": 180, "refusedWhileDark": 4, "lost": 20, "unverified": 0,
+                    "firstLost": {"id": "fd-1-80", "at": "2026-11-22T04:00:03Z"},
+                    "lastLost": {"id": "fd-1-99", "at": "2026-11-22T04:00:05Z"},
+                    "recoveryPointSeconds": 2.0}}))
+            .unwrap(),
+        );
+        (exp, rec)
+    }
+
+    #[test]
+    fn a_recovery_point_shows_beside_time_to_recover_and_availability() {
+        let (exp, rec) = with_lost_writes();
+        let input = Input::new(&exp, &rec);
+        let t = table(&input);
+        assert!(t.contains("RECOVERY POINT"), "{t}");
+        assert!(t.contains("2s/0s (20 lost)"), "{t}");
+        // Other probes have none.
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("messaging") && l.contains(" - ")),
+            "{t}"
+        );
+        let v = json(&input);
+        assert_eq!(v["slos"][2]["recoveryPointSeconds"], 2.0);
+        assert_eq!(v["slos"][2]["recoveryPointObjective"], "0s");
+        assert_eq!(v["slos"][2]["writes"]["lost"], 20);
+        assert_eq!(v["slos"][1]["recoveryPointSeconds"], Value::Null);
+        let xml = junit(&input);
+        assert!(
+            xml.contains("recovery point: 2s (objective 0s); acknowledged writes: 180, lost: 20, unverified: 0, refused while dark: 4"),
+            "{xml}"
+        );
+        let page = html(&input);
+        assert!(page.contains("<td class=\"recovery-point\">2s/0s (20 lost)</td>"));
+        assert_eq!(
+            page.matches("class=\"lost-writes\"").count(),
+            1,
+            "the lost writes are marked on the timeline"
+        );
+        let (exp, rec) = finished();
+        assert!(!html(&Input::new(&exp, &rec)).contains("class=\"lost-writes\""));
     }
 }

@@ -56,6 +56,10 @@ pub struct Slo {
     pub rto: Duration,
     /// For a guard SLO: how long it may stay breached before the fault ends.
     pub tolerance: Option<Duration>,
+    /// The recovery-point objective (a write probe's only).
+    pub rpo: Option<Duration>,
+    /// A write probe's: how long reading its writes back may take.
+    pub read_deadline: Option<Duration>,
 }
 
 impl Slo {
@@ -72,6 +76,17 @@ impl Slo {
                 .guard
                 .as_ref()
                 .map(|g| field("guard.tolerance", &g.tolerance))
+                .transpose()?,
+            rpo: slo
+                .recovery_point_objective
+                .as_deref()
+                .map(|v| field("recoveryPointObjective", v))
+                .transpose()?,
+            read_deadline: slo
+                .probe
+                .write
+                .as_ref()
+                .map(|w| field("probe.write.readDeadline", &w.read_deadline))
                 .transpose()?,
             spec: slo.clone(),
         })
@@ -216,6 +231,25 @@ mod tests {
         assert_eq!(s.timeout, Duration::from_secs(2));
         assert_eq!(s.rto, Duration::from_secs(20));
         assert_eq!(s.tolerance, Some(Duration::from_secs(3)));
+        assert_eq!((s.rpo, s.read_deadline), (None, None));
+    }
+
+    #[test]
+    fn a_write_probe_has_its_objective_and_read_deadline_parsed() {
+        let mut v = good();
+        v["slos"][0]["probe"] = serde_json::json!({"write": {
+            "url": "http://ledger.pay/records", "readUrl": "http://ledger.pay/records/{{id}}",
+            "readDeadline": "30s"}});
+        v["slos"][0]["recoveryPointObjective"] = "0s".into();
+        let s = &parse(&spec(v.clone()), None).unwrap().slos[0];
+        assert_eq!(s.rpo, Some(Duration::ZERO));
+        assert_eq!(s.read_deadline, Some(Duration::from_secs(30)));
+        v["slos"][0]["recoveryPointObjective"] = "now".into();
+        let err = parse(&spec(v), None).unwrap_err();
+        assert!(
+            err.starts_with("spec.slos[login].recoveryPointObjective"),
+            "{err}"
+        );
     }
 
     #[test]

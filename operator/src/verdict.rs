@@ -7,10 +7,16 @@
 //! when any critical SLO failed, else Inconclusive when any critical SLO is
 //! inconclusive, or when no SLO passed and any is inconclusive (SLOs that
 //! are all non-critical and could not be judged show nothing), else Passed.
+//!
+//! A write probe's SLO is judged once more on its read-back
+//! ([`judge_writes`]): acknowledged writes lost past the
+//! recoveryPointObjective fail it; writes that could not be read back turn a
+//! pass Inconclusive, and are never counted as kept or as lost.
 
-use crate::api::{DependencyFinding, SloSpec, SloStatus, Verdict};
+use crate::api::{DependencyFinding, LostWriteStatus, SloSpec, SloStatus, Verdict, WriteStatus};
+use crate::canary;
 use crate::slo::Measurement;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use std::time::Duration;
 
 fn secs(ms: i64) -> f64 {
@@ -102,7 +108,93 @@ pub fn judge(
         cause: None,
         predicted: None,
         dependencies: vec![],
+        writes: None,
     }
+}
+
+/// A write probe's read-back, judged into `r` (already judged on its
+/// samples): the numbers go into `r.writes`. With a recovery-point
+/// objective, acknowledged writes lost past it fail the SLO, whatever else
+/// it showed (`0s`: any lost write does); writes that could not be read
+/// back make a pass Inconclusive, since an unread write may be a lost one;
+/// they are never counted as kept or lost.
+pub fn judge_writes(r: &mut SloStatus, objective: Option<Duration>, loss: &canary::Loss) {
+    let lost_write = |w: &canary::LostWrite| {
+        Some(LostWriteStatus {
+            id: w.id.clone(),
+            at: MicroTime(time(w.at_ms)?.0),
+        })
+    };
+    let writes = WriteStatus {
+        acknowledged: loss.acknowledged as i64,
+        refused_while_dark: r.failures,
+        lost: loss.lost as i64,
+        unverified: loss.unverified as i64,
+        first_lost: loss.first.as_ref().and_then(lost_write),
+        last_lost: loss.last.as_ref().and_then(lost_write),
+        recovery_point_seconds: loss.recovery_point_ms.map(secs),
+    };
+    let rp = writes.recovery_point_seconds.unwrap_or(0.0);
+    let lost = lost_range(&writes).map(|range| {
+        format!(
+            "{} acknowledged writes lost ({range}), recovery point {rp}s",
+            writes.lost
+        )
+    });
+    let mut parts: Vec<String> = r.message.take().into_iter().collect();
+    match objective.map(|o| o.as_secs_f64()) {
+        Some(o) if writes.lost > 0 && (o == 0.0 || rp > o) => {
+            if r.verdict != Some(Verdict::Failed) {
+                parts.clear();
+            }
+            r.verdict = Some(Verdict::Failed);
+            parts.push(format!("{}, objective {o}s", lost.unwrap_or_default()));
+        }
+        _ if writes.unverified > 0 => {
+            if r.verdict == Some(Verdict::Passed) {
+                r.verdict = Some(Verdict::Inconclusive);
+            }
+            parts.push(format!(
+                "{} of {} acknowledged writes could not be read back: {}",
+                writes.unverified,
+                writes.acknowledged,
+                loss.last_error.as_deref().unwrap_or("unknown")
+            ));
+            if let Some(lost) = lost {
+                parts.push(lost);
+            }
+        }
+        _ if writes.acknowledged == 0 && objective.is_some() => {
+            if r.verdict == Some(Verdict::Passed) {
+                r.verdict = Some(Verdict::Inconclusive);
+            }
+            parts.push("no write was acknowledged, so no recovery point could be measured".into());
+        }
+        Some(o) => parts.push(match lost {
+            Some(lost) => format!("{lost} (objective {o}s)"),
+            None => format!(
+                "all {} acknowledged writes read back (recovery point objective {o}s)",
+                writes.acknowledged
+            ),
+        }),
+        None => {
+            if let Some(lost) = lost {
+                parts.push(lost);
+            }
+        }
+    }
+    r.message = Some(parts.join("; "));
+    r.writes = Some(writes);
+}
+
+/// The lost writes of a read-back, named: `fd-1a2b-17 to fd-1a2b-36, written
+/// 2026-12-01T11:02:03.1Z to 2026-12-01T11:02:05Z`.
+pub fn lost_range(w: &WriteStatus) -> Option<String> {
+    let (first, last) = (w.first_lost.as_ref()?, w.last_lost.as_ref()?);
+    Some(format!(
+        "{} to {}, written {} to {}",
+        first.id, last.id, first.at.0, last.at.0
+    ))
 }
 
 /// Why a verdict the samples cannot carry is Inconclusive: they cover less
@@ -585,6 +677,7 @@ mod tests {
 
     fn slo(name: &str, ns: &str) -> SloSpec {
         SloSpec {
+            recovery_point_objective: None,
             name: name.into(),
             critical: true,
             probe: Probe {
@@ -1200,5 +1293,139 @@ mod tests {
             "{:?}",
             results[1].cause
         );
+    }
+
+    fn judged(verdict: Verdict, failures: i64) -> SloStatus {
+        SloStatus {
+            name: "payments".into(),
+            verdict: Some(verdict),
+            failures,
+            message: Some("recovered in 4s (objective 30s)".into()),
+            ..Default::default()
+        }
+    }
+
+    /// 20 writes lost, made from 10:00:09 to 10:00:10.9, 2 s after the last kept.
+    fn two_seconds_lost() -> canary::Loss {
+        let at = |s: &str| {
+            s.parse::<k8s_openapi::jiff::Timestamp>()
+                .unwrap()
+                .as_millisecond()
+        };
+        canary::Loss {
+            acknowledged: 180,
+            lost: 20,
+            unverified: 0,
+            first: Some(canary::LostWrite {
+                id: "fd-1-80".into(),
+                at_ms: at("2026-12-01T10:00:09Z"),
+            }),
+            last: Some(canary::LostWrite {
+                id: "fd-1-99".into(),
+                at_ms: at("2026-12-01T10:00:10.9Z"),
+            }),
+            recovery_point_ms: Some(2_000),
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn lost_writes_past_the_objective_fail_a_service_that_recovered_in_time() {
+        for objective in [Duration::ZERO, Duration::from_secs(1)] {
+            let mut r = judged(Verdict::Passed, 12);
+            judge_writes(&mut r, Some(objective), &two_seconds_lost());
+            assert_eq!(r.verdict, Some(Verdict::Failed));
+            assert_eq!(
+                r.message.as_deref(),
+                Some(
+                    format!("20 acknowledged writes lost (fd-1-80 to fd-1-99, written 2026-12-01T10:00:09Z to 2026-12-01T10:00:10.9Z), recovery point 2s, objective {}s", objective.as_secs())
+                        .as_str()
+                )
+            );
+            let w = r.writes.unwrap();
+            assert_eq!(
+                (w.acknowledged, w.lost, w.refused_while_dark),
+                (180, 20, 12)
+            );
+            assert_eq!(w.recovery_point_seconds, Some(2.0));
+        }
+        // A failure on time to recover keeps its message and gains the loss.
+        let mut r = judged(Verdict::Failed, 3);
+        r.message = Some("recovered in 40s, objective 30s".into());
+        judge_writes(&mut r, Some(Duration::ZERO), &two_seconds_lost());
+        assert!(
+            r.message
+                .unwrap()
+                .starts_with("recovered in 40s, objective 30s; 20 acknowledged writes lost"),
+        );
+    }
+
+    #[test]
+    fn a_loss_within_the_objective_passes_and_says_so() {
+        let mut r = judged(Verdict::Passed, 0);
+        judge_writes(&mut r, Some(Duration::from_secs(5)), &two_seconds_lost());
+        assert_eq!(r.verdict, Some(Verdict::Passed));
+        assert!(
+            r.message
+                .unwrap()
+                .ends_with("recovery point 2s (objective 5s)")
+        );
+        let mut r = judged(Verdict::Passed, 0);
+        let none = canary::Loss {
+            acknowledged: 180,
+            ..Default::default()
+        };
+        judge_writes(&mut r, Some(Duration::ZERO), &none);
+        assert_eq!(r.verdict, Some(Verdict::Passed));
+        assert_eq!(
+            r.message.as_deref(),
+            Some(
+                "recovered in 4s (objective 30s); all 180 acknowledged writes read back (recovery point objective 0s)"
+            )
+        );
+        assert_eq!(r.writes.unwrap().lost, 0);
+    }
+
+    #[test]
+    fn writes_that_could_not_be_read_back_are_never_a_pass_nor_a_loss() {
+        let unread = canary::Loss {
+            acknowledged: 180,
+            unverified: 7,
+            last_error: Some("read answered HTTP 503".into()),
+            ..Default::default()
+        };
+        let mut r = judged(Verdict::Passed, 0);
+        judge_writes(&mut r, Some(Duration::ZERO), &unread);
+        assert_eq!(r.verdict, Some(Verdict::Inconclusive));
+        assert!(
+            r.message.as_deref().unwrap().ends_with(
+                "7 of 180 acknowledged writes could not be read back: read answered HTTP 503"
+            ),
+            "{:?}",
+            r.message
+        );
+        assert_eq!(r.writes.as_ref().unwrap().lost, 0);
+        // A failure stays a failure.
+        let mut r = judged(Verdict::Failed, 0);
+        judge_writes(&mut r, Some(Duration::ZERO), &unread);
+        assert_eq!(r.verdict, Some(Verdict::Failed));
+        // A loss proven beside unread writes is still a loss past the objective.
+        let mut both = two_seconds_lost();
+        both.unverified = 3;
+        let mut r = judged(Verdict::Passed, 0);
+        judge_writes(&mut r, Some(Duration::ZERO), &both);
+        assert_eq!(r.verdict, Some(Verdict::Failed));
+        // Nothing acknowledged: nothing to measure a recovery point on.
+        let mut r = judged(Verdict::Passed, 0);
+        judge_writes(&mut r, Some(Duration::ZERO), &canary::Loss::default());
+        assert_eq!(r.verdict, Some(Verdict::Inconclusive));
+    }
+
+    #[test]
+    fn without_an_objective_the_loss_is_reported_not_judged() {
+        let mut r = judged(Verdict::Passed, 0);
+        judge_writes(&mut r, None, &two_seconds_lost());
+        assert_eq!(r.verdict, Some(Verdict::Passed));
+        assert!(r.message.unwrap().contains("20 acknowledged writes lost"));
     }
 }

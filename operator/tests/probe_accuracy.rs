@@ -21,6 +21,7 @@ const END_MS: i64 = 6500;
 
 fn slo(name: &str, probe: Probe) -> SloSpec {
     SloSpec {
+        recovery_point_objective: None,
         name: name.into(),
         critical: true,
         probe,
@@ -150,6 +151,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
         fault: Default::default(),
         target: Default::default(),
         guards: Default::default(),
+        primary_labels: vec![],
         fault_only: false,
         dependencies: Default::default(),
         slos: vec![
@@ -187,6 +189,7 @@ async fn http_and_tcp_outage_is_measured_within_one_interval() {
     let runner = Runner::start(
         &client,
         "accuracy",
+        "0a1b2c3d",
         &firedrill::spec::slos(&obj.spec).unwrap(),
         Default::default(),
         &Default::default(),

@@ -88,6 +88,7 @@ async fn an_endless_body_is_a_failed_sample_within_the_timeout() {
         Duration::from_secs(5),
         &client(),
         &Default::default(),
+        None,
     )
     .await
     .unwrap();
@@ -137,6 +138,7 @@ async fn redirects_are_not_followed_unless_asked_and_never_to_another_origin() {
         Duration::from_secs(2),
         &client(),
         &Default::default(),
+        None,
     )
     .await
     .unwrap();
@@ -155,6 +157,7 @@ async fn redirects_are_not_followed_unless_asked_and_never_to_another_origin() {
         Duration::from_secs(2),
         &client(),
         &Default::default(),
+        None,
     )
     .await
     .unwrap();
@@ -172,6 +175,7 @@ async fn redirects_are_not_followed_unless_asked_and_never_to_another_origin() {
         Duration::from_secs(2),
         &client(),
         &Default::default(),
+        None,
     )
     .await
     .unwrap();

@@ -771,6 +771,7 @@ fn cluster_inner(u: &mut Unstructured) -> Result<()> {
         guards,
         power_loss: u.arbitrary::<bool>()?,
         dependencies: Default::default(),
+        primary_labels: vec![],
     };
     let p = plan::plan(&req, &snap);
     let _ = plan::check_guards(&req, &p, &snap);

@@ -78,6 +78,18 @@ pub struct DataCenterFailureSpec {
     #[serde(default)]
     pub guards: GuardSpec,
 
+    /// Labels that mark the primary (leader) of a replicated store, as
+    /// `key=value`, beside those the plan knows (CloudNativePG
+    /// `cnpg.io/instanceRole=primary`, Patroni/Spilo `spilo-role=master`,
+    /// Redis failover `redisfailovers-role=master`): the plan names each
+    /// primary in the zone, whose loss means a failover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 8),
+        inner(length(min = 3, max = 380), pattern(r"^[^=]+=[^=]*$"))
+    )]
+    pub primary_labels: Vec<String>,
+
     /// A drill that only takes the zone down and measures nothing: allowed
     /// without SLOs only when this is set.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -277,6 +289,7 @@ impl Default for GuardSpec {
 /// One service-level objective, measured by one probe.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.recoveryPointObjective) || has(self.probe.write)").message("recoveryPointObjective is measured by a write probe: set probe.write"))]
 pub struct SloSpec {
     /// A short name, e.g. `authentication`. Unique within the experiment.
     #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
@@ -300,6 +313,13 @@ pub struct SloSpec {
     #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
     #[x_kube(validation = super::duration_rule(None, "24h", "recoveryTimeObjective"))]
     pub recovery_time_objective: String,
+    /// A write probe's recovery-point objective: the most time of
+    /// acknowledged writes that may be lost, e.g. `0s` (none may be lost)
+    /// or `5s`. Judged once every acknowledged write has been read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = super::duration_rule(None, "24h", "recoveryPointObjective"))]
+    pub recovery_point_objective: Option<String>,
     /// The lowest acceptable share of successful probes while the zone is dark, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 100.0))]
@@ -357,10 +377,10 @@ fn default_tolerance() -> String {
     "0s".into()
 }
 
-/// Exactly one of `http`, `tcp`, `prometheus`, `kubernetes`.
+/// Exactly one of `http`, `tcp`, `prometheus`, `kubernetes`, `write`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.http), has(self.tcp), has(self.prometheus), has(self.kubernetes)].filter(x, x).size() == 1").message("exactly one probe kind must be set: http, tcp, prometheus or kubernetes"))]
+#[x_kube(validation = Rule::new("[has(self.http), has(self.tcp), has(self.prometheus), has(self.kubernetes), has(self.write)].filter(x, x).size() == 1").message("exactly one probe kind must be set: http, tcp, prometheus, kubernetes or write"))]
 pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpProbe>,
@@ -370,6 +390,79 @@ pub struct Probe {
     pub prometheus: Option<PrometheusProbe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<WriteProbe>,
+}
+
+/// A write canary: every interval, through the service's own API, a
+/// unique record is written (`POST url`); a write the service acknowledges
+/// is logged, and after the observe window every acknowledged write is read
+/// back (`GET readUrl`). Availability is the share of writes acknowledged;
+/// the recovery point is the time covered by acknowledged writes that were lost.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteProbe {
+    /// Where each record is written, with POST: an `http://` or `https://`
+    /// URL naming a host; no credentials, spaces or control characters.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("url must be an http:// or https:// URL"))]
+    #[x_kube(validation = super::url_host_rule())]
+    #[x_kube(validation = super::url_credentials_rule())]
+    #[x_kube(validation = super::url_space_rule())]
+    pub url: String,
+    /// Where a record is read back, with GET: `{{id}}` is replaced by the
+    /// write's id. Same scheme, host and port as `url`. A 2xx answer whose
+    /// body holds the id is a kept write; 404, 410 or a 2xx answer without
+    /// the id is a lost one; anything else is a read that failed.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.contains('{{id}}')").message("readUrl must carry {{id}}: it is where one written record is read back"))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("readUrl must be an http:// or https:// URL"))]
+    #[x_kube(validation = super::url_space_rule())]
+    pub read_url: String,
+    /// The body of each write. `{{id}}` is replaced by the write's unique id,
+    /// `{{time}}` by when it was made (RFC 3339).
+    #[serde(default = "default_write_body")]
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.contains('{{id}}')").message("body must carry {{id}}: every write is a unique record"))]
+    pub body: String,
+    /// The body's Content-Type.
+    #[serde(default = "default_content_type")]
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{}')", super::CONTROL_CHARACTERS)).message("contentType must not contain control characters"))]
+    pub content_type: String,
+    /// Request headers of writes and reads; values may come from Secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub headers: Vec<HttpHeader>,
+    /// Status codes that acknowledge a write. Empty (the default): any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(range(min = 100, max = 599)))]
+    pub acknowledged_status: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// How many reads may be in flight at once while verifying.
+    #[serde(default = "default_read_concurrency")]
+    #[schemars(range(min = 1, max = 64))]
+    pub read_concurrency: i32,
+    /// How long reading every acknowledged write back may take; what is not
+    /// read by then is unverified.
+    #[serde(default = "default_read_deadline")]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = super::duration_rule(Some("1s"), "1h", "readDeadline"))]
+    pub read_deadline: String,
+}
+
+fn default_write_body() -> String {
+    r#"{"id":"{{id}}","time":"{{time}}"}"#.into()
+}
+fn default_content_type() -> String {
+    "application/json".into()
+}
+fn default_read_concurrency() -> i32 {
+    8
+}
+fn default_read_deadline() -> String {
+    "2m".into()
 }
 
 /// An HTTP request that must answer with an expected status (and body).
@@ -846,6 +939,9 @@ pub struct SloStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub dependencies: Vec<DependencyFinding>,
+    /// A write probe's writes, read back after the drill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes: Option<WriteStatus>,
 }
 
 /// One dependency of an SLO, as declared and as observed.
@@ -869,4 +965,38 @@ pub struct DependencyFinding {
 
 fn is_zero(n: &i32) -> bool {
     *n == 0
+}
+
+/// What a write probe's read-back found, over the whole drill (baseline,
+/// dark window and observe window).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteStatus {
+    /// Writes the service acknowledged.
+    pub acknowledged: i64,
+    /// Writes refused (or not answered) while the zone was dark: the
+    /// availability, not data lost.
+    pub refused_while_dark: i64,
+    /// Acknowledged writes that were not there when read back.
+    pub lost: i64,
+    /// Acknowledged writes that could not be read back (errors, the
+    /// deadline): neither kept nor lost.
+    pub unverified: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_lost: Option<LostWriteStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_lost: Option<LostWriteStatus>,
+    /// The recovery point: the longest span of acknowledged writes lost,
+    /// from the last write read back before them to the last one lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_point_seconds: Option<f64>,
+}
+
+/// One lost write: its id and when it was made (to the microsecond: a
+/// recovery point is a matter of seconds).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LostWriteStatus {
+    pub id: String,
+    pub at: MicroTime,
 }

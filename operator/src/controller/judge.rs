@@ -7,7 +7,7 @@ use crate::api::{Phase, SloStatus, Verdict};
 use crate::plan::{self, collect};
 use crate::probe::Recording;
 use crate::spec::Checked;
-use crate::{record, verdict};
+use crate::{canary, probe, record, verdict};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
@@ -97,14 +97,29 @@ impl Drill<'_> {
             end,
             now: now.as_millisecond(),
         };
+        let losses = self.read_back(spec, &recording).await;
         let mut results: Vec<SloStatus> = spec
             .slos
             .iter()
-            .map(|slo| self.judge_one(slo, &recording, window))
+            .map(|slo| {
+                let mut r = self.judge_one(slo, &recording, window);
+                if let Some(loss) = losses.get(slo.name()) {
+                    verdict::judge_writes(&mut r, slo.rpo, loss);
+                }
+                r
+            })
             .collect();
         let predictions = self.predictions();
         for r in &mut results {
             self.explain(r, &predictions);
+            let lost = r.writes.as_ref().filter(|w| w.lost > 0);
+            if let Some(range) = lost.and_then(verdict::lost_range) {
+                let range = format!("acknowledged writes lost: {range}");
+                r.cause = Some(match r.cause.take() {
+                    Some(c) => format!("{range}; {c}"),
+                    None => range,
+                });
+            }
         }
         let namespaces: BTreeMap<String, String> = self
             .obj
@@ -129,6 +144,43 @@ impl Drill<'_> {
         self.st.slos = results;
         self.st.verdict = Some(v);
         Some((v, reason))
+    }
+
+    /// Read every write probe's acknowledged writes back (the probes have
+    /// stopped): what each lost, by SLO. A probe that cannot be built to
+    /// read leaves every write unverified, never lost.
+    async fn read_back(
+        &self,
+        spec: &Checked,
+        recording: &Recording,
+    ) -> BTreeMap<String, canary::Loss> {
+        let mut out = BTreeMap::new();
+        for slo in spec.slos.iter().filter(|s| s.spec.probe.write.is_some()) {
+            let log = recording
+                .writes
+                .get(slo.name())
+                .cloned()
+                .unwrap_or_default();
+            let started = std::time::Instant::now();
+            let loss =
+                match probe::verify_writes(slo, &log, &self.ctx.client, &self.ctx.config.probes)
+                    .await
+                {
+                    Ok(rb) => canary::loss(&log, &rb),
+                    Err(e) => {
+                        let all = log.acknowledged() + log.unlogged;
+                        canary::Loss {
+                            acknowledged: all,
+                            unverified: all,
+                            last_error: Some(e),
+                            ..Default::default()
+                        }
+                    }
+                };
+            tracing::info!(experiment = %self.exp.name, slo = slo.name(), acknowledged = loss.acknowledged, lost = loss.lost, unverified = loss.unverified, read_ms = started.elapsed().as_millis() as u64, "writes read back");
+            out.insert(slo.name().to_string(), loss);
+        }
+        out
     }
 
     /// One SLO over the dark window. With an observation window, a service

@@ -120,6 +120,7 @@ impl Context {
         let runner = probe::Runner::start(
             &self.client,
             &obj.name_any(),
+            &uid,
             &spec.slos,
             previous,
             &self.config.probes,

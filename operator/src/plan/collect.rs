@@ -424,6 +424,7 @@ pub async fn slo_targets(client: &Client, slos: &[SloSpec]) -> kube::Result<Vec<
             .http
             .as_ref()
             .map(|h| url_host(&h.url))
+            .or_else(|| p.write.as_ref().map(|w| url_host(&w.url)))
             .or_else(|| p.tcp.as_ref().map(|t| t.host.clone()));
         if let Some((ns, name)) = host.as_deref().and_then(service_of_host) {
             t.backing = service_target(client, &ns, &name).await?;
@@ -455,6 +456,7 @@ pub fn probe_namespace(slo: &SloSpec) -> Option<String> {
         .http
         .as_ref()
         .map(|h| url_host(&h.url))
+        .or_else(|| p.write.as_ref().map(|w| url_host(&w.url)))
         .or_else(|| p.tcp.as_ref().map(|t| t.host.clone()))?;
     service_of_host(&host).map(|(ns, _)| ns)
 }

@@ -16,6 +16,7 @@ pub mod cascade;
 pub mod collect;
 pub mod lite;
 pub mod placement;
+mod primaries;
 
 use crate::api::{
     DataCenterFailureSpec, FaultMode, GuardSpec, MAX_LISTED, PlanSummary, SYSTEM_NAMESPACES,
@@ -298,6 +299,8 @@ pub struct Request {
     pub power_loss: bool,
     /// Corrections to the discovered Service dependencies.
     pub dependencies: crate::api::DependenciesSpec,
+    /// Labels (`key`, `value`) that mark a store's primary, beside the known ones.
+    pub primary_labels: Vec<(String, String)>,
 }
 
 impl Request {
@@ -311,6 +314,12 @@ impl Request {
             guards: spec.guards.clone(),
             power_loss: spec.fault.mode == FaultMode::PowerLoss,
             dependencies: spec.dependencies.clone(),
+            primary_labels: spec
+                .primary_labels
+                .iter()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -592,6 +601,11 @@ pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
     let mut out = zone_plan(req, snap, &zone.nodes);
     let affected = affected_pods(req, snap, &zone, &mut out);
     out.lost_workloads = lost_workloads(snap, &affected.ready_in_zone);
+    out.warnings.extend(primaries::primaries(
+        &affected.killed,
+        &req.primary_labels,
+        &req.zone,
+    ));
     out.pdbs_violated = pdbs_violated(snap, affected.displaced_by_pdb);
     let pinned: HashMap<String, String> = out
         .pinned

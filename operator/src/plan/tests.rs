@@ -66,6 +66,7 @@ fn request(zone: &str) -> Request {
         guards: GuardSpec::default(),
         power_loss: false,
         dependencies: Default::default(),
+        primary_labels: vec![],
     }
 }
 
@@ -1394,4 +1395,52 @@ fn discovery_keeps_one_caller_per_workload_and_no_pod_keeps_its_references() {
     // Four of six outside zone-a, all ready, one label set.
     assert_eq!(snap.discovery.ready_outside.values().sum::<i32>(), 4);
     assert_eq!(snap.discovery.ready_outside.len(), 1);
+}
+
+#[test]
+fn a_primary_in_the_zone_is_named_one_outside_it_is_not() {
+    let mut snap = cluster();
+    let member = |name: &str, node: &str, role: &str| {
+        let mut p = pod("pay", name, node, Some(("StatefulSet", "pg")));
+        p.labels = Labels::new(BTreeMap::from([
+            ("cnpg.io/cluster".to_string(), "pg".to_string()),
+            ("cnpg.io/instanceRole".to_string(), role.to_string()),
+        ]));
+        p
+    };
+    snap.pods = vec![
+        member("pg-1", "a1", "primary"),
+        member("pg-2", "b1", "replica"),
+    ];
+    let warned = |p: &Plan| {
+        p.warnings
+            .iter()
+            .filter(|w| w.starts_with("primary of"))
+            .count()
+    };
+    let p = plan(&request("zone-a"), &snap);
+    assert_eq!(warned(&p), 1, "{:?}", p.warnings);
+    assert!(p.warnings.contains(&"primary of CloudNativePG cluster pay/pg in zone-a (pod pay/pg-1): failover expected; measure it with a write probe".to_string()));
+    assert_eq!(warned(&plan(&request("zone-b"), &snap)), 0);
+    // A drill's own label, read from its spec.
+    snap.pods = vec![PodInfo {
+        labels: Labels::new(BTreeMap::from([(
+            "store-role".to_string(),
+            "primary".to_string(),
+        )])),
+        ..pod("pay", "ledger-1", "a2", None)
+    }];
+    let spec: crate::api::DataCenterFailureSpec = serde_json::from_value(serde_json::json!({
+        "zone": "zone-a", "faultOnly": true, "primaryLabels": ["store-role=primary"]}))
+    .unwrap();
+    let req = Request {
+        topology_key: ZONE_KEY.into(),
+        ..Request::from_spec(&spec, Scope::default())
+    };
+    assert_eq!(
+        warned(&plan(&req, &snap)),
+        1,
+        "{:?}",
+        plan(&req, &snap).warnings
+    );
 }

@@ -5,7 +5,7 @@
 use super::Env;
 use super::hosts::with_hosts;
 use super::secret::secret_value;
-use crate::api::{HttpMethod, HttpProbe};
+use crate::api::{HttpHeader, HttpMethod, HttpProbe, TlsConfig};
 use crate::slo::Outcome;
 use kube::Client;
 use std::time::Duration;
@@ -31,35 +31,18 @@ impl Http {
         client: &Client,
         env: &Env,
     ) -> Result<Http, String> {
-        let mut b = with_hosts(reqwest::Client::builder(), env)
-            .timeout(timeout)
-            .redirect(same_origin_redirects(h.follow_redirects))
-            .no_proxy();
-        if let Some(tls) = &h.tls {
-            if tls.insecure_skip_verify {
-                b = b.danger_accept_invalid_certs(true);
-            }
-            if let Some(ca) = &tls.ca_secret_ref {
-                let pem = secret_value(client, env.policy(), ca, None).await?;
-                let cert = reqwest::Certificate::from_pem(pem.as_bytes())
-                    .map_err(|e| format!("CA from secret {}/{}: {e}", ca.namespace, ca.name))?;
-                b = b.add_root_certificate(cert);
-            }
-        }
-        let host = super::policy::url_target(&h.url).0;
-        let mut headers = vec![];
-        for hd in &h.headers {
-            let value = match (&hd.value, &hd.value_from) {
-                (Some(v), _) => v.clone(),
-                (None, Some(from)) => {
-                    secret_value(client, env.policy(), &from.secret_key_ref, Some(&host)).await?
-                }
-                (None, None) => String::new(),
-            };
-            headers.push((hd.name.clone(), value));
-        }
+        let (client, headers) = client_and_headers(
+            &h.url,
+            &h.headers,
+            h.tls.as_ref(),
+            h.follow_redirects,
+            timeout,
+            client,
+            env,
+        )
+        .await?;
         Ok(Http {
-            client: b.build().map_err(|e| format!("http client: {e}"))?,
+            client,
             method: method(h.method),
             url: h.url.clone(),
             headers,
@@ -112,6 +95,49 @@ impl Http {
         }
         (Outcome::Ok, None)
     }
+}
+
+/// A client for requests to `url` (TLS as `tls` says, redirects only within
+/// its origin when `follow`), and the headers with their Secrets read (each
+/// Secret must consent to `url`'s host).
+pub(super) async fn client_and_headers(
+    url: &str,
+    headers: &[HttpHeader],
+    tls: Option<&TlsConfig>,
+    follow: bool,
+    timeout: Duration,
+    client: &Client,
+    env: &Env,
+) -> Result<(reqwest::Client, Vec<(String, String)>), String> {
+    let mut b = with_hosts(reqwest::Client::builder(), env)
+        .timeout(timeout)
+        .redirect(same_origin_redirects(follow))
+        .no_proxy();
+    if let Some(tls) = tls {
+        if tls.insecure_skip_verify {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        if let Some(ca) = &tls.ca_secret_ref {
+            let pem = secret_value(client, env.policy(), ca, None).await?;
+            let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| format!("CA from secret {}/{}: {e}", ca.namespace, ca.name))?;
+            b = b.add_root_certificate(cert);
+        }
+    }
+    let host = super::policy::url_target(url).0;
+    let mut out = vec![];
+    for hd in headers {
+        let value = match (&hd.value, &hd.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, Some(from)) => {
+                secret_value(client, env.policy(), &from.secret_key_ref, Some(&host)).await?
+            }
+            (None, None) => String::new(),
+        };
+        out.push((hd.name.clone(), value));
+    }
+    let built = b.build().map_err(|e| format!("http client: {e}"))?;
+    Ok((built, out))
 }
 
 fn method(m: HttpMethod) -> reqwest::Method {

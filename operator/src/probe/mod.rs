@@ -25,7 +25,8 @@
 //! - `hosts`: the hosts file names are looked up in first; the resolver.
 //! - `secret`: reading the value a SecretKeyRef names; a Secret sent
 //!   somewhere must list the host in its consent annotation.
-//! - `http`, `tcp`, `prometheus`, `kubernetes`: one probe kind each.
+//! - `http`, `tcp`, `prometheus`, `kubernetes`, `write`: one probe kind each
+//!   (`write` also reads its acknowledged writes back after the drill).
 //! - `runner`: one task per SLO, the timelines, the guard's abort.
 //! - `endpoints`: one EndpointSlice watch, the ready-endpoint timeline of
 //!   each Service the verdict may attribute a failure to.
@@ -39,6 +40,7 @@ mod prometheus;
 mod runner;
 mod secret;
 mod tcp;
+mod write;
 
 pub use hosts::parse_hosts;
 pub use http::BODY_CAP;
@@ -48,9 +50,10 @@ pub use runner::{Recording, Runner, sample_cap};
 pub use secret::{CONSENT_ANNOTATION, check_consent, consented_hosts, sent_secrets};
 
 use crate::api::Probe;
+use crate::canary::{Readback, WriteLog};
 use crate::slo::Outcome;
 use kube::Client;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What the probes run with: the [`Policy`] and the hosts file (if any).
@@ -94,6 +97,7 @@ pub enum Prober {
     Prometheus(prometheus::Prometheus),
     Service(kubernetes::Service),
     Workload(kubernetes::Workload),
+    Write(write::Write),
 }
 
 /// What a probe that did not answer within its timeout means. For the
@@ -101,7 +105,7 @@ pub enum Prober {
 /// instrument (Prometheus, the Kubernetes API) the instrument failed: an
 /// error, counted against `maxErrorPercent`, never a failure of the service.
 pub fn timeout_outcome(probe: &Probe) -> Outcome {
-    if probe.http.is_some() || probe.tcp.is_some() {
+    if probe.http.is_some() || probe.tcp.is_some() || probe.write.is_some() {
         Outcome::Fail
     } else {
         Outcome::Error
@@ -109,13 +113,21 @@ pub fn timeout_outcome(probe: &Probe) -> Outcome {
 }
 
 impl Prober {
-    /// Resolve Secrets and build clients. An error means the probe cannot run.
+    /// Resolve Secrets and build clients. An error means the probe cannot
+    /// run. A write probe logs its acknowledged writes in `log`.
     pub async fn build(
         probe: &Probe,
         timeout: Duration,
         client: &Client,
         env: &Env,
+        log: Option<&Arc<Mutex<WriteLog>>>,
     ) -> Result<Prober, String> {
+        if let Some(w) = &probe.write {
+            let log = log.ok_or("a write probe without a write log")?;
+            return Ok(Prober::Write(
+                write::Write::build(w, timeout, client, env, log.clone()).await?,
+            ));
+        }
         if let Some(h) = &probe.http {
             return Ok(Prober::Http(
                 http::Http::build(h, timeout, client, env).await?,
@@ -148,8 +160,25 @@ impl Prober {
             Prober::Prometheus(p) => p.probe().await,
             Prober::Service(p) => p.probe().await,
             Prober::Workload(p) => p.probe().await,
+            Prober::Write(p) => p.probe().await,
         }
     }
+}
+
+/// Read every acknowledged write of `log` back through `slo`'s write probe,
+/// within its read deadline. Err: the probe cannot be built (a Secret
+/// missing, say), so nothing could be verified.
+pub async fn verify_writes(
+    slo: &crate::spec::Slo,
+    log: &WriteLog,
+    client: &Client,
+    env: &Env,
+) -> Result<Readback, String> {
+    let w = slo.spec.probe.write.as_ref().ok_or("not a write probe")?;
+    let shared = Arc::new(Mutex::new(log.clone()));
+    let writer = write::Write::build(w, slo.timeout, client, env, shared).await?;
+    let deadline = slo.read_deadline.unwrap_or(Duration::from_secs(120));
+    Ok(writer.verify(log, deadline).await)
 }
 
 #[cfg(test)]
@@ -169,6 +198,10 @@ mod tests {
         );
         let kube =
             probe(serde_json::json!({"kubernetes": {"service": {"namespace": "a", "name": "b"}}}));
+        let write = probe(
+            serde_json::json!({"write": {"url": "http://a.b/r", "readUrl": "http://a.b/r/{{id}}"}}),
+        );
+        assert_eq!(timeout_outcome(&write), Outcome::Fail);
         assert_eq!(timeout_outcome(&http), Outcome::Fail);
         assert_eq!(timeout_outcome(&tcp), Outcome::Fail);
         assert_eq!(timeout_outcome(&prom), Outcome::Error);

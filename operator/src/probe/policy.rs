@@ -4,7 +4,7 @@
 //! experiment runs and again on every address a probe resolves.
 
 use super::Env;
-use crate::api::{DataCenterFailureSpec, SecretKeyRef};
+use crate::api::{DataCenterFailureSpec, HttpHeader, SecretKeyRef, TlsConfig};
 
 /// What probes may read and reach, from the installer's flags. A
 /// DataCenterFailure may be created by anyone allowed to create one; these
@@ -95,35 +95,20 @@ pub fn check_spec_with(spec: &DataCenterFailureSpec, p: &Policy) -> Result<(), S
     for (i, slo) in spec.slos.iter().enumerate() {
         let at = format!("spec.slos[{i}].probe");
         if let Some(h) = &slo.probe.http {
-            for (j, hd) in h.headers.iter().enumerate() {
-                if ROUTING_HEADERS.contains(&hd.name.to_ascii_lowercase().as_str()) {
-                    return Err(format!(
-                        "{at}.http.headers[{j}].name: {} is refused: the request goes to the URL's host, and a Secret's consent names that host",
-                        hd.name
-                    ));
-                }
-                if let Some(v) = &hd.value_from {
-                    if h.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
-                        return Err(format!(
-                            "{at}.http.headers[{j}].valueFrom: a Secret is not sent over TLS that is not verified (tls.insecureSkipVerify); verify with tls.caSecretRef instead"
-                        ));
-                    }
-                    secret_ok(
-                        p,
-                        format!("{at}.http.headers[{j}].valueFrom.secretKeyRef"),
-                        &v.secret_key_ref,
-                    )?;
-                }
+            check_http(p, &format!("{at}.http"), &h.url, &h.headers, h.tls.as_ref())?;
+        }
+        if let Some(w) = &slo.probe.write {
+            let at = format!("{at}.write");
+            check_http(p, &at, &w.url, &w.headers, w.tls.as_ref())?;
+            // The reads carry the same headers: they go to the same origin.
+            let read = w.read_url.replace("{{id}}", "id");
+            if let Some(why) = url_problem(&read) {
+                return Err(format!("{at}.readUrl: {why}"));
             }
-            if let Some(ca) = h.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
-                secret_ok(p, format!("{at}.http.tls.caSecretRef"), ca)?;
-            }
-            if let Some(why) = url_problem(&h.url) {
-                return Err(format!("{at}.http.url: {why}"));
-            }
-            let (host, port) = url_target(&h.url);
-            if let Some(why) = refused_target(p, &host, port) {
-                return Err(format!("{at}.http.url: {why}"));
+            if origin(&read) != origin(&w.url) {
+                return Err(format!(
+                    "{at}.readUrl: reads go to the same scheme, host and port as url (they carry the same headers)"
+                ));
             }
         }
         if let Some(t) = &slo.probe.tcp
@@ -149,6 +134,55 @@ pub fn check_spec_with(spec: &DataCenterFailureSpec, p: &Policy) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// An http(s) request's URL, headers and TLS settings, checked; `at` names
+/// the probe's field.
+fn check_http(
+    p: &Policy,
+    at: &str,
+    url: &str,
+    headers: &[HttpHeader],
+    tls: Option<&TlsConfig>,
+) -> Result<(), String> {
+    for (j, hd) in headers.iter().enumerate() {
+        if ROUTING_HEADERS.contains(&hd.name.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{at}.headers[{j}].name: {} is refused: the request goes to the URL's host, and a Secret's consent names that host",
+                hd.name
+            ));
+        }
+        if let Some(v) = &hd.value_from {
+            if tls.is_some_and(|t| t.insecure_skip_verify) {
+                return Err(format!(
+                    "{at}.headers[{j}].valueFrom: a Secret is not sent over TLS that is not verified (tls.insecureSkipVerify); verify with tls.caSecretRef instead"
+                ));
+            }
+            secret_ok(
+                p,
+                format!("{at}.headers[{j}].valueFrom.secretKeyRef"),
+                &v.secret_key_ref,
+            )?;
+        }
+    }
+    if let Some(ca) = tls.and_then(|t| t.ca_secret_ref.as_ref()) {
+        secret_ok(p, format!("{at}.tls.caSecretRef"), ca)?;
+    }
+    if let Some(why) = url_problem(url) {
+        return Err(format!("{at}.url: {why}"));
+    }
+    let (host, port) = url_target(url);
+    if let Some(why) = refused_target(p, &host, port) {
+        return Err(format!("{at}.url: {why}"));
+    }
+    Ok(())
+}
+
+/// The scheme, host and port of an http(s) URL.
+fn origin(url: &str) -> (String, String, u16) {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    let (host, port) = url_target(url);
+    (scheme.to_ascii_lowercase(), host, port)
 }
 
 /// Err (naming `field`) unless the policy lets probes read Secrets in `r`'s
@@ -248,6 +282,41 @@ mod tests {
             apiserver: vec![("127.0.0.1".into(), 6443)],
         }
     }
+    #[test]
+    fn a_write_probe_is_held_to_the_http_probes_rules_and_reads_where_it_writes() {
+        let p = policy_for(&["shop"]);
+        let write = |url: &str, read: &str, ns: &str| {
+            spec(
+                serde_json::json!({"write": {"url": url, "readUrl": read, "headers": [
+                {"name": "Authorization", "valueFrom": {"secretKeyRef": {"namespace": ns, "name": "t", "key": "k"}}}]}}),
+            )
+        };
+        let ok = "http://ledger.shop.svc:8080/records";
+        let read = "http://ledger.shop.svc:8080/records/{{id}}";
+        assert_eq!(check_spec_with(&write(ok, read, "shop"), &p), Ok(()));
+        let err = check_spec_with(&write(ok, read, "kube-system"), &p).unwrap_err();
+        assert!(
+            err.starts_with("spec.slos[0].probe.write.headers[0].valueFrom.secretKeyRef.namespace"),
+            "{err}"
+        );
+        let err =
+            check_spec_with(&write("http://169.254.169.254/x", read, "shop"), &p).unwrap_err();
+        assert!(err.starts_with("spec.slos[0].probe.write.url:"), "{err}");
+        for other in [
+            "http://evil.example:8080/records/{{id}}",
+            "http://ledger.shop.svc:9090/records/{{id}}",
+            "https://ledger.shop.svc:8080/records/{{id}}",
+        ] {
+            let err = check_spec_with(&write(ok, other, "shop"), &p).unwrap_err();
+            assert!(
+                err.starts_with(
+                    "spec.slos[0].probe.write.readUrl: reads go to the same scheme, host and port"
+                ),
+                "{other}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn a_probe_cannot_route_its_request_to_another_host() {
         let p = policy_for(&["shop"]);

@@ -2,6 +2,7 @@
 
 use super::{Env, Prober, now_ms};
 use crate::api::DataCenterFailure;
+use crate::canary::WriteLog;
 use crate::slo::{Outcome, Timeline};
 use crate::spec::Slo;
 use kube::Client;
@@ -21,6 +22,9 @@ pub struct Recording {
     /// it has one, Fail while it has none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, Timeline>,
+    /// The write probes' logs of acknowledged writes, by SLO.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub writes: BTreeMap<String, WriteLog>,
 }
 
 /// The probes of one experiment while they run.
@@ -28,6 +32,8 @@ pub struct Runner {
     pub timelines: BTreeMap<String, Arc<Mutex<Timeline>>>,
     /// The watched Services' ready endpoints.
     pub services: super::endpoints::Timelines,
+    /// The write probes' logs, by SLO.
+    pub writes: BTreeMap<String, Arc<Mutex<WriteLog>>>,
     /// Guard SLOs only act once the fault is in place: Unix ms, 0 = not armed.
     pub armed_at: Arc<AtomicI64>,
     tasks: Vec<AbortHandle>,
@@ -42,10 +48,12 @@ impl Drop for Runner {
 }
 
 impl Runner {
-    /// Start probing every SLO, continuing `previous` timelines.
+    /// Start probing every SLO of the experiment named `experiment` (uid
+    /// `uid`), continuing `previous` timelines and write logs.
     pub fn start(
         client: &Client,
         experiment: &str,
+        uid: &str,
         slos: &[Slo],
         previous: Recording,
         env: &Env,
@@ -53,17 +61,33 @@ impl Runner {
     ) -> Runner {
         let armed_at = Arc::new(AtomicI64::new(0));
         let mut timelines = BTreeMap::new();
+        let mut writes = BTreeMap::new();
         let mut tasks = vec![];
         for slo in slos {
             let mut kept = previous.slos.get(slo.name()).cloned().unwrap_or_default();
             kept.cap_ms = sample_cap(slo).as_millis() as i64;
             let tl = Arc::new(Mutex::new(kept));
             timelines.insert(slo.name().to_string(), tl.clone());
+            let log = slo.spec.probe.write.is_some().then(|| {
+                let interval = slo.interval.as_millis() as i64;
+                let log = match previous.writes.get(slo.name()) {
+                    Some(saved) => {
+                        let mut log = saved.clone();
+                        log.resume(interval, now_ms());
+                        log
+                    }
+                    None => WriteLog::new(uid, interval, now_ms()),
+                };
+                let log = Arc::new(Mutex::new(log));
+                writes.insert(slo.name().to_string(), log.clone());
+                log
+            });
             let task = tokio::spawn(run_slo(
                 client.clone(),
                 experiment.to_string(),
                 slo.clone(),
                 tl,
+                log,
                 armed_at.clone(),
                 env.clone(),
             ));
@@ -81,6 +105,7 @@ impl Runner {
         Runner {
             timelines,
             services,
+            writes,
             armed_at,
             tasks,
         }
@@ -104,6 +129,11 @@ impl Runner {
                 .map(|(k, v)| (k.clone(), v.lock().unwrap().clone()))
                 .collect(),
             services: self.services.lock().unwrap().clone(),
+            writes: self
+                .writes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.lock().unwrap().clone()))
+                .collect(),
         }
     }
 }
@@ -119,6 +149,7 @@ async fn run_slo(
     experiment: String,
     slo: Slo,
     timeline: Arc<Mutex<Timeline>>,
+    log: Option<Arc<Mutex<WriteLog>>>,
     armed_at: Arc<AtomicI64>,
     env: Env,
 ) {
@@ -133,7 +164,7 @@ async fn run_slo(
         ticker.tick().await;
         let at = now_ms();
         if prober.is_none() {
-            match Prober::build(&slo.spec.probe, timeout, &client, &env).await {
+            match Prober::build(&slo.spec.probe, timeout, &client, &env, log.as_ref()).await {
                 Ok(p) => prober = Some(p),
                 Err(e) => {
                     let mut tl = timeline.lock().unwrap();

@@ -76,6 +76,18 @@ pub fn sent_secrets(spec: &DataCenterFailureSpec) -> Vec<(String, &SecretKeyRef,
                 }
             }
         }
+        if let Some(w) = &slo.probe.write {
+            let host = super::policy::url_target(&w.url).0;
+            for (j, hd) in w.headers.iter().enumerate() {
+                if let Some(v) = &hd.value_from {
+                    out.push((
+                        format!("{at}.write.headers[{j}].valueFrom.secretKeyRef"),
+                        &v.secret_key_ref,
+                        host.clone(),
+                    ));
+                }
+            }
+        }
         if let Some(pr) = &slo.probe.prometheus
             && let Some(r) = &pr.bearer_token_secret_ref
         {

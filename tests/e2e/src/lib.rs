@@ -45,7 +45,7 @@ pub use images::{
 };
 pub use kubectl::{Output, apply, kubectl, kubectl_json};
 pub use manifests::{
-    Drill, Slo, chat_and_login, kwok_node_yaml, service_and_deployment, spread_over_zones,
+    Drill, Slo, chat_and_login, kwok_node_yaml, ledger, service_and_deployment, spread_over_zones,
 };
 pub use operator::{Operator, firedrill, firedrill_bin, http_get};
 pub use real::{RealNode, machine_sysctls, real_node, real_nodes};

@@ -187,6 +187,7 @@ pub struct Slo {
     timeout: Option<String>,
     guard_tolerance: Option<String>,
     depends_on: Vec<String>,
+    recovery_point_objective: Option<String>,
     probe: Option<Probe>,
 }
 
@@ -207,6 +208,10 @@ enum Probe {
         host: String,
         port: u16,
     },
+    Write {
+        url: String,
+        read_url: String,
+    },
     Prometheus {
         url: String,
         query: String,
@@ -225,6 +230,7 @@ impl Slo {
             timeout: None,
             guard_tolerance: None,
             depends_on: vec![],
+            recovery_point_objective: None,
             probe: None,
         }
     }
@@ -232,6 +238,22 @@ impl Slo {
     /// `dependsOn`: other SLOs this journey goes through.
     pub fn depends_on(mut self, slo: &str) -> Self {
         self.depends_on.push(slo.into());
+        self
+    }
+
+    /// A write probe: POST a record to `url`, read it back at `read_url`
+    /// (with `{{id}}`).
+    pub fn write(mut self, url: &str, read_url: &str) -> Self {
+        self.probe = Some(Probe::Write {
+            url: url.into(),
+            read_url: read_url.into(),
+        });
+        self
+    }
+
+    /// `recoveryPointObjective`, for a write probe.
+    pub fn recovery_point_objective(mut self, objective: &str) -> Self {
+        self.recovery_point_objective = Some(objective.into());
         self
     }
 
@@ -371,6 +393,9 @@ impl Slo {
         if !self.depends_on.is_empty() {
             lines.push(format!("  dependsOn: [{}]", self.depends_on.join(", ")));
         }
+        if let Some(rpo) = &self.recovery_point_objective {
+            lines.push(format!("  recoveryPointObjective: {rpo}"));
+        }
         lines.push("  probe:".into());
         match self.probe.as_ref().expect("an SLO needs a probe") {
             Probe::Service {
@@ -406,6 +431,11 @@ impl Slo {
             }
             Probe::Tcp { host, port } => {
                 lines.push(format!("    tcp: {{host: {host}, port: {port}}}"));
+            }
+            Probe::Write { url, read_url } => {
+                lines.push("    write:".into());
+                lines.push(format!("      url: {}", quoted(url)));
+                lines.push(format!("      readUrl: {}", quoted(read_url)));
             }
             Probe::Prometheus {
                 url,
@@ -485,6 +515,56 @@ pub fn chat_and_login(ns: &str) -> String {
         ),
         service_and_deployment(ns, "login", 2, "", pinned)
     )
+}
+
+/// A store served by the testbed (`ledger`): its primary pinned to zone-a,
+/// and, with `replication` (`sync`, `async:2s`), a standby pinned to zone-b
+/// that is promoted when the primary is lost. Services: `ledger` (every
+/// member, what clients use), `ledger-primary`, `ledger-standby`.
+pub fn ledger(ns: &str, replication: Option<&str>) -> String {
+    let member = |role: &str, zone: &str, peer: &str| {
+        let rep = replication.unwrap_or("async");
+        let peer = if replication.is_some() {
+            format!(", testbed.firedrill.dev/store-peer: 'http://ledger-{peer}.{ns}.svc'")
+        } else {
+            String::new()
+        };
+        format!(
+            r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: ledger-{role}, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: ledger, role: {role}}}}}
+  template:
+    metadata:
+      labels: {{app: ledger, role: {role}, testbed.firedrill.dev/serve: "true"}}
+      annotations: {{testbed.firedrill.dev/store: ledger, testbed.firedrill.dev/store-role: {role}, testbed.firedrill.dev/replication: '{rep}'{peer}}}
+    spec:
+      nodeSelector: {{topology.kubernetes.io/zone: {zone}}}
+      containers: [{{name: app, image: registry.invalid/ledger:1, ports: [{{containerPort: 8080}}], resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: ledger-{role}, namespace: {ns}}}
+spec: {{selector: {{app: ledger, role: {role}}}, ports: [{{port: 80, targetPort: 8080}}]}}
+"#
+        )
+    };
+    let mut out = member("primary", "zone-a", "standby");
+    if replication.is_some() {
+        out.push_str(&member("standby", "zone-b", "primary"));
+    }
+    out.push_str(&format!(
+        r#"---
+apiVersion: v1
+kind: Service
+metadata: {{name: ledger, namespace: {ns}}}
+spec: {{selector: {{app: ledger}}, ports: [{{port: 80, targetPort: 8080}}]}}
+"#
+    ));
+    out
 }
 
 /// A KWOK node manifest like the testbed's own.

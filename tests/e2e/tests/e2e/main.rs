@@ -24,6 +24,7 @@ mod leader;
 mod power;
 mod prometheus;
 mod resilience;
+mod rpo;
 mod safety;
 mod schedule;
 mod slos;

@@ -21,6 +21,7 @@ mod power;
 mod proxy;
 mod runtime;
 mod serve;
+mod store;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -63,6 +64,32 @@ fn parse_secs(s: &str) -> std::time::Duration {
     std::time::Duration::from_secs_f64(secs.max(0.0))
 }
 
+/// `--store-role primary|standby` makes `serve` a member of a store, with
+/// `--data FILE`, `--store-peer URL`, `--replication sync|async:2s` and
+/// `--failover 1s`.
+fn store_config(args: &[String]) -> anyhow::Result<Option<store::Config>> {
+    let Some(role) = arg_value(args, "--store-role") else {
+        return Ok(None);
+    };
+    let replication = arg_value(args, "--replication").unwrap_or_else(|| "async".into());
+    Ok(Some(store::Config {
+        name: arg_value(args, "--name").unwrap_or_default(),
+        primary: role == "primary",
+        peer: arg_value(args, "--store-peer"),
+        replication: store::Replication::parse(&replication).ok_or_else(|| {
+            anyhow::anyhow!("serve: --replication {replication}: sync or async:LAG")
+        })?,
+        data: PathBuf::from(
+            arg_value(args, "--data")
+                .ok_or_else(|| anyhow::anyhow!("serve: a store member needs --data FILE"))?,
+        ),
+        hosts: arg_value(args, "--hosts").map(PathBuf::from),
+        failover: arg_value(args, "--failover")
+            .map(|s| parse_secs(&s))
+            .unwrap_or(std::time::Duration::from_secs(1)),
+    }))
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -84,6 +111,7 @@ fn main() -> anyhow::Result<()> {
                 .map(|s| parse_secs(&s))
                 .unwrap_or_default(),
             name: arg_value(&args, "--name").unwrap_or_default(),
+            store: store_config(&args)?,
         })),
         Some("dataplane") => {
             let slot: u8 = arg_value(&args, "--slot")

@@ -10,6 +10,12 @@
 //! The process also depends on what the pod's containers carry as an
 //! application would: every env var named `*_URL` whose value is an
 //! `http://` URL (`TOKENS_URL=http://tokens.fleet.svc/healthz`).
+//! A member of a stateful store (see `store.rs`):
+//! `testbed.firedrill.dev/store` (its name; its records are kept in a file
+//! named after the namespace, the store and the role, so they outlive the
+//! pod), `testbed.firedrill.dev/store-role` (`primary` or `standby`),
+//! `testbed.firedrill.dev/store-peer` (the other member's URL, by Service
+//! name), `testbed.firedrill.dev/replication` (`sync`, `async:2s`).
 
 use crate::power::PoweredOff;
 use futures::StreamExt;
@@ -27,6 +33,10 @@ pub const SERVE_LABEL: &str = "testbed.firedrill.dev/serve";
 const PORT: &str = "testbed.firedrill.dev/port";
 const DEPENDS: &str = "testbed.firedrill.dev/depends-on";
 const STARTUP: &str = "testbed.firedrill.dev/startup";
+const STORE: &str = "testbed.firedrill.dev/store";
+const STORE_ROLE: &str = "testbed.firedrill.dev/store-role";
+const STORE_PEER: &str = "testbed.firedrill.dev/store-peer";
+const REPLICATION: &str = "testbed.firedrill.dev/replication";
 
 struct Proc {
     child: std::process::Child,
@@ -203,6 +213,26 @@ fn sync(client: &Client, procs: &Processes, hosts: &PathBuf, powered_off: &Power
         }
         if let Some(s) = p.annotations().get(STARTUP) {
             cmd.arg("--startup").arg(s);
+        }
+        if let Some(store) = p.annotations().get(STORE) {
+            let role = p
+                .annotations()
+                .get(STORE_ROLE)
+                .cloned()
+                .unwrap_or_else(|| "primary".into());
+            let dir = procs.dir.join("stores");
+            let _ = std::fs::create_dir_all(&dir);
+            let file = format!("{}-{store}-{role}", p.namespace().unwrap_or_default());
+            cmd.arg("--store-role")
+                .arg(&role)
+                .arg("--data")
+                .arg(dir.join(file));
+            if let Some(peer) = p.annotations().get(STORE_PEER) {
+                cmd.arg("--store-peer").arg(peer);
+            }
+            if let Some(r) = p.annotations().get(REPLICATION) {
+                cmd.arg("--replication").arg(r);
+            }
         }
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

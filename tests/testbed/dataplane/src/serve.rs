@@ -14,6 +14,8 @@ pub struct Config {
     pub hosts: Option<PathBuf>,
     pub startup: Duration,
     pub name: String,
+    /// A member of a stateful store instead of a stateless server.
+    pub store: Option<crate::store::Config>,
 }
 
 /// How long a dependency may take to answer.
@@ -23,6 +25,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // A real container takes a moment to start.
     tokio::time::sleep(cfg.startup).await;
     let listener = TcpListener::bind(&cfg.listen).await?;
+    let mut cfg = cfg;
+    if let Some(store) = cfg.store.take() {
+        return crate::store::run(listener, store).await;
+    }
     let cfg = std::sync::Arc::new(cfg);
     loop {
         let (sock, _) = listener.accept().await?;
@@ -64,6 +70,44 @@ async fn answer(mut sock: TcpStream, cfg: &Config) -> std::io::Result<()> {
     );
     sock.write_all(resp.as_bytes()).await?;
     sock.shutdown().await
+}
+
+/// A request's head and its body (as long as its Content-Length says, up to 1 MiB).
+pub async fn read_head_and_body(sock: &mut TcpStream) -> std::io::Result<(String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 16 * 1024 {
+            break buf.len();
+        }
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            break buf.len();
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0)
+        .min(1 << 20);
+    while buf.len() < end + length {
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[end..(end + length).min(buf.len())]).into_owned();
+    Ok((head, body))
 }
 
 /// The first dependency that does not answer 200, and why.
