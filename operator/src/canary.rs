@@ -222,8 +222,8 @@ pub struct Loss {
     pub first: Option<LostWrite>,
     pub last: Option<LostWrite>,
     /// The worst span of lost time: from the last write read back before a
-    /// run of lost writes to the last write of that run (from the run's
-    /// first write when none was read back before it).
+    /// run of lost writes to the last write of that run (from one interval
+    /// before the run's first write when none was read back before it).
     pub recovery_point_ms: Option<i64>,
     pub last_error: Option<String>,
 }
@@ -238,7 +238,15 @@ pub fn loss(log: &WriteLog, rb: &Readback) -> Loss {
     let recovery_point_ms = rb
         .runs
         .iter()
-        .map(|r| time(r.last) - r.after.map(time).unwrap_or_else(|| time(r.first)))
+        // With no write read back before the run, the last safe moment is
+        // unknown: at least one interval before its first lost write, so a
+        // single lost write is never a recovery point of zero.
+        .map(|r| {
+            time(r.last)
+                - r.after
+                    .map(time)
+                    .unwrap_or_else(|| time(r.first) - log.interval_ms)
+        })
         .max();
     Loss {
         acknowledged: log.acknowledged() + log.unlogged,
@@ -398,10 +406,13 @@ mod tests {
         let log = log_of(100, |_| true);
         let l = read_back(&log, |i| i < 3 || (50..55).contains(&i), |_| false);
         assert_eq!(l.lost, 8);
-        // The first run has nothing before it: its own span, 0.2 s; the
-        // second, from write 49 to write 54: 0.5 s.
+        // The first run has nothing before it: its own span and one
+        // interval, 0.3 s; the second, from write 49 to write 54: 0.5 s.
         assert_eq!(l.recovery_point_ms, Some(500));
         assert_eq!(l.first.unwrap().id, "fd-0a1b2c3d-5000");
         assert_eq!(l.last.unwrap().id, "fd-0a1b2c3d-5054");
+        // A single lost write with nothing kept before it is one interval.
+        let l = read_back(&log, |i| i == 0, |_| false);
+        assert_eq!(l.recovery_point_ms, Some(100));
     }
 }

@@ -505,7 +505,10 @@ pub fn check_dependencies(
                     && ms <= o.end.unwrap_or(i64::MAX)
             })
         });
-        let observed: Vec<&ServiceOutage> = if own_down {
+        // Only an SLO whose own Service was watched and stayed up can be
+        // said to have failed with another's: without its own timeline, a
+        // zone that takes many Services down at once would blame them all.
+        let observed: Vec<&ServiceOutage> = if own_down || d.own.is_none() {
             vec![]
         } else {
             outages
@@ -1156,6 +1159,21 @@ mod tests {
             "{:?}",
             results[0].cause
         );
+    }
+
+    #[test]
+    fn without_its_own_services_timeline_an_slo_is_blamed_on_no_other() {
+        let mut results = vec![down("gateway", 10_400, None)];
+        let outages = vec![svc("fleet/tokens", 10_000, None)];
+        let mut d = deps("gateway", "fleet/gateway", &[]);
+        d.own = None;
+        check_dependencies(&[d], &mut results, &outages);
+        assert!(
+            results[0].dependencies.is_empty(),
+            "{:?}",
+            results[0].dependencies
+        );
+        assert_eq!(results[0].cause, None);
     }
 
     #[test]

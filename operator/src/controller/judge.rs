@@ -130,11 +130,16 @@ impl Drill<'_> {
             .collect();
         verdict::attribute(&self.obj.spec.slos, &mut results, &predictions, &namespaces);
         let outages = verdict::service_outages(&recording.services, start, end, window.now);
-        verdict::check_dependencies(
-            &slo_dependencies(spec, &predictions),
-            &mut results,
-            &outages,
-        );
+        let mut deps = slo_dependencies(spec, &predictions);
+        for d in &mut deps {
+            if d.own
+                .as_ref()
+                .is_some_and(|own| !recording.services.contains_key(own))
+            {
+                d.own = None;
+            }
+        }
+        verdict::check_dependencies(&deps, &mut results, &outages);
         let (v, reason) = verdict::overall(&self.obj.spec.slos, &results);
         self.counts.extend(
             results

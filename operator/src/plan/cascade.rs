@@ -490,15 +490,22 @@ impl<'a> Cascades<'a> {
             let step = format!("{} ({} of {})", e.host, e.via, e.from);
             let found = match &node.lost {
                 Some(why) => Some(Cascade::Fails(format!("{step}: {why}"))),
-                None => node
-                    .workloads
-                    .iter()
-                    .find_map(|w| match self.walk(w, seen, depth + 1) {
-                        Some(Cascade::Fails(rest)) => {
-                            Some(Cascade::Fails(format!("{step} -> {rest}")))
+                // A failing path through any of its workloads, before a
+                // weak one through an earlier workload.
+                None => {
+                    let mut weak = None;
+                    let mut fails = None;
+                    for w in &node.workloads {
+                        match self.walk(w, seen, depth + 1) {
+                            Some(Cascade::Fails(rest)) => {
+                                fails = Some(Cascade::Fails(format!("{step} -> {rest}")));
+                                break;
+                            }
+                            other => weak = weak.or(other),
                         }
-                        other => other,
-                    }),
+                    }
+                    fails.or(weak)
+                }
             };
             match (found, e.strong) {
                 (Some(Cascade::Fails(p)), true) => return Some(Cascade::Fails(p)),

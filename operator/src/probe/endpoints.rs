@@ -148,6 +148,9 @@ pub async fn run(client: Client, watched: Watched, timelines: Timelines) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let cap = (TICK * 3).as_millis() as i64;
+    // Nothing is known until the first list is complete: sampling before it
+    // would record every watched Service as down (no slices seen yet).
+    let mut listed = false;
     loop {
         tokio::select! {
             ev = stream.next() => {
@@ -166,6 +169,7 @@ pub async fn run(client: Client, watched: Watched, timelines: Timelines) {
                     }
                     Some(Ok(watcher::Event::InitDone)) => {
                         if let Some(r) = relist.take() { state = r; }
+                        listed = true;
                     }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "EndpointSlice watch");
@@ -175,6 +179,9 @@ pub async fn run(client: Client, watched: Watched, timelines: Timelines) {
                 }
             }
             _ = tick.tick() => {}
+        }
+        if !listed {
+            continue;
         }
         let at = super::now_ms();
         let mut tls = timelines.lock().unwrap();

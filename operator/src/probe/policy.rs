@@ -100,7 +100,17 @@ pub fn check_spec_with(spec: &DataCenterFailureSpec, p: &Policy) -> Result<(), S
         if let Some(w) = &slo.probe.write {
             let at = format!("{at}.write");
             check_http(p, &at, &w.url, &w.headers, w.tls.as_ref())?;
-            // The reads carry the same headers: they go to the same origin.
+            // The reads carry the same headers: they go to the same origin,
+            // which `{{id}}` may not change (it goes in the path or query).
+            let authority_end = w.read_url.find("://").map_or(0, |i| {
+                let rest = &w.read_url[i + 3..];
+                i + 3 + rest.find(['/', '?', '#']).unwrap_or(rest.len())
+            });
+            if w.read_url[..authority_end].contains("{{") {
+                return Err(format!(
+                    "{at}.readUrl: {{{{id}}}} goes in the path or query, never in the scheme, host or port (the reads carry the write's headers)"
+                ));
+            }
             let read = w.read_url.replace("{{id}}", "id");
             if let Some(why) = url_problem(&read) {
                 return Err(format!("{at}.readUrl: {why}"));
@@ -315,6 +325,21 @@ mod tests {
                 "{other}: {err}"
             );
         }
+        // `{{id}}` in the host would send the headers to a host of the
+        // probe's making, even one that looks like the write's.
+        let err = check_spec_with(
+            &write(
+                "http://id.shop.svc:8080/records",
+                "http://{{id}}.shop.svc:8080/records",
+                "shop",
+            ),
+            &p,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("spec.slos[0].probe.write.readUrl: {{id}} goes in the path or query"),
+            "{err}"
+        );
     }
 
     #[test]
