@@ -119,9 +119,10 @@ impl Nft {
     async fn run(&self, script: &str) -> anyhow::Result<()> {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(&self.program);
+        // Output is piped, never sent to /dev/null: an image may have no /dev.
         cmd.args(["-f", "-"])
             .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         // Kept open until the child is spawned.
         let mut netns: Option<std::fs::File> = None;
