@@ -466,6 +466,12 @@ fn tolerance(interval_ms: i64) -> i64 {
 /// recovered): an overlap alone is no cause. Each `dependsOn` is reported
 /// as observed or not when either side went down; each Service observed
 /// but not declared, as such. The observed cause leads the SLO's cause.
+/// Whether the plan predicted this SLO to fail for want of its own pods
+/// (not through a Service it calls).
+pub fn fails_on_its_own(p: &crate::api::SloPredictionStatus) -> bool {
+    p.verdict == Some(Verdict::Failed) && !p.why.starts_with("predicted Failed via ")
+}
+
 pub fn check_dependencies(
     deps: &[SloDependencies],
     results: &mut [SloStatus],
@@ -1174,6 +1180,26 @@ mod tests {
             results[0].dependencies
         );
         assert_eq!(results[0].cause, None);
+    }
+
+    #[test]
+    fn an_slo_predicted_to_fail_on_its_own_is_told_from_a_cascade() {
+        let p = |verdict: Option<Verdict>, why: &str| crate::api::SloPredictionStatus {
+            name: "frontend".into(),
+            verdict,
+            why: why.into(),
+            ..Default::default()
+        };
+        assert!(fails_on_its_own(&p(
+            Some(Verdict::Failed),
+            "Service shop/web keeps 4 ready pods outside zone-a (needs 6)"
+        )));
+        assert!(!fails_on_its_own(&p(
+            Some(Verdict::Failed),
+            "predicted Failed via tokens.fleet.svc (env TOKENS_URL of Deployment fleet/gateway): Service fleet/tokens keeps 0 ready pods outside zone-a"
+        )));
+        assert!(!fails_on_its_own(&p(Some(Verdict::Passed), "6 ready pods")));
+        assert!(!fails_on_its_own(&p(None, "cannot tell")));
     }
 
     #[test]

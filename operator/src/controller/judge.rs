@@ -250,7 +250,13 @@ fn slo_dependencies(
         .map(|s| verdict::SloDependencies {
             name: s.name().to_string(),
             interval_ms: s.interval.as_millis() as i64,
-            own: service(s.name()),
+            // An SLO the plan expected to fail on its own is not blamed on
+            // another Service that merely went down with the zone.
+            own: service(s.name()).filter(|_| {
+                !predictions
+                    .iter()
+                    .any(|p| p.name == s.name() && verdict::fails_on_its_own(p))
+            }),
             declared: s
                 .spec
                 .depends_on
