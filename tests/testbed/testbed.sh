@@ -506,13 +506,20 @@ start_apiserver() {
   record_pid "$STATE/pids/kube-apiserver" $!
 }
 
-stop_pid_file() { # file: SIGTERM, then SIGKILL after 5 s
+stop_pid_file() { # file: SIGTERM, then SIGKILL after 5 s; its children too
   local f=$1 pid
   [[ -f $f ]] || return 0
   if pid=$(pid_of "$f"); then
-    kill "$pid" 2>/dev/null || true
+    # Taken before the parent goes: a forking relay's connection handlers
+    # (socat fork) would otherwise live on, adopted by init.
+    local k kids=() starts=()
+    for k in $(pgrep -P "$pid" || true); do kids+=("$k"); starts+=("$(proc_start "$k")"); done
+    kill "$pid" "${kids[@]}" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
+    for k in "${!kids[@]}"; do # only a child that is still the one seen
+      [[ $(proc_start "${kids[$k]}") == "${starts[$k]}" ]] && kill -9 "${kids[$k]}" 2>/dev/null || true
+    done
   fi
   rm -f "$f"
 }
