@@ -8,8 +8,8 @@
 //! By concern:
 //!
 //! - `kubectl`: running kubectl, and the loopback-only kubeconfig check;
-//! - `testbed`: the repository, the testbed's script, the CRDs and the
-//!   workloads most drills run against;
+//! - `testbed`: the repository, the testbed's script and its helm, the CRDs
+//!   and the workloads most drills run against;
 //! - `guards`: the lock by which tests share the testbed, and cleanups that
 //!   run when a test ends;
 //! - `manifests`: the DataCenterFailure builder and the other manifests;
@@ -49,5 +49,5 @@ pub use manifests::{
 };
 pub use operator::{Operator, firedrill, firedrill_bin, http_get};
 pub use real::{RealNode, machine_sysctls, real_node, real_nodes};
-pub use testbed::{install_crds, repo_root, setup_chat_and_login, testbed};
+pub use testbed::{helm, helm_bin, install_crds, repo_root, setup_chat_and_login, testbed};
 pub use wait::{wait_completed, wait_for, wait_phase};

@@ -95,3 +95,48 @@ pub fn setup_chat_and_login(prefix: &str) -> Namespace {
     );
     ns
 }
+
+/// The testbed's helm (built once from its Go module).
+pub fn helm_bin() -> String {
+    let out = Command::new(repo_root().join("tests/testbed/testbed.sh"))
+        .arg("helm")
+        .output()
+        .expect("testbed.sh helm");
+    assert!(
+        out.status.success(),
+        "building helm ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Run helm against the testbed, with its caches in the temp directory.
+pub fn helm(bin: &str, args: &[&str]) -> Output {
+    let out = Command::new(bin)
+        .args(args)
+        .env(
+            "KUBECONFIG",
+            std::env::var("FIREDRILL_TESTBED_KUBECONFIG").unwrap(),
+        )
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("firedrill-helm-cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("firedrill-helm-config"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("firedrill-helm-data"),
+        )
+        .output()
+        .unwrap();
+    Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}

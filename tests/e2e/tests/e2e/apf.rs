@@ -6,7 +6,6 @@
 //! and its other requests in neither. With the values turned off, the Lease
 //! requests fall back to the cluster's defaults.
 
-use super::helm::{helm, helm_bin};
 use firedrill_e2e::*;
 use std::collections::BTreeMap;
 use std::process::Command;

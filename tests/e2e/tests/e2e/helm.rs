@@ -11,49 +11,6 @@ use firedrill_e2e::*;
 use std::process::Command;
 use std::time::Duration;
 
-pub(crate) fn helm_bin() -> String {
-    let out = Command::new(repo_root().join("tests/testbed/testbed.sh"))
-        .arg("helm")
-        .output()
-        .expect("testbed.sh helm");
-    assert!(
-        out.status.success(),
-        "building helm ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-pub(crate) fn helm(bin: &str, args: &[&str]) -> Output {
-    let out = Command::new(bin)
-        .args(args)
-        .env(
-            "KUBECONFIG",
-            std::env::var("FIREDRILL_TESTBED_KUBECONFIG").unwrap(),
-        )
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("firedrill-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("firedrill-helm-config"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("firedrill-helm-data"),
-        )
-        .output()
-        .unwrap();
-    Output {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
-}
-
 struct Release(String);
 
 impl Drop for Release {

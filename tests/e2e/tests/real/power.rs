@@ -12,7 +12,6 @@
 use crate::workloads::{TOLERATION_SECONDS, login_and_chat, node_ready, pods_by_node};
 use firedrill_e2e::*;
 use serde_json::Value;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const AGENT_NS: &str = "firedrill-system";
@@ -28,11 +27,13 @@ fn install_agent() {
         "ghcr.io/firedrill/firedrill-agent",
     ])
     .expect_ok("importing the agent image into the real nodes");
-    let helm = testbed(&["helm"]).expect_ok("helm").trim().to_string();
-    let out = Command::new(helm)
-        .args(["template", "firedrill"])
-        .arg(repo_root().join("charts/firedrill"))
-        .args([
+    let chart = repo_root().join("charts/firedrill");
+    let out = helm(
+        &helm_bin(),
+        &[
+            "template",
+            "firedrill",
+            chart.to_str().unwrap(),
             "--namespace",
             AGENT_NS,
             "--show-only",
@@ -41,32 +42,12 @@ fn install_agent() {
             "agent.enabled=true",
             "--set",
             "agent.image.pullPolicy=Never",
-        ])
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("firedrill-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("firedrill-helm-config"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("firedrill-helm-data"),
-        )
-        .output()
-        .expect("helm");
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
+    assert!(out.ok, "helm template: {}", out.stderr);
     kubectl(&["create", "namespace", AGENT_NS], None);
-    kubectl(
-        &["apply", "-n", AGENT_NS, "-f", "-"],
-        Some(&String::from_utf8_lossy(&out.stdout)),
-    )
-    .expect_ok("the agent DaemonSet");
+    kubectl(&["apply", "-n", AGENT_NS, "-f", "-"], Some(&out.stdout))
+        .expect_ok("the agent DaemonSet");
     let nodes = real_nodes();
     wait_for(
         "the agent Ready on every real node, and its label on each",
