@@ -27,7 +27,10 @@ pub(super) async fn secret_value(
     r: &SecretKeyRef,
     to: Option<&str>,
 ) -> Result<String, String> {
-    let secret = read(client, p, r).await?;
+    let secret = read(client, p, r).await.map_err(|e| match e {
+        ReadError::Refused(why) => why,
+        ReadError::Api(e) => format!("reading secret {}/{}: {e}", r.namespace, r.name),
+    })?;
     if let Some(host) = to {
         consents(&secret, r, host)?;
     }
@@ -45,18 +48,32 @@ pub(super) async fn secret_value(
         })
 }
 
-async fn read(client: &Client, p: &Policy, r: &SecretKeyRef) -> Result<Secret, String> {
-    if !p.secret_namespaces.contains(&r.namespace) {
-        return Err(format!(
-            "secret {}/{}: probes read Secrets only in the namespaces the operator was installed for",
-            r.namespace, r.name
-        ));
+/// Reading a Secret: refused (by the policy, or it is missing or
+/// forbidden), or the API server did not answer (worth retrying).
+enum ReadError {
+    Refused(String),
+    Api(kube::Error),
+}
+
+async fn read(client: &Client, p: &Policy, r: &SecretKeyRef) -> Result<Secret, ReadError> {
+    let (ns, name) = (&r.namespace, &r.name);
+    if !p.secret_namespaces.contains(ns) {
+        return Err(ReadError::Refused(format!(
+            "secret {ns}/{name}: probes read Secrets only in the namespaces the operator was installed for"
+        )));
     }
-    Api::<Secret>::namespaced(client.clone(), &r.namespace)
-        .get_opt(&r.name)
+    match Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
         .await
-        .map_err(|e| format!("reading secret {}/{}: {e}", r.namespace, r.name))?
-        .ok_or_else(|| format!("secret {}/{} not found", r.namespace, r.name))
+    {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(ReadError::Refused(format!("secret {ns}/{name} not found"))),
+        Err(kube::Error::Api(e)) if e.code == 403 => Err(ReadError::Refused(format!(
+            "the operator may not read secret {ns}/{name}: {}",
+            e.message
+        ))),
+        Err(e) => Err(ReadError::Api(e)),
+    }
 }
 
 /// The Secrets a spec sends somewhere: (field, Secret, the host it goes to).
@@ -159,24 +176,10 @@ pub async fn check_consent(
         if !env.policy().secret_namespaces.contains(&r.namespace) {
             continue; // refused already, by the policy check of the spec
         }
-        let secret = match Api::<Secret>::namespaced(client.clone(), &r.namespace)
-            .get_opt(&r.name)
-            .await
-        {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return Ok(Err(format!(
-                    "{field}: secret {}/{} not found",
-                    r.namespace, r.name
-                )));
-            }
-            Err(kube::Error::Api(e)) if e.code == 403 => {
-                return Ok(Err(format!(
-                    "{field}: the operator may not read secret {}/{}: {}",
-                    r.namespace, r.name, e.message
-                )));
-            }
-            Err(e) => return Err(e),
+        let secret = match read(client, env.policy(), r).await {
+            Ok(s) => s,
+            Err(ReadError::Refused(why)) => return Ok(Err(format!("{field}: {why}"))),
+            Err(ReadError::Api(e)) => return Err(e),
         };
         if let Err(e) = consents(&secret, r, &host) {
             return Ok(Err(format!("{field}: {e}")));
