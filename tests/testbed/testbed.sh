@@ -438,8 +438,9 @@ EOF
   local dataplane=${FIREDRILL_TESTBED_DATAPLANE:-1}
   ((real > 0)) && dataplane=${FIREDRILL_TESTBED_DATAPLANE:-0}
   if [[ $dataplane != 0 ]]; then
+    # FIREDRILL_DATAPLANE_LOG: its log filter (e.g. info,kube_runtime=debug to see its watches retry).
     local dp slot; dp=$(dataplane_bin); slot=$(take_slot)
-    start dataplane env KUBECONFIG="$STATE/admin.kubeconfig" RUST_LOG=info "$dp" dataplane --state "$STATE" --slot "$slot"
+    start dataplane env KUBECONFIG="$STATE/admin.kubeconfig" RUST_LOG=${FIREDRILL_DATAPLANE_LOG:-info} "$dp" dataplane --state "$STATE" --slot "$slot"
     wait_for "the data plane's hosts file" 60 test -f "$STATE/hosts"
   fi
 

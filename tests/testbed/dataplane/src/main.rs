@@ -158,3 +158,48 @@ async fn dataplane(state: PathBuf) -> anyhow::Result<()> {
     procs.kill_all();
     Ok(())
 }
+
+/// How the data plane's watches wait after an error: 200 ms doubling to
+/// 2 s. kube's default (800 ms doubling to 30 s, with jitter that made
+/// waits of 50 s here) left Services created a minute after an API server
+/// outage without a listener or a hosts entry while the watch sat out its
+/// waits; kube-proxy and the kubelet on a real node come back within
+/// seconds, and on loopback a retry costs nothing.
+pub struct QuickBackoff(u32);
+
+impl QuickBackoff {
+    pub fn new() -> Self {
+        QuickBackoff(0)
+    }
+}
+
+impl Iterator for QuickBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<std::time::Duration> {
+        let ms = (200u64 << self.0.min(4)).min(2000);
+        self.0 = self.0.saturating_add(1);
+        Some(std::time::Duration::from_millis(ms))
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_backoff_doubles_to_two_seconds_and_starts_over_on_reset() {
+        use kube::runtime::utils::Backoff;
+        let mut b = QuickBackoff::new();
+        let ms: Vec<u64> = (&mut b).take(7).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(ms, [200, 400, 800, 1600, 2000, 2000, 2000]);
+        b.reset();
+        assert_eq!(b.next().unwrap().as_millis(), 200);
+    }
+}

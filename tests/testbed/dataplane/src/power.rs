@@ -138,7 +138,9 @@ async fn power(
 /// Say, on every fake node, that an agent runs there (this data plane).
 async fn announce(client: Client, nodes: Api<Node>) -> anyhow::Result<()> {
     let metas = Api::<kube::core::PartialObjectMeta<Node>>::all(client);
-    let mut events = std::pin::pin!(watcher(metas, watcher::Config::default()).default_backoff());
+    let mut events = std::pin::pin!(
+        watcher(metas, watcher::Config::default()).backoff(crate::QuickBackoff::new())
+    );
     while let Some(ev) = events.next().await {
         let n = match ev {
             Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => n,
@@ -185,7 +187,7 @@ pub async fn run(client: Client, procs: Processes, off: PoweredOff) -> anyhow::R
             nodes.clone(),
             watcher::Config::default().labels(POWER_LABEL)
         )
-        .default_backoff()
+        .backoff(crate::QuickBackoff::new())
     );
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut labelled: HashSet<String> = HashSet::new();

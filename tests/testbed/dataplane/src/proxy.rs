@@ -83,7 +83,9 @@ async fn follow_services(
     hosts: PathBuf,
 ) -> anyhow::Result<()> {
     let api = Api::<Service>::all(client);
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    let mut events = std::pin::pin!(
+        watcher(api, watcher::Config::default()).backoff(crate::QuickBackoff::new())
+    );
     while let Some(ev) = events.next().await {
         let (svc, gone) = match ev {
             Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),
@@ -140,7 +142,9 @@ async fn follow_services(
 
 async fn follow_slices(client: Client, state: Arc<Mutex<State>>) -> anyhow::Result<()> {
     let api = Api::<EndpointSlice>::all(client);
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    let mut events = std::pin::pin!(
+        watcher(api, watcher::Config::default()).backoff(crate::QuickBackoff::new())
+    );
     while let Some(ev) = events.next().await {
         let (slice, gone) = match ev {
             Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),
