@@ -272,6 +272,7 @@ pub async fn run(
     let schedules = Api::<DataCenterFailureSchedule>::all(clients.watches.clone());
     let runs = Api::<DataCenterFailure>::all(clients.watches.clone());
     Controller::new(schedules, watcher::Config::default().any_semantic())
+        .trigger_backoff(crate::fault::backoff::Backoff::new())
         .owns(
             runs,
             watcher::Config::default()

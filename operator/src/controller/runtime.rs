@@ -243,6 +243,7 @@ pub async fn run_with(
     ctx.metrics.set_ready();
     let api = Api::<DataCenterFailure>::all(clients.watches.clone());
     let experiments = Controller::new(api, watcher::Config::default().any_semantic())
+        .trigger_backoff(crate::fault::backoff::Backoff::new())
         .graceful_shutdown_on(stopped(stop.clone()))
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|res| async move {

@@ -94,6 +94,23 @@ impl Default for Backoff {
     }
 }
 
+/// A controller's trigger watches wait the same way (kube's default waits
+/// up to a minute after each failure, so a resource created just after an
+/// API server outage could go unseen for two).
+impl Iterator for Backoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.fail())
+    }
+}
+
+impl kube::runtime::utils::Backoff for Backoff {
+    fn reset(&mut self) {
+        self.succeed();
+    }
+}
+
 /// `events` of a watcher, waiting out a [`Backoff`] after every error
 /// before the watcher tries again, and starting over only once the watch
 /// delivers something (not on the `Init` it says before every list). One
@@ -143,6 +160,20 @@ mod tests {
         wait + slack >= base.mul_f64(1.0 - JITTER)
             && wait <= base.mul_f64(1.0 + JITTER) + slack
             && wait <= CAP
+    }
+
+    #[test]
+    fn as_a_controllers_trigger_backoff_it_waits_the_same_and_starts_over_on_reset() {
+        use kube::runtime::utils::Backoff as _;
+        let mut b = Backoff::seeded(7);
+        let waits: Vec<Duration> = (&mut b).take(10).collect();
+        for (i, w) in waits.iter().enumerate() {
+            assert!(jittered(*w, delay(i as u32 + 1, 0.5)), "wait {i}: {w:?}");
+        }
+        assert_eq!(b.failures(), 10);
+        b.reset();
+        assert_eq!(b.failures(), 0);
+        assert!(jittered(b.next().unwrap(), FIRST));
     }
 
     #[test]
