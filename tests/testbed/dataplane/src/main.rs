@@ -165,13 +165,8 @@ async fn dataplane(state: PathBuf) -> anyhow::Result<()> {
 /// outage without a listener or a hosts entry while the watch sat out its
 /// waits; kube-proxy and the kubelet on a real node come back within
 /// seconds, and on loopback a retry costs nothing.
+#[derive(Default)]
 pub struct QuickBackoff(u32);
-
-impl QuickBackoff {
-    pub fn new() -> Self {
-        QuickBackoff(0)
-    }
-}
 
 impl Iterator for QuickBackoff {
     type Item = std::time::Duration;
@@ -196,7 +191,7 @@ mod tests {
     #[test]
     fn quick_backoff_doubles_to_two_seconds_and_starts_over_on_reset() {
         use kube::runtime::utils::Backoff;
-        let mut b = QuickBackoff::new();
+        let mut b = QuickBackoff::default();
         let ms: Vec<u64> = (&mut b).take(7).map(|d| d.as_millis() as u64).collect();
         assert_eq!(ms, [200, 400, 800, 1600, 2000, 2000, 2000]);
         b.reset();

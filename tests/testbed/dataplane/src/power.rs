@@ -139,7 +139,7 @@ async fn power(
 async fn announce(client: Client, nodes: Api<Node>) -> anyhow::Result<()> {
     let metas = Api::<kube::core::PartialObjectMeta<Node>>::all(client);
     let mut events = std::pin::pin!(
-        watcher(metas, watcher::Config::default()).backoff(crate::QuickBackoff::new())
+        watcher(metas, watcher::Config::default()).backoff(crate::QuickBackoff::default())
     );
     while let Some(ev) = events.next().await {
         let n = match ev {
@@ -187,7 +187,7 @@ pub async fn run(client: Client, procs: Processes, off: PoweredOff) -> anyhow::R
             nodes.clone(),
             watcher::Config::default().labels(POWER_LABEL)
         )
-        .backoff(crate::QuickBackoff::new())
+        .backoff(crate::QuickBackoff::default())
     );
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut labelled: HashSet<String> = HashSet::new();

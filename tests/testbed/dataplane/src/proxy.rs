@@ -84,7 +84,7 @@ async fn follow_services(
 ) -> anyhow::Result<()> {
     let api = Api::<Service>::all(client);
     let mut events = std::pin::pin!(
-        watcher(api, watcher::Config::default()).backoff(crate::QuickBackoff::new())
+        watcher(api, watcher::Config::default()).backoff(crate::QuickBackoff::default())
     );
     while let Some(ev) = events.next().await {
         let (svc, gone) = match ev {
@@ -143,7 +143,7 @@ async fn follow_services(
 async fn follow_slices(client: Client, state: Arc<Mutex<State>>) -> anyhow::Result<()> {
     let api = Api::<EndpointSlice>::all(client);
     let mut events = std::pin::pin!(
-        watcher(api, watcher::Config::default()).backoff(crate::QuickBackoff::new())
+        watcher(api, watcher::Config::default()).backoff(crate::QuickBackoff::default())
     );
     while let Some(ev) = events.next().await {
         let (slice, gone) = match ev {

@@ -153,7 +153,7 @@ pub async fn run(
     procs.write_listing();
     let api = Api::<Pod>::all(client.clone());
     let cfg = watcher::Config::default().labels(&format!("{SERVE_LABEL}=true"));
-    let mut events = std::pin::pin!(watcher(api, cfg).backoff(crate::QuickBackoff::new()));
+    let mut events = std::pin::pin!(watcher(api, cfg).backoff(crate::QuickBackoff::default()));
     while let Some(ev) = events.next().await {
         match ev {
             Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
