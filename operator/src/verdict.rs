@@ -450,6 +450,9 @@ pub struct SloDependencies {
     pub own: Option<String>,
     /// Its `dependsOn`, each with the Service behind that SLO's probe.
     pub declared: Vec<(String, Option<String>)>,
+    /// The Services on the path of the cascade the plan predicted for it
+    /// (`namespace/name`, the lost one last), if any.
+    pub via: Vec<String>,
 }
 
 /// How far apart an SLO's outage and a Service's may start (and end) and
@@ -514,13 +517,27 @@ pub fn check_dependencies(
         // Only an SLO whose own Service was watched and stayed up can be
         // said to have failed with another's: without its own timeline, a
         // zone that takes many Services down at once would blame them all.
-        let observed: Vec<&ServiceOutage> = if own_down || d.own.is_none() {
+        let mut observed: Vec<&ServiceOutage> = if own_down || d.own.is_none() {
             vec![]
         } else {
             outages
                 .iter()
                 .filter(|o| d.own.as_ref() != Some(&o.service) && matches((o.start, o.end)))
                 .collect()
+        };
+        // A zone takes many Services down at the same moment, and they come
+        // back together when it does: where the plan read a path to one of
+        // the matching Services from the workloads' configuration, the
+        // others are coincidence, not cause.
+        if observed.iter().any(|o| d.via.contains(&o.service)) {
+            observed.retain(|o| d.via.contains(&o.service));
+        }
+        let on_path = |service: &str| {
+            d.via
+                .iter()
+                .position(|v| v == service)
+                .map(|i| format!(" (the plan's path: {})", d.via[..=i].join(" -> ")))
+                .unwrap_or_default()
         };
         let evidence = |what: &str, (s, e): (i64, Option<i64>)| {
             let slo = mine
@@ -576,9 +593,13 @@ pub fn check_dependencies(
                 declared: false,
                 observed: true,
                 finding: "observed, not declared".into(),
-                evidence: Some(evidence(
-                    &format!("Service {} had no ready endpoint", o.service),
-                    (o.start, o.end),
+                evidence: Some(format!(
+                    "{}{}",
+                    evidence(
+                        &format!("Service {} had no ready endpoint", o.service),
+                        (o.start, o.end),
+                    ),
+                    on_path(&o.service)
                 )),
             });
         }
@@ -1041,6 +1062,7 @@ mod tests {
             rule: Some(
                 "pinned to zone-a by nodeSelector topology.kubernetes.io/zone=zone-a".into(),
             ),
+            via: vec![],
         }];
         let namespaces = [
             ("authentication".to_string(), "auth".to_string()),
@@ -1117,7 +1139,59 @@ mod tests {
                 .iter()
                 .map(|(d, s)| (d.to_string(), Some(s.to_string())))
                 .collect(),
+            via: vec![],
         }
+    }
+
+    #[test]
+    fn services_that_go_and_come_back_together_are_told_apart_by_the_plans_path() {
+        // Three singletons die with the zone and come back with it; each
+        // caller is blamed on the one its configuration leads to, a caller
+        // with no path on all that match, as before.
+        let outages = vec![
+            svc("shop/tokens", 10_000, Some(40_000)),
+            svc("shop/ledger", 10_050, Some(40_100)),
+            svc("shop/index", 10_100, Some(40_050)),
+        ];
+        let mut results = vec![
+            down("gateway", 10_400, Some(40_500)),
+            down("storefront", 10_300, Some(40_600)),
+            down("mystery", 10_200, Some(40_400)),
+        ];
+        let mut gateway = deps("gateway", "shop/gateway", &[]);
+        gateway.via = vec!["shop/tokens".into()];
+        let mut storefront = deps("storefront", "shop/storefront", &[]);
+        storefront.via = vec!["shop/orders".into(), "shop/ledger".into()];
+        let mystery = deps("mystery", "shop/mystery", &[]);
+        check_dependencies(&[gateway, storefront, mystery], &mut results, &outages);
+        let blamed = |i: usize| -> Vec<&str> {
+            results[i]
+                .dependencies
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect()
+        };
+        assert_eq!(blamed(0), ["Service shop/tokens"]);
+        assert_eq!(blamed(1), ["Service shop/ledger"]);
+        let evidence = results[1].dependencies[0].evidence.as_deref().unwrap();
+        assert!(
+            evidence.ends_with(" (the plan's path: shop/orders -> shop/ledger)"),
+            "{evidence}"
+        );
+        assert_eq!(
+            blamed(2),
+            [
+                "Service shop/tokens",
+                "Service shop/ledger",
+                "Service shop/index"
+            ]
+        );
+        // A path whose Services did not go down does not hide the ones that did.
+        let mut results = vec![down("gateway", 10_400, Some(40_500))];
+        let mut other = deps("gateway", "shop/gateway", &[]);
+        other.via = vec!["shop/elsewhere".into()];
+        check_dependencies(&[other], &mut results, &outages[..1]);
+        assert_eq!(results[0].dependencies.len(), 1);
     }
 
     #[test]

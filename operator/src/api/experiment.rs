@@ -824,6 +824,12 @@ pub struct SloPredictionStatus {
     /// Why it cannot fail over, in short, e.g. `pinned to zone-a by nodeSelector ...`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// For a predicted cascade, the Services along its path
+    /// (`namespace/name`, first hop first, the lost one last). The verdict
+    /// prefers these when several Services' outages match the SLO's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub via: Vec<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

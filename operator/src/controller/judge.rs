@@ -263,6 +263,11 @@ fn slo_dependencies(
                 .iter()
                 .map(|d| (d.clone(), service(d)))
                 .collect(),
+            via: predictions
+                .iter()
+                .find(|p| p.name == s.name())
+                .map(|p| p.via.clone())
+                .unwrap_or_default(),
         })
         .collect()
 }

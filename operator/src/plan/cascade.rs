@@ -342,8 +342,10 @@ impl Graph {
 /// What the graph does to one SLO.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Cascade {
-    /// A Service it calls (through any number of hops) goes dark: the path.
-    Fails(String),
+    /// A Service it calls (through any number of hops) goes dark: the path,
+    /// and the Services along it (`namespace/name`, first hop first, the
+    /// lost one last).
+    Fails(String, Vec<String>),
     /// It names a lost Service only in prose.
     AtRisk(String),
 }
@@ -458,7 +460,7 @@ impl<'a> Cascades<'a> {
         let mut weak = None;
         for w in &workloads {
             match self.walk(w, &mut seen, 0) {
-                Some(Cascade::Fails(p)) => return Some(Cascade::Fails(p)),
+                Some(f @ Cascade::Fails(..)) => return Some(f),
                 Some(c) => weak = weak.or(Some(c)),
                 None => {}
             }
@@ -489,7 +491,7 @@ impl<'a> Cascades<'a> {
             };
             let step = format!("{} ({} of {})", e.host, e.via, e.from);
             let found = match &node.lost {
-                Some(why) => Some(Cascade::Fails(format!("{step}: {why}"))),
+                Some(why) => Some(Cascade::Fails(format!("{step}: {why}"), vec![e.to.clone()])),
                 // A failing path through any of its workloads, before a
                 // weak one through an earlier workload.
                 None => {
@@ -497,8 +499,9 @@ impl<'a> Cascades<'a> {
                     let mut fails = None;
                     for w in &node.workloads {
                         match self.walk(w, seen, depth + 1) {
-                            Some(Cascade::Fails(rest)) => {
-                                fails = Some(Cascade::Fails(format!("{step} -> {rest}")));
+                            Some(Cascade::Fails(rest, mut via)) => {
+                                via.insert(0, e.to.clone());
+                                fails = Some(Cascade::Fails(format!("{step} -> {rest}"), via));
                                 break;
                             }
                             other => weak = weak.or(other),
@@ -508,8 +511,8 @@ impl<'a> Cascades<'a> {
                 }
             };
             match (found, e.strong) {
-                (Some(Cascade::Fails(p)), true) => return Some(Cascade::Fails(p)),
-                (Some(Cascade::Fails(p) | Cascade::AtRisk(p)), _) => {
+                (Some(f @ Cascade::Fails(..)), true) => return Some(f),
+                (Some(Cascade::Fails(p, _) | Cascade::AtRisk(p)), _) => {
                     weak = weak.or(Some(Cascade::AtRisk(p)))
                 }
                 (None, _) => {}

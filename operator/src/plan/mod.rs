@@ -278,6 +278,9 @@ pub struct SloPrediction {
     pub target: Option<String>,
     /// The rule that keeps it from failing over, in short.
     pub rule: Option<String>,
+    /// For a predicted cascade, the Services along its path
+    /// (`namespace/name`, the lost one last).
+    pub via: Vec<String>,
 }
 
 /// Where a PersistentVolume can be used.
@@ -571,6 +574,7 @@ impl Plan {
                     why: p.why.clone(),
                     target: p.target.clone(),
                     rule: p.rule.clone(),
+                    via: p.via.clone(),
                 })
                 .collect(),
             warnings: first(self.warnings.clone()),
@@ -824,10 +828,11 @@ impl Predictor<'_> {
             return;
         }
         match self.cascades.of(t) {
-            Some(cascade::Cascade::Fails(path)) => {
+            Some(cascade::Cascade::Fails(path, via)) => {
                 prediction.verdict = Some(Verdict::Failed);
                 prediction.why = format!("predicted Failed via {path}");
                 prediction.rule = Some("cascade".into());
+                prediction.via = via;
             }
             Some(cascade::Cascade::AtRisk(path)) => warnings.push(format!(
                 "SLO {} at risk via {path} (the name appears only in prose or a comment, and may never be called)",
@@ -858,6 +863,7 @@ impl Predictor<'_> {
             why: "the plan cannot tell what this probe depends on".into(),
             target: t.backing.as_ref().map(|b| b.what.clone()),
             rule: None,
+            via: vec![],
         };
         if let Some(why) = t
             .prober

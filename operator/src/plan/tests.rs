@@ -1227,6 +1227,7 @@ fn a_caller_of_a_service_pinned_to_the_zone_is_predicted_failed_with_the_path() 
         "predicted Failed via tokens.fleet.svc (env TOKENS_URL of Deployment fleet/gateway): Service fleet/tokens keeps 0 ready pods outside zone-a, and its 1 replacements cannot be scheduled (nodeSelector topology.kubernetes.io/zone=zone-a)"
     );
     assert_eq!(g.rule.as_deref(), Some("cascade"));
+    assert_eq!(g.via, ["fleet/tokens"]);
     assert_eq!(p.dependencies.edges.len(), 1);
     let e = &p.dependencies.edges[0];
     assert_eq!(
@@ -1268,7 +1269,13 @@ fn a_cascade_two_hops_deep_is_followed_and_its_path_told() {
         "{}",
         web.why
     );
+    assert_eq!(web.via, ["fleet/api", "fleet/db"]);
     assert_eq!(prediction(&p, "api").verdict, Some(Verdict::Failed));
+    assert_eq!(prediction(&p, "api").via, ["fleet/db"]);
+    assert_eq!(
+        p.summary().slo_predictions[0].via,
+        ["fleet/api", "fleet/db"]
+    );
 }
 
 #[test]
