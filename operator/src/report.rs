@@ -804,12 +804,103 @@ fn plan_findings(zone: &str, plan: &PlanSummary) -> String {
         plan.dependencies.len() as i32,
         &plan.dependencies,
     ));
+    findings.push_str(&dependency_svg(&plan.dependencies));
     let _ = write!(
         findings,
         "<p>{} of {} nodes in the zone; {} pods in scope.</p>",
         plan.nodes_in_zone, plan.nodes_in_cluster, plan.pods_in_scope
     );
     findings
+}
+
+/// One edge of the plan's dependency lines (`Deployment shop/web -> Service
+/// shop/api (env API_URL api.shop.svc) [named only in prose]: LOST, why`):
+/// caller, Service, how it is named, whether only in prose, why it is lost.
+fn dependency_edge(line: &str) -> Option<(&str, &str, &str, bool, Option<&str>)> {
+    let (from, rest) = line.split_once(" -> Service ")?;
+    let (to, rest) = rest.split_once(" (")?;
+    let (head, lost) = match rest.split_once(": LOST, ") {
+        Some((head, why)) => (head, Some(why)),
+        None => (rest, None),
+    };
+    let (head, prose) = match head.strip_suffix(" [named only in prose]") {
+        Some(head) => (head, true),
+        None => (head, false),
+    };
+    Some((from, to, head.strip_suffix(')')?, prose, lost))
+}
+
+/// The dependency graph drawn: callers on the left, the Services they name
+/// on the right, a line per call (dashed where the name is only in prose),
+/// and the Services lost with the zone in red, with why on hover.
+fn dependency_svg(lines: &[String]) -> String {
+    let edges: Vec<_> = lines.iter().filter_map(|l| dependency_edge(l)).collect();
+    if edges.is_empty() {
+        return String::new();
+    }
+    let mut callers: Vec<&str> = edges.iter().map(|e| e.0).collect();
+    callers.sort_unstable();
+    callers.dedup();
+    let mut services: Vec<(&str, Option<&str>)> = edges.iter().map(|e| (e.1, e.4)).collect();
+    services.sort_unstable();
+    services.dedup_by(|a, b| a.0 == b.0);
+    let (row, box_w, right_x) = (30.0, 330.0, 470.0);
+    let y = |i: usize| 10.0 + i as f64 * row;
+    let height = y(callers.len().max(services.len())) + 10.0;
+    let mut svg = format!(
+        r#"<svg class="deps" width="810" height="{height}" role="img" aria-label="Service dependency graph">"#
+    );
+    for (from, to, via, prose, _) in &edges {
+        let (Some(a), Some(b)) = (
+            callers.iter().position(|c| c == from),
+            services.iter().position(|s| s.0 == *to),
+        ) else {
+            continue;
+        };
+        let _ = write!(
+            svg,
+            r##"<line x1="{x1}" y1="{y1}" x2="{right_x}" y2="{y2}" stroke="#888"{dash}><title>{t}</title></line>"##,
+            x1 = 10.0 + box_w,
+            y1 = y(a) + 11.0,
+            y2 = y(b) + 11.0,
+            dash = if *prose {
+                r#" stroke-dasharray="4 3""#
+            } else {
+                ""
+            },
+            t = xml_escape(via),
+        );
+    }
+    for (i, c) in callers.iter().enumerate() {
+        let _ = write!(
+            svg,
+            r##"<rect x="10" y="{}" width="{box_w}" height="22" fill="#f4f4f4" stroke="#888"/><text x="16" y="{}" font-size="12">{}</text>"##,
+            y(i),
+            y(i) + 15.0,
+            xml_escape(c)
+        );
+    }
+    for (i, (name, lost)) in services.iter().enumerate() {
+        let (stroke, label, title) = match lost {
+            Some(why) => ("#c62828", format!("Service {name}: LOST"), why.to_string()),
+            None => (
+                "#2e7d32",
+                format!("Service {name}"),
+                "keeps serving".to_string(),
+            ),
+        };
+        let _ = write!(
+            svg,
+            r##"<g><title>{}</title><rect x="{right_x}" y="{}" width="{box_w}" height="22" rx="11" fill="#fff" stroke="{stroke}" stroke-width="2"/><text x="{}" y="{}" font-size="12" fill="{stroke}">{}</text></g>"##,
+            xml_escape(&title),
+            y(i),
+            right_x + 10.0,
+            y(i) + 15.0,
+            xml_escape(&label)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
 }
 
 /// A titled list of `n` findings, of which `names` are the first listed.
@@ -974,6 +1065,36 @@ mod tests {
         assert!(page.contains("Pods pinned to zone-a (2)"));
         assert!(page.contains(">Failed</div>"));
         assert!(!page.contains("<while>"), "text is escaped");
+    }
+
+    #[test]
+    fn the_dependency_graph_is_drawn_with_the_lost_services_marked() {
+        let lines = [
+            "Deployment shop/web -> Service shop/api (env API_URL api.shop.svc)",
+            "Deployment shop/api -> Service shop/db (env DB_URL db.shop.svc): LOST, Service shop/db keeps 0 ready pods outside zone-a",
+            "Deployment shop/web -> Service shop/legacy (env NOTE legacy.shop (ExternalName shop/old)) [named only in prose]: LOST, gone <soon>",
+            "not an edge",
+        ]
+        .map(String::from);
+        assert_eq!(
+            dependency_edge(&lines[2]),
+            Some((
+                "Deployment shop/web",
+                "shop/legacy",
+                "env NOTE legacy.shop (ExternalName shop/old)",
+                true,
+                Some("gone <soon>")
+            ))
+        );
+        let svg = dependency_svg(&lines);
+        assert_eq!(svg.matches("<line ").count(), 3, "{svg}");
+        assert_eq!(svg.matches("stroke-dasharray").count(), 1, "{svg}");
+        assert!(svg.contains(">Service shop/db: LOST</text>"), "{svg}");
+        assert!(svg.contains(">Service shop/api</text>"), "{svg}");
+        assert_eq!(svg.matches("LOST</text>").count(), 2, "{svg}");
+        assert_eq!(svg.matches(">Deployment shop/web</text>").count(), 1);
+        assert!(svg.contains("gone &lt;soon&gt;") && !svg.contains("<soon>"));
+        assert_eq!(dependency_svg(&[]), "");
     }
 
     #[test]

@@ -216,3 +216,271 @@ fn an_undeclared_cascade_is_predicted_from_configuration_and_attributed_from_wha
     eprintln!("plan: {why}\nverdict: {cause}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Nine Services, three of them singletons pinned to zone-a, and the
+/// callers that cascade from them: a gateway calls tokens; orders call the
+/// ledger and a storefront calls orders (two hops); search calls an index.
+/// A cache spread over the zones names a retired Service only in a note.
+/// The three singletons die together and come back together when the zone
+/// does, so their outages overlap each other and every caller's: the plan
+/// predicts each cascade from the callers' own env, with its path, and the
+/// verdict blames each caller on its own root alone, never on the two that
+/// went down beside it, and blames the cache for nothing.
+#[test]
+fn three_cascades_among_nine_services_are_each_predicted_and_blamed_on_their_own_root() {
+    let _lock = zones_lock();
+    install_crds();
+    let ns = Namespace::create("e2e-cascades9");
+    let n = &ns.0;
+    let pinned = "      nodeSelector: {topology.kubernetes.io/zone: zone-a}";
+    let spread = |name: &str| spread_over_zones(name, "DoNotSchedule");
+    let url = |svc: &str| format!("http://{svc}.{n}.svc/healthz");
+    for m in [
+        served(n, "tokens", 1, &[], pinned),
+        served(n, "ledger", 1, &[], pinned),
+        served(n, "index", 1, &[], pinned),
+        served(n, "legacy", 1, &[], pinned),
+        served(
+            n,
+            "cache",
+            3,
+            &[(
+                "MIGRATION_NOTE",
+                format!("moved off legacy.{n}.svc in 2025; nothing calls it"),
+            )],
+            &spread("cache"),
+        ),
+        served(
+            n,
+            "gateway",
+            3,
+            &[("TOKENS_URL", url("tokens")), ("CACHE_URL", url("cache"))],
+            &spread("gateway"),
+        ),
+        served(
+            n,
+            "orders",
+            3,
+            &[("LEDGER_URL", url("ledger"))],
+            &spread("orders"),
+        ),
+        served(
+            n,
+            "storefront",
+            3,
+            &[("ORDERS_URL", url("orders")), ("CACHE_URL", url("cache"))],
+            &spread("storefront"),
+        ),
+        served(
+            n,
+            "search",
+            3,
+            &[("INDEX_URL", url("index"))],
+            &spread("search"),
+        ),
+    ] {
+        apply(&m).expect_ok("the nine Services");
+    }
+    let fleet = [
+        ("tokens", 1),
+        ("ledger", 1),
+        ("index", 1),
+        ("legacy", 1),
+        ("cache", 3),
+        ("gateway", 3),
+        ("orders", 3),
+        ("storefront", 3),
+        ("search", 3),
+    ];
+    wait_for("the nine Services Ready", Duration::from_secs(180), || {
+        fleet
+            .iter()
+            .all(|(s, k)| ready_endpoints(n, s) == *k)
+            .then_some(())
+    });
+    let callers = ["gateway", "orders", "storefront", "search", "cache"];
+    let mut drill = Drill::new("cascades9", "zone-a")
+        .duration("12s")
+        .baseline("2s")
+        .namespace(n);
+    for c in callers {
+        drill = drill.slo(Slo::new(c, "10s").interval("500ms").http(&url(c)));
+    }
+    let manifest = drill.yaml();
+    let dir = std::env::temp_dir().join(format!("firedrill-cascades9-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cascades9.yaml");
+    std::fs::write(&file, &manifest).unwrap();
+
+    // The plan, before anything is touched.
+    let (code, out, err) = firedrill(&["plan", "-f", file.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    let predicted = |slo: &str| {
+        plan["plan"]["sloPredictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["slo"] == slo)
+            .cloned()
+            .unwrap_or_else(|| panic!("no prediction for {slo}: {plan:#}"))
+    };
+    let roots = [
+        ("gateway", "tokens", vec!["tokens"]),
+        ("orders", "ledger", vec!["ledger"]),
+        ("storefront", "ledger", vec!["orders", "ledger"]),
+        ("search", "index", vec!["index"]),
+    ];
+    for (slo, root, path) in &roots {
+        let p = predicted(slo);
+        assert_eq!(p["verdict"], "Failed", "{slo}: {p:#}");
+        let why = p["why"].as_str().unwrap();
+        assert!(
+            why.starts_with("predicted Failed via ")
+                && why.contains(&format!(
+                    "Service {n}/{root} keeps 0 ready pods outside zone-a"
+                )),
+            "{slo}: {why}"
+        );
+        let via: Vec<String> = path.iter().map(|s| format!("{n}/{s}")).collect();
+        assert_eq!(p["via"], serde_json::json!(via), "{slo}: {p:#}");
+    }
+    let storefront_why = predicted("storefront")["why"].as_str().unwrap().to_string();
+    assert!(
+        storefront_why.contains(&format!(
+            "(env ORDERS_URL of Deployment {n}/storefront) -> ledger.{n}.svc (env LEDGER_URL of Deployment {n}/orders)"
+        )),
+        "two hops, both named: {storefront_why}"
+    );
+    assert_eq!(predicted("cache")["verdict"], "Passed");
+    let warnings = plan["plan"]["warnings"].to_string();
+    assert!(
+        warnings.contains("SLO cache at risk via legacy"),
+        "the note is a risk, not a cascade: {warnings}"
+    );
+
+    // The run.
+    let _op = Operator::start(&[]);
+    let _exp = Experiment("cascades9".into());
+    apply(&manifest).expect_ok("the drill");
+    wait_completed("cascades9", 180);
+    let st = kubectl_json(&["get", "dcf", "cascades9"])["status"].clone();
+    let slo = |name: &str| {
+        st["slos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}: {st:#}"))
+    };
+    let mut lines = vec![];
+    for (name, root, path) in &roots {
+        let s = slo(name);
+        assert_eq!(s["verdict"], "Failed", "{name}: {s:#}");
+        assert_eq!(s["predicted"], "Failed", "{name}: {s:#}");
+        let blamed: Vec<String> = s["dependencies"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            blamed,
+            [format!("Service {n}/{root}")],
+            "{name} is blamed on {root} alone: {s:#}"
+        );
+        let evidence = s["dependencies"][0]["evidence"].as_str().unwrap();
+        let chain: Vec<String> = path.iter().map(|p| format!("{n}/{p}")).collect();
+        assert!(
+            evidence.contains("had no ready endpoint from")
+                && evidence.ends_with(&format!("(the plan's path: {})", chain.join(" -> "))),
+            "{name}: {evidence}"
+        );
+        lines.push(format!(
+            "{name}: {}",
+            s["cause"].as_str().unwrap_or_default()
+        ));
+    }
+    let cache = slo("cache");
+    assert_eq!(cache["verdict"], "Passed", "{cache:#}");
+    assert!(
+        cache["dependencies"]
+            .as_array()
+            .is_none_or(|d| d.is_empty()),
+        "the cache is blamed on nothing: {cache:#}"
+    );
+    // The three roots' outages overlap (by far more than an interval): the
+    // callers were told apart by the plan's paths, not by the roots having
+    // been down at different times.
+    let windows: Vec<(f64, f64)> = [
+        ("gateway", "tokens"),
+        ("orders", "ledger"),
+        ("search", "index"),
+    ]
+    .iter()
+    .map(|(caller, root)| {
+        let e = slo(caller)["dependencies"][0]["evidence"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        outage_window(&e).unwrap_or_else(|| panic!("{root}: no window in {e}"))
+    })
+    .collect();
+    let latest_start = windows.iter().map(|w| w.0).fold(f64::MIN, f64::max);
+    let earliest_end = windows.iter().map(|w| w.1).fold(f64::MAX, f64::min);
+    assert!(
+        earliest_end - latest_start > 5.0,
+        "the roots were down together: {windows:?}"
+    );
+    let json = firedrill(&["report", "cascades9", "-o", "json"]).1;
+    let json: Value = serde_json::from_str(&json).unwrap();
+    for root in ["tokens", "ledger", "index"] {
+        assert!(
+            json["serviceEndpoints"][format!("{n}/{root}")].is_array(),
+            "{root}'s endpoints were recorded: {:#}",
+            json["serviceEndpoints"]
+        );
+    }
+    // The HTML report draws the graph, the three roots marked lost.
+    let html = dir.join("cascades9.html");
+    let (code, _, err) = firedrill(&["report", "cascades9", "--html", html.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    let svg = &page[page
+        .find("<svg class=\"deps\"")
+        .expect("the graph is drawn")..];
+    let svg = &svg[..svg.find("</svg>").unwrap()];
+    for root in ["tokens", "ledger", "index", "legacy"] {
+        assert!(
+            svg.contains(&format!(">Service {n}/{root}: LOST</text>")),
+            "{root} marked lost: {svg}"
+        );
+    }
+    assert!(svg.contains(&format!(">Service {n}/cache</text>")), "{svg}");
+    assert!(
+        svg.contains("stroke-dasharray"),
+        "the note is drawn dashed: {svg}"
+    );
+    eprintln!("{}", lines.join("\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Service outage an evidence line gives (`... had no ready endpoint
+/// from 2026-12-01T14:20:03.5Z to 2026-12-01T14:20:31Z; ...`), as seconds
+/// of the day; None without both ends.
+fn outage_window(evidence: &str) -> Option<(f64, f64)> {
+    let rest = evidence.split_once(" from ")?.1;
+    let (from, rest) = rest.split_once(" to ")?;
+    let to = rest.split(';').next()?.trim();
+    let secs = |t: &str| -> Option<f64> {
+        let clock = t.split_once('T')?.1.trim_end_matches('Z');
+        let mut parts = clock.split(':');
+        let h: f64 = parts.next()?.parse().ok()?;
+        let m: f64 = parts.next()?.parse().ok()?;
+        let s: f64 = parts.next()?.parse().ok()?;
+        Some(h * 3600.0 + m * 60.0 + s)
+    };
+    Some((secs(from)?, secs(to)?))
+}
