@@ -563,7 +563,7 @@ async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let snap = collect::snapshot(&client, &req.zone, &req.topology_key, &opts).await?;
-    let mut p = plan::plan(&req, &snap);
+    let (req, snap, mut p) = plan::plan_off_runtime(req, snap).await;
     p.warnings.extend(warnings);
     let guards = plan::check_guards(&req, &p, &snap);
     let report =
