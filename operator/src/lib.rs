@@ -17,7 +17,7 @@
 //! - [`record`]: what an experiment keeps in its ConfigMap (planned nodes, probe recording).
 //! - [`leader`]: leader election, standby Leases and hand-over.
 //! - [`agent`]: the node agent that cuts a node's network for a PowerLoss drill.
-//! - [`event`]: Kubernetes Events through the one shared recorder.
+//! - [`event`]: Kubernetes Events through the one shared writer (names of any length).
 //! - [`metrics`]: the operator's metrics and its `/metrics`, `/healthz`, `/readyz` endpoint.
 //! - [`report`]: the table, JSON, JUnit and HTML reports.
 //! - [`run`]: `firedrill run`, the release-pipeline gate that follows an experiment.
