@@ -20,6 +20,7 @@
 //! - [`event`]: Kubernetes Events through the one shared writer (names of any length).
 //! - [`metrics`]: the operator's metrics and its `/metrics`, `/healthz`, `/readyz` endpoint.
 //! - [`report`]: the table, JSON, JUnit and HTML reports.
+//! - [`standdown`]: `firedrill stand-down`, ending every drill and lighting every zone before an uninstall.
 //! - [`run`]: `firedrill run`, the release-pipeline gate that follows an experiment.
 //! - [`cli`]: the command line.
 
@@ -43,6 +44,7 @@ pub mod run;
 pub mod schedule;
 pub mod slo;
 pub mod spec;
+pub mod standdown;
 pub mod verdict;
 
 /// Everything that can go wrong in the operator.
