@@ -54,6 +54,14 @@ enum Command {
     /// PowerLoss drill holds the node's zone, until the drill's deadline at
     /// the latest. `cut` and `lift` act on this machine directly.
     Agent(AgentArgs),
+    /// End every running drill and make sure every zone is lit again, before
+    /// the operator is removed (the chart runs it on `helm uninstall`).
+    ///
+    /// Each running drill is aborted and waited for while the operator
+    /// restores its zone; drills no operator ends in time are restored here
+    /// from the marks on the nodes and marked Aborted. Exits non-zero if a
+    /// node still carries firedrill's marks or taint.
+    StandDown(StandDownArgs),
     /// Print the CustomResourceDefinitions (pipe into `kubectl apply -f -`).
     Crd {
         /// Write one file per CRD into this directory instead of printing.
@@ -123,6 +131,20 @@ struct OperatorArgs {
     /// Pause between node changes while injecting (to rehearse an operator crash mid-injection).
     #[arg(long, hide = true, value_parser = parse_duration_arg)]
     debug_inject_pause: Option<Duration>,
+}
+
+#[derive(Args)]
+struct StandDownArgs {
+    /// Why the drills are ended (written into the abort annotation).
+    #[arg(long, default_value = "the operator is being uninstalled")]
+    reason: String,
+    /// How long to wait for the operator to restore and end the drills
+    /// before restoring their nodes here.
+    #[arg(long, default_value = "150s", value_parser = parse_duration_arg)]
+    timeout: Duration,
+    /// How often to look again and print a progress line.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    poll: Duration,
 }
 
 #[derive(Args)]
@@ -282,6 +304,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => rt.block_on(plan_cmd(args)),
         Command::Run(args) => rt.block_on(run_cmd(args)),
         Command::Report(args) => rt.block_on(report_cmd(args)),
+        Command::StandDown(args) => rt.block_on(stand_down_cmd(args)),
     };
     match result {
         Ok(code) => code,
@@ -544,6 +567,23 @@ async fn agent_cmd(args: AgentArgs) -> anyhow::Result<()> {
     }
 }
 
+async fn stand_down_cmd(args: StandDownArgs) -> anyhow::Result<ExitCode> {
+    let client = client().await?;
+    let opts = crate::standdown::Options {
+        reason: args.reason,
+        timeout: args.timeout,
+        poll: args.poll,
+        concurrency: crate::fault::DEFAULT_WRITE_CONCURRENCY,
+    };
+    match crate::standdown::stand_down(&client, &opts).await {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("stand-down: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let spec = plan_spec(args.file.as_deref())?;
     // A spec that cannot be read is said before the cluster is.
@@ -563,7 +603,7 @@ async fn plan_cmd(args: PlanArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let snap = collect::snapshot(&client, &req.zone, &req.topology_key, &opts).await?;
-    let mut p = plan::plan(&req, &snap);
+    let (req, snap, mut p) = plan::plan_off_runtime(req, snap).await;
     p.warnings.extend(warnings);
     let guards = plan::check_guards(&req, &p, &snap);
     let report =

@@ -17,9 +17,10 @@
 //! - [`record`]: what an experiment keeps in its ConfigMap (planned nodes, probe recording).
 //! - [`leader`]: leader election, standby Leases and hand-over.
 //! - [`agent`]: the node agent that cuts a node's network for a PowerLoss drill.
-//! - [`event`]: Kubernetes Events through the one shared recorder.
+//! - [`event`]: Kubernetes Events through the one shared writer (names of any length).
 //! - [`metrics`]: the operator's metrics and its `/metrics`, `/healthz`, `/readyz` endpoint.
 //! - [`report`]: the table, JSON, JUnit and HTML reports.
+//! - [`standdown`]: `firedrill stand-down`, ending every drill and lighting every zone before an uninstall.
 //! - [`run`]: `firedrill run`, the release-pipeline gate that follows an experiment.
 //! - [`cli`]: the command line.
 
@@ -43,6 +44,7 @@ pub mod run;
 pub mod schedule;
 pub mod slo;
 pub mod spec;
+pub mod standdown;
 pub mod verdict;
 
 /// Everything that can go wrong in the operator.

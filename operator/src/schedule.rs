@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use std::sync::Arc;
@@ -250,7 +250,7 @@ pub fn build_run(
 
 struct Ctx {
     client: Client,
-    recorder: Recorder,
+    recorder: crate::event::Events,
 }
 
 /// Run the schedule controller until `stop` resolves.
@@ -260,7 +260,7 @@ pub async fn run(
 ) {
     let client = clients.calls;
     let ctx = Arc::new(Ctx {
-        recorder: Recorder::new(
+        recorder: crate::event::Events::new(
             client.clone(),
             Reporter {
                 controller: "firedrill-schedule".into(),

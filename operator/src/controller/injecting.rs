@@ -179,7 +179,7 @@ impl Drill<'_> {
             nodes,
             ..Default::default()
         };
-        let p = plan::plan(&req, &snap);
+        let (req, _, p) = plan::plan_off_runtime(req, snap).await;
         if let Err(r) = plan::check_node_guards(&req, &p) {
             return Ok(Err(r.0));
         }

@@ -28,7 +28,7 @@ impl Drill<'_> {
             &self.snapshot_options(),
         )
         .await?;
-        let mut p = plan::plan(&req, &snap);
+        let (req, snap, mut p) = plan::plan_off_runtime(req, snap).await;
         p.warnings.extend(spec.warnings());
         self.st.plan = Some(p.summary());
         let mut refusal = plan::check_guards(&req, &p, &snap).err().map(|r| r.0);

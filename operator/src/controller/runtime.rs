@@ -13,7 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
@@ -88,7 +88,7 @@ impl Config {
 pub struct Context {
     pub client: Client,
     pub watch_client: Client,
-    pub recorder: Recorder,
+    pub recorder: crate::event::Events,
     pub config: Config,
     pub metrics: Arc<Metrics>,
     /// The tasks of each experiment this operator runs, by uid.
@@ -156,7 +156,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Arc::new(Context {
-            recorder: Recorder::new(clients.calls.clone(), reporter),
+            recorder: crate::event::Events::new(clients.calls.clone(), reporter),
             metrics: clients.metrics,
             client: clients.calls,
             watch_client: clients.watches,

@@ -599,6 +599,29 @@ impl Plan {
     }
 }
 
+/// [`plan`] on a thread of the blocking pool: planning a large cluster
+/// (placement, cascades, predictions over every pod) takes CPU for a while,
+/// and on the async runtime it would stall the timers, watches, probes and
+/// Lease renewals sharing its workers. The request and the snapshot are
+/// handed back with the plan.
+pub async fn plan_off_runtime(req: Request, snap: Snapshot) -> (Request, Snapshot, Plan) {
+    off_runtime(move || {
+        let p = plan(&req, &snap);
+        (req, snap, p)
+    })
+    .await
+}
+
+/// Run CPU-heavy pure work on the blocking pool and wait for it; a panic in
+/// it is a panic here.
+pub async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("planning was cancelled: {e}"),
+    }
+}
+
 /// Build the plan. Pure: the same snapshot always gives the same plan.
 pub fn plan(req: &Request, snap: &Snapshot) -> Plan {
     let zone = Zone::of(req, snap);

@@ -1451,3 +1451,54 @@ fn a_primary_in_the_zone_is_named_one_outside_it_is_not() {
         plan(&req, &snap).warnings
     );
 }
+
+// Off the async runtime.
+// ---------------------------------------------------------------------------
+
+/// A runtime with a single thread keeps running its other tasks (here a
+/// 2 ms ticker, standing for timers, watches and Lease renewals) while a
+/// large plan is computed: planning runs on the blocking pool. Planned on
+/// the runtime's own thread, the ticker would not tick at all meanwhile.
+#[test]
+fn a_large_plan_leaves_the_runtime_free() {
+    let mut pods = spread_pods("web", 12000);
+    for p in &mut pods {
+        p.spread = vec![zone_spread("web", 1)];
+    }
+    let mut snap = scheduled(pods);
+    with_workload(&mut snap, "web", 12000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (ticks, took, planned) = rt.block_on(async move {
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(2));
+            loop {
+                every.tick().await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        // Let the ticker start.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let (_, _, p) = plan_off_runtime(request("zone-a"), snap).await;
+        let took = started.elapsed();
+        let during = ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
+        ticker.abort();
+        (during, took, p)
+    });
+    assert!(
+        took >= std::time::Duration::from_millis(40),
+        "the plan is too small to show anything: {took:?}"
+    );
+    assert_eq!(planned.unplaceable.len(), 1, "{:?}", planned.unplaceable);
+    let expected = (took.as_millis() / 2) as u32;
+    assert!(
+        ticks >= expected / 4,
+        "the runtime ticked {ticks} times in the {took:?} of planning (about {expected} expected)"
+    );
+}

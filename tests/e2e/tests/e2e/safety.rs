@@ -269,6 +269,33 @@ fn names_of_70_and_253_characters_run_and_delete() {
             "the probe recording works for a long name"
         );
         assert_zone_restored();
+        // Its Events were written (an Event's own name must fit in 253
+        // characters too), each about this experiment.
+        let selector = format!("involvedObject.name={name}");
+        let events = kubectl_json(&[
+            "-n",
+            "default",
+            "get",
+            "events",
+            "--field-selector",
+            &selector,
+        ]);
+        let events = events["items"].as_array().unwrap();
+        let reasons: BTreeSet<&str> = events
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or(""))
+            .collect();
+        for reason in ["Planned", "ZoneCordoned", "Completed"] {
+            assert!(
+                reasons.contains(reason),
+                "no {reason} event for the name of {} characters: {reasons:?}",
+                name.len()
+            );
+        }
+        for e in events {
+            assert_eq!(e["involvedObject"]["uid"].as_str(), Some(uid.as_str()));
+            assert!(e["metadata"]["name"].as_str().unwrap().len() <= 253);
+        }
         let started = Instant::now();
         kubectl(&["delete", "dcf", &name, "--timeout=60s"], None)
             .expect_ok("deleting an experiment with a long name");

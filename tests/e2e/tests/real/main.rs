@@ -9,8 +9,10 @@
 //! - `workloads`: the serving workloads the drills run against, on real
 //!   containers behind real kube-proxy;
 //! - `kill`: CordonAndKill on a real zone;
-//! - `power`: PowerLoss on a real zone, cut by the chart's node agent.
+//! - `power`: PowerLoss on a real zone, cut by the chart's node agent;
+//! - `uninstall`: `helm uninstall` while a drill holds a real zone dark.
 
 mod kill;
 mod power;
+mod uninstall;
 mod workloads;
