@@ -17,7 +17,7 @@ help:
 	@echo "make demo    a local testbed cluster, the operator, the example game day twice (before and after a fix), the reports"
 	@echo "make test    the whole test suite: format and lint checks, unit tests, end-to-end tests on the testbed"
 	@echo "make bench   benchmarks that print numbers: probe scheduling jitter; firedrill against kubectl drain, a script and the API server's limit at 100/300/1000 nodes (SIZES=100:3000,... REPS=3 BENCH_ARGS='--baseline-reps 1 --baseline-cap 300')"
-	@echo "make soak    SIGKILL the operator at 20 seeded random moments across a series of drills (SEED=n) and print what was left behind"
+	@echo "make soak    20 seeded random faults across a series of drills (operator SIGKILLs, API server stops, etcd pauses; SEED=n ROUNDS=n OUTAGES=n) and print what was left behind"
 	@echo "make fuzz    fuzz parsers, specs, the recording and the planner (FUZZ_SECONDS per target, default 60; needs nightly + cargo-fuzz)"
 	@echo "make image   the operator image as an OCI archive in out/ (static musl binary, no container engine)"
 	@echo "make crds    regenerate crds/ from the Rust types"
@@ -50,9 +50,11 @@ bench:
 	cargo run --release -q -p firedrill --example probe_jitter
 	tests/bench/scale.py --sizes $(or $(SIZES),100:3000$(,)300:9000$(,)1000:30000) --reps $(or $(REPS),3) $(BENCH_ARGS)
 
-# The crash soak at full length (a 5-kill version runs in `make test`).
+# The fault soak at full length: 20 rounds, 8 of them API server stops or
+# etcd pauses, the rest operator SIGKILLs (a 5-round version with one outage
+# runs in `make test`).
 soak: build
-	FIREDRILL_E2E_SUITES=kwok FIREDRILL_SOAK_KILLS=$(or $(KILLS),20) FIREDRILL_SOAK_SEED=$(or $(SEED),1) tests/run-e2e.sh soak:: -- --nocapture
+	FIREDRILL_E2E_SUITES=kwok FIREDRILL_SOAK_ROUNDS=$(or $(ROUNDS),20) FIREDRILL_SOAK_OUTAGES=$(or $(OUTAGES),8) FIREDRILL_SOAK_SEED=$(or $(SEED),1) tests/run-e2e.sh soak:: -- --nocapture
 
 fuzz:
 	tests/fuzz.sh $(or $(FUZZ_SECONDS),60)

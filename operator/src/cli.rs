@@ -348,6 +348,8 @@ async fn client() -> anyhow::Result<kube::Client> {
 async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     let clients = clients().await?;
     let probes = probe_env(&args, &clients);
+    probes.learn(&clients.calls).await;
+    tracing::info!(addresses = ?probes.api_server_addresses(), "the API server's addresses: never a probe target");
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let lease_namespace = args
         .leader_elect_namespace

@@ -15,6 +15,8 @@
 #   testbed.sh apiserver stop|start
 #                               stop only the kube-apiserver (a control-plane
 #                               outage), and start it again as it was
+#   testbed.sh etcd pause|resume
+#                               freeze etcd (SIGSTOP: the API server's storage hangs), thaw it (SIGCONT)
 #   testbed.sh status           what is running
 #   testbed.sh env              print shell exports (KUBECONFIG, PATH) for the running testbed
 #   testbed.sh helm             build (or reuse) helm from helm.sh/helm/v3, print its path
@@ -516,6 +518,7 @@ stop_pid_file() { # file: SIGTERM, then SIGKILL after 5 s; its children too
     local k kids=() starts=()
     for k in $(pgrep -P "$pid" || true); do kids+=("$k"); starts+=("$(proc_start "$k")"); done
     kill "$pid" "${kids[@]}" 2>/dev/null || true
+    kill -CONT "$pid" 2>/dev/null || true # a paused process (etcd pause) handles SIGTERM only once resumed
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
     for k in "${!kids[@]}"; do # only a child that is still the one seen
@@ -566,6 +569,16 @@ cmd_apiserver() {
       log "kube-apiserver started (controllers restarted)"
       ;;
     *) die "usage: $0 apiserver stop|start" ;;
+  esac
+}
+
+cmd_etcd() {
+  local pid
+  pid=$(pid_of "$STATE/pids/etcd") || die "no etcd running in $STATE (run: $0 up)"
+  case ${1:-} in
+    pause) kill -STOP "$pid"; log "etcd paused (SIGSTOP)" ;;
+    resume) kill -CONT "$pid"; log "etcd resumed (SIGCONT)" ;;
+    *) die "usage: $0 etcd pause|resume" ;;
   esac
 }
 
@@ -658,5 +671,6 @@ case ${1:-} in
   helm) cmd_helm ;;
   import) shift; cmd_import "$@" ;;
   apiserver) shift; cmd_apiserver "$@" ;;
-  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  etcd) shift; cmd_etcd "$@" ;;
+  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

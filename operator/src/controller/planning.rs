@@ -33,6 +33,9 @@ impl Drill<'_> {
         self.st.plan = Some(p.summary());
         let mut refusal = plan::check_guards(&req, &p, &snap).err().map(|r| r.0);
         if refusal.is_none() {
+            refusal = self.check_probe_targets().await.err();
+        }
+        if refusal.is_none() {
             refusal =
                 probe::check_consent(&self.ctx.client, &self.obj.spec, &self.ctx.config.probes)
                     .await?
@@ -49,6 +52,23 @@ impl Drill<'_> {
             return Ok(Step::Next);
         }
         self.planned(&p, now).await
+    }
+
+    /// No probe may reach the API server by any address its host resolves
+    /// to; where the API server is is learned again first. A drill without
+    /// network probes reads nothing for this.
+    async fn check_probe_targets(&self) -> std::result::Result<(), String> {
+        let spec = &self.obj.spec;
+        let env = &self.ctx.config.probes;
+        let networked = spec.slos.iter().any(|s| {
+            let p = &s.probe;
+            p.http.is_some() || p.tcp.is_some() || p.prometheus.is_some() || p.write.is_some()
+        });
+        if !networked {
+            return Ok(());
+        }
+        env.learn(&self.ctx.client).await;
+        probe::check_targets(spec, env).await
     }
 
     /// What planning reads of the cluster.

@@ -3,7 +3,6 @@
 //! refused addresses dropped either way.
 
 use super::Env;
-use super::policy::allowed_addrs;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -59,29 +58,40 @@ pub fn parse_hosts(text: &str) -> BTreeMap<String, IpAddr> {
     out
 }
 
-/// Resolves through the hosts file first, then the system resolver.
-struct HostsResolver(Env);
+/// Resolves through the hosts file first, then the system resolver, for a
+/// client whose every request goes to `port` (one origin: redirects stay
+/// within it).
+struct HostsResolver(Env, u16);
 
 impl reqwest::dns::Resolve for HostsResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
-        let env = self.0.clone();
+        let (env, port) = (self.0.clone(), self.1);
         Box::pin(async move {
-            let found: Vec<std::net::SocketAddr> = match env.hosts_lookup(&host) {
-                Some(ip) => vec![std::net::SocketAddr::new(ip, 0)],
-                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
-            };
+            // Port 0: the connector puts the URL's port in.
+            let found = env.lookup(&host, 0).await?;
             let addrs: reqwest::dns::Addrs =
-                Box::new(allowed_addrs(env.policy(), &host, found)?.into_iter());
+                Box::new(env.connectable(&host, port, found)?.into_iter());
             Ok(addrs)
         })
     }
 }
 
-/// Every probe's HTTP client resolves through the hosts file (if any) and
-/// drops refused addresses.
-pub(super) fn with_hosts(b: reqwest::ClientBuilder, env: &Env) -> reqwest::ClientBuilder {
-    b.dns_resolver(Arc::new(HostsResolver(env.clone())))
+/// Every probe's HTTP client for requests to `url`'s origin resolves through
+/// the hosts file (if any) and drops refused addresses. An IP address in
+/// the URL is never resolved, so it is checked here, before any request.
+pub(super) fn with_hosts(
+    b: reqwest::ClientBuilder,
+    env: &Env,
+    url: &str,
+) -> Result<reqwest::ClientBuilder, String> {
+    let (host, port) = super::policy::url_target(url);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse() {
+        env.connectable(&host, port, vec![std::net::SocketAddr::new(ip, port)])
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(b.dns_resolver(Arc::new(HostsResolver(env.clone(), port))))
 }
 
 #[cfg(test)]

@@ -109,7 +109,7 @@ pub(super) async fn client_and_headers(
     client: &Client,
     env: &Env,
 ) -> Result<(reqwest::Client, Vec<(String, String)>), String> {
-    let mut b = with_hosts(reqwest::Client::builder(), env)
+    let mut b = with_hosts(reqwest::Client::builder(), env, url)?
         .timeout(timeout)
         .redirect(same_origin_redirects(follow))
         .no_proxy();

@@ -22,6 +22,7 @@
 //! [`Runner::start`]: no process-wide state.
 //!
 //! - `policy`: what probes may read and reach; checking a spec against it.
+//! - `apiserver`: the API server's addresses, learned from the cluster.
 //! - `hosts`: the hosts file names are looked up in first; the resolver.
 //! - `secret`: reading the value a SecretKeyRef names; a Secret sent
 //!   somewhere must list the host in its consent annotation.
@@ -31,6 +32,7 @@
 //! - `endpoints`: one EndpointSlice watch, the ready-endpoint timeline of
 //!   each Service the verdict may attribute a failure to.
 
+mod apiserver;
 pub mod endpoints;
 mod hosts;
 mod http;
@@ -44,7 +46,9 @@ mod write;
 
 pub use hosts::parse_hosts;
 pub use http::BODY_CAP;
-pub use policy::{Policy, check_spec, check_spec_with, is_link_local, refused_target};
+pub use policy::{
+    Policy, check_spec, check_spec_with, check_targets, is_link_local, refused_target,
+};
 pub use prometheus::{Comparison, PROMETHEUS_CAP, parse_comparison, prometheus_value};
 pub use runner::{Recording, Runner, sample_cap};
 pub use secret::{CONSENT_ANNOTATION, check_consent, consented_hosts, sent_secrets};
@@ -56,23 +60,151 @@ use kube::Client;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// What the probes run with: the [`Policy`] and the hosts file (if any).
-/// Built once at start-up and handed to everything that checks, builds or
-/// runs probes; cheap to clone.
+/// What the probes run with: the [`Policy`], the hosts file (if any) and
+/// the API server's addresses as last learned. Built once at start-up and
+/// handed to everything that checks, builds or runs probes; cheap to clone
+/// (clones share what is learned).
 #[derive(Clone, Debug, Default)]
 pub struct Env {
     policy: Arc<Policy>,
     hosts: Option<Arc<hosts::HostsFile>>,
+    apiserver: Arc<apiserver::Known>,
 }
+
+/// How long resolving a probe's host may take at planning.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Env {
     /// Probes under `policy`, looking names up in `hosts_file` first (if any;
-    /// re-read when it changes).
+    /// re-read when it changes). The policy's API server addresses that are
+    /// IP addresses are known at once; [`Env::learn`] adds the rest.
     pub fn new(policy: Policy, hosts_file: Option<std::path::PathBuf>) -> Env {
-        Env {
+        let env = Env {
             policy: Arc::new(policy),
             hosts: hosts_file.map(|path| Arc::new(hosts::HostsFile::new(path))),
+            apiserver: Default::default(),
+        };
+        let configured = env
+            .policy
+            .apiserver
+            .iter()
+            .filter_map(|(h, p)| {
+                let ip = h
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse()
+                    .ok()?;
+                Some(apiserver::configured_places(std::net::SocketAddr::new(
+                    ip, *p,
+                )))
+            })
+            .flatten()
+            .collect();
+        env.apiserver
+            .replace(apiserver::Source::Configured, configured);
+        env
+    }
+
+    /// Learn where the API server is: the policy's addresses resolved, the
+    /// `kubernetes` Service's ClusterIPs and hosts entries, its endpoints.
+    /// What cannot be read keeps what was known of it, with a warning.
+    pub async fn learn(&self, client: &Client) {
+        use apiserver::Source;
+        use k8s_openapi::api::core::v1::Service;
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        use kube::api::{Api, ListParams};
+        let mut configured = vec![];
+        for (host, port) in &self.policy.apiserver {
+            match self.lookup(host, *port).await {
+                Ok(addrs) => {
+                    configured.extend(addrs.into_iter().flat_map(apiserver::configured_places))
+                }
+                Err(e) => {
+                    tracing::warn!(host, error = %e, "cannot resolve the API server's address; probes are refused its name and port only")
+                }
+            }
         }
+        if !configured.is_empty() {
+            self.apiserver.replace(Source::Configured, configured);
+        }
+        match Api::<Service>::namespaced(client.clone(), "default")
+            .get_opt("kubernetes")
+            .await
+        {
+            Ok(svc) => {
+                let places = svc
+                    .map(|s| apiserver::service_places(&s, |n| self.hosts_lookup(n)))
+                    .unwrap_or_default();
+                self.apiserver.replace(Source::ClusterIp, places.clone());
+                self.apiserver.replace(Source::HostsEntry, places);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the kubernetes Service; probes are refused its addresses as last known")
+            }
+        }
+        let slices = ListParams::default().labels("kubernetes.io/service-name=kubernetes");
+        match Api::<EndpointSlice>::namespaced(client.clone(), "default")
+            .list(&slices)
+            .await
+        {
+            Ok(list) => self
+                .apiserver
+                .replace(Source::Endpoint, apiserver::endpoint_places(&list.items)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the kubernetes Service's endpoints; probes are refused them as last known")
+            }
+        }
+        tracing::debug!(addresses = ?self.apiserver.list(), "the API server's addresses");
+    }
+
+    /// The API server's addresses as last learned, for the log.
+    pub fn api_server_addresses(&self) -> Vec<String> {
+        self.apiserver.list()
+    }
+
+    /// Why `addr` is the API server, if it is.
+    pub fn api_server_at(&self, addr: std::net::SocketAddr) -> Option<&'static str> {
+        self.apiserver.at(addr)
+    }
+
+    /// The addresses `host` (a name or an IP address, IPv6 in brackets or
+    /// not) resolves to on `port`: an address as itself; a name through the
+    /// hosts file, then the system resolver (which also reads decimal and
+    /// hex IPv4 forms such as `2130706433` and `0x7f000001`).
+    pub(super) async fn lookup(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse() {
+            return Ok(vec![std::net::SocketAddr::new(ip, port)]);
+        }
+        if let Some(ip) = self.hosts_lookup(bare) {
+            return Ok(vec![std::net::SocketAddr::new(ip, port)]);
+        }
+        Ok(tokio::net::lookup_host((bare, port)).await?.collect())
+    }
+
+    /// The addresses a probe of `host:port` may connect to, of `addrs`
+    /// (what it resolved to; their ports are ignored): none if one is the
+    /// API server; link-local ones dropped unless allowed.
+    pub(super) fn connectable(
+        &self,
+        host: &str,
+        port: u16,
+        addrs: Vec<std::net::SocketAddr>,
+    ) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        for a in &addrs {
+            let at = std::net::SocketAddr::new(a.ip(), port);
+            if let Some(from) = self.api_server_at(at) {
+                return Err(std::io::Error::other(format!(
+                    "{host}:{port} resolves to {}, the Kubernetes API server ({from}); refused",
+                    a.ip()
+                )));
+            }
+        }
+        policy::allowed_addrs(&self.policy, host, addrs)
     }
 
     pub fn policy(&self) -> &Policy {

@@ -62,22 +62,74 @@ pub fn refused_target(p: &Policy, host: &str, port: u16) -> Option<String> {
             "{host} is a link-local or cloud metadata address; the operator refuses those (it allows them only with --allow-link-local-probes)"
         ));
     }
-    let api_names = [
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-    ];
-    if api_names.contains(&host)
-        || p.apiserver
-            .iter()
-            .any(|(h, ap)| h.trim_start_matches('[').trim_end_matches(']') == bare && *ap == port)
-    {
+    // Its Service's names, in any cluster domain.
+    let api_name = super::apiserver::SERVICE_NAMES.contains(&host)
+        || host.starts_with("kubernetes.default.svc.");
+    let same = |h: &str| {
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        match (h.parse(), bare.parse()) {
+            (Ok(a), Ok(b)) => super::apiserver::canonical(a) == super::apiserver::canonical(b),
+            _ => h.eq_ignore_ascii_case(bare),
+        }
+    };
+    if api_name || p.apiserver.iter().any(|(h, ap)| same(h) && *ap == port) {
         return Some(format!(
             "{host}:{port} is the Kubernetes API server; probes may not target it"
         ));
     }
     None
+}
+
+/// What each probe of `spec` connects to: (field, host, port).
+fn targets(spec: &DataCenterFailureSpec) -> Vec<(String, String, u16)> {
+    let mut out = vec![];
+    for (i, slo) in spec.slos.iter().enumerate() {
+        let at = format!("spec.slos[{i}].probe");
+        let mut url = |field: &str, url: &str| {
+            let (host, port) = url_target(url);
+            out.push((format!("{at}.{field}"), host, port));
+        };
+        if let Some(h) = &slo.probe.http {
+            url("http.url", &h.url);
+        }
+        if let Some(w) = &slo.probe.write {
+            // The reads go to the same origin (check_spec holds them to it).
+            url("write.url", &w.url);
+        }
+        if let Some(pr) = &slo.probe.prometheus {
+            url("prometheus.url", &pr.url);
+        }
+        if let Some(t) = &slo.probe.tcp {
+            out.push((format!("{at}.tcp"), t.host.clone(), t.port as u16));
+        }
+    }
+    out
+}
+
+/// Check what each probe's host resolves to now: none may be an address
+/// of the API server (as [`Env::learn`] last learned it). Err names the
+/// field. A host that does not resolve is left to the probe (the
+/// baseline shows it), and is checked again at every connection.
+pub async fn check_targets(spec: &DataCenterFailureSpec, env: &Env) -> Result<(), String> {
+    for (field, host, port) in targets(spec) {
+        if host.is_empty() {
+            continue;
+        }
+        let addrs = match tokio::time::timeout(super::LOOKUP_TIMEOUT, env.lookup(&host, port)).await
+        {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(_)) | Err(_) => continue,
+        };
+        for a in addrs {
+            if let Some(from) = env.api_server_at(std::net::SocketAddr::new(a.ip(), port)) {
+                return Err(format!(
+                    "{field}: {host}:{port} resolves to {}, the Kubernetes API server ({from}); probes may not target it",
+                    a.ip()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Headers that would send the request on to a host other than the URL's
@@ -506,6 +558,226 @@ mod tests {
             allowed_addrs(&p, "web", vec![addr("168.63.129.16"), addr("10.0.0.7")]).unwrap(),
             vec![addr("10.0.0.7")]
         );
+    }
+
+    /// An env under [`policy_for`] (the API server at 127.0.0.1:6443, by
+    /// the operator's configuration) that has learned the `kubernetes`
+    /// Service at 10.96.0.1 and its endpoint 172.18.0.2:6443, with `hosts`
+    /// as its hosts file.
+    fn learned(hosts: &str) -> (Env, std::path::PathBuf) {
+        use super::super::apiserver::{Source, endpoint_places, service_places};
+        let dir = std::env::temp_dir().join(format!(
+            "firedrill-apiserver-{}-{}",
+            std::process::id(),
+            hosts.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hosts");
+        std::fs::write(&path, hosts).unwrap();
+        let env = Env::new(policy_for(&[]), Some(path));
+        let svc = serde_json::from_value(serde_json::json!({
+            "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 443}]},
+        }))
+        .unwrap();
+        env.apiserver
+            .replace(Source::ClusterIp, service_places(&svc, |_| None));
+        let slice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kubernetes"},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["172.18.0.2"]}],
+            "ports": [{"port": 6443}],
+        }))
+        .unwrap();
+        env.apiserver
+            .replace(Source::Endpoint, endpoint_places(&[slice]));
+        (env, dir)
+    }
+
+    #[tokio::test]
+    async fn the_api_server_is_refused_by_what_a_probe_resolves_to_in_every_form() {
+        let (env, dir) = learned(
+            "10.96.0.1 kubernetes.default.svc.corp.example\n127.0.0.1 apiserver.lab.example\n",
+        );
+        // The URL parser writes decimal and hex IPv4 hosts as dotted quads.
+        assert_eq!(url_target("http://2130706433:6443/").0, "127.0.0.1");
+        assert_eq!(url_target("http://0x7f000001:6443/").0, "127.0.0.1");
+        assert_eq!(
+            url_target("http://[::ffff:127.0.0.1]:6443/").0,
+            "[::ffff:7f00:1]"
+        );
+        for (probe, field, from) in [
+            // An IPv4-mapped IPv6 form of the configured address and of the ClusterIP.
+            (
+                serde_json::json!({"http": {"url": "https://[::ffff:127.0.0.1]:6443/api"}}),
+                "http.url",
+                "the address the operator reaches it at",
+            ),
+            (
+                serde_json::json!({"http": {"url": "http://[::ffff:10.96.0.1]/"}}),
+                "http.url",
+                "the kubernetes Service's ClusterIP",
+            ),
+            // Decimal and hex hosts.
+            (
+                serde_json::json!({"http": {"url": "http://2130706433:6443/"}}),
+                "http.url",
+                "the address the operator reaches it at",
+            ),
+            (
+                serde_json::json!({"write": {"url": "http://0x7f000001:6443/r", "readUrl": "http://0x7f000001:6443/r/{{id}}"}}),
+                "write.url",
+                "the address the operator reaches it at",
+            ),
+            (
+                serde_json::json!({"tcp": {"host": "0x7f000001", "port": 6443}}),
+                "tcp",
+                "the address the operator reaches it at",
+            ),
+            (
+                serde_json::json!({"tcp": {"host": "2130706433", "port": 6443}}),
+                "tcp",
+                "the address the operator reaches it at",
+            ),
+            // A custom cluster domain's name, through the hosts file.
+            (
+                serde_json::json!({"tcp": {"host": "kubernetes.default.svc.corp.example", "port": 443}}),
+                "tcp",
+                "the kubernetes Service's ClusterIP",
+            ),
+            // Names that resolve to it: a hosts entry, the system resolver.
+            (
+                serde_json::json!({"prometheus": {"url": "https://apiserver.lab.example:6443", "query": "up", "successWhen": "> 0"}}),
+                "prometheus.url",
+                "the address the operator reaches it at",
+            ),
+            (
+                serde_json::json!({"http": {"url": "https://localhost:6443/healthz"}}),
+                "http.url",
+                "the address the operator reaches it at",
+            ),
+            // The endpoint on 6443, and on any other port.
+            (
+                serde_json::json!({"http": {"url": "https://172.18.0.2:6443/version"}}),
+                "http.url",
+                "an endpoint of the kubernetes Service",
+            ),
+            (
+                serde_json::json!({"tcp": {"host": "172.18.0.2", "port": 10250}}),
+                "tcp",
+                "an endpoint of the kubernetes Service",
+            ),
+        ] {
+            let err = check_targets(&spec(probe.clone()), &env).await.unwrap_err();
+            assert!(
+                err.starts_with(&format!("spec.slos[0].probe.{field}: "))
+                    && err.contains(&format!("the Kubernetes API server ({from})")),
+                "{probe}: {err}"
+            );
+        }
+        // Loopback services on other ports, other addresses, and names that
+        // do not resolve are not refused here.
+        for probe in [
+            serde_json::json!({"http": {"url": "http://127.0.0.1:8080/"}}),
+            serde_json::json!({"http": {"url": "http://localhost:8080/"}}),
+            serde_json::json!({"tcp": {"host": "0x7f000001", "port": 8080}}),
+            serde_json::json!({"tcp": {"host": "apiserver.lab.example", "port": 80}}),
+            serde_json::json!({"http": {"url": "http://10.96.0.2/"}}),
+            serde_json::json!({"http": {"url": "http://no-such-host.invalid/"}}),
+        ] {
+            assert_eq!(
+                check_targets(&spec(probe.clone()), &env).await,
+                Ok(()),
+                "{probe}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_api_servers_names_in_any_cluster_domain_and_its_address_in_any_form_are_refused_as_written()
+     {
+        let p = policy_for(&[]);
+        for probe in [
+            serde_json::json!({"tcp": {"host": "kubernetes.default.svc.corp.example", "port": 443}}),
+            serde_json::json!({"http": {"url": "https://[::ffff:127.0.0.1]:6443/"}}),
+            serde_json::json!({"http": {"url": "https://0x7f000001:6443/"}}),
+            serde_json::json!({"tcp": {"host": "::ffff:127.0.0.1", "port": 6443}}),
+        ] {
+            let err = check_spec_with(&spec(probe.clone()), &p).unwrap_err();
+            assert!(
+                err.contains("is the Kubernetes API server"),
+                "{probe}: {err}"
+            );
+        }
+        // Another Service of that namespace is not it.
+        assert_eq!(
+            check_spec_with(
+                &spec(
+                    serde_json::json!({"tcp": {"host": "kubernetes-dashboard.default.svc", "port": 443}})
+                ),
+                &p
+            ),
+            Ok(())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_resolves_to_the_api_server_at_connect_time_never_dials_it() {
+        use std::io::ErrorKind;
+        // Something listening where the API server is said to be.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("firedrill-connect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hosts");
+        std::fs::write(&path, "").unwrap();
+        let env = Env::new(
+            Policy {
+                apiserver: vec![("127.0.0.1".into(), port)],
+                ..Default::default()
+            },
+            Some(path.clone()),
+        );
+        // A hosts entry written after planning, say.
+        std::fs::write(&path, "::ffff:127.0.0.1 sneaky.shop.svc\n").unwrap();
+        let tcp = super::super::tcp::Tcp::build(
+            &serde_json::from_value(serde_json::json!({"host": "0x7f000001", "port": port}))
+                .unwrap(),
+            &env,
+        );
+        let (outcome, why) = tcp.probe().await;
+        assert_eq!(outcome, crate::slo::Outcome::Fail);
+        let why = why.unwrap();
+        assert!(why.contains("the Kubernetes API server"), "{why}");
+        let url = format!("http://sneaky.shop.svc:{port}/");
+        let client = super::super::hosts::with_hosts(reqwest::Client::builder(), &env, &url)
+            .unwrap()
+            .no_proxy()
+            .build()
+            .unwrap();
+        let err = client.get(&url).send().await.unwrap_err();
+        assert!(
+            super::super::http::http_error(&err).contains("the Kubernetes API server"),
+            "{err:?}"
+        );
+        // An address in the URL is never resolved: it is refused when the
+        // client is built.
+        let literal = format!("http://[::ffff:127.0.0.1]:{port}/");
+        let Err(why) = super::super::hosts::with_hosts(reqwest::Client::builder(), &env, &literal)
+        else {
+            panic!("{literal} was allowed");
+        };
+        assert!(why.contains("the Kubernetes API server"), "{why}");
+        // Nothing ever connected.
+        assert_eq!(
+            listener.accept().map(|_| ()).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        // The same host on another port is fine.
+        let other = format!("http://sneaky.shop.svc:{}/", port.wrapping_add(1).max(1));
+        assert!(super::super::hosts::with_hosts(reqwest::Client::builder(), &env, &other).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl Prometheus {
             }
             None => None,
         };
-        let http = with_hosts(reqwest::Client::builder(), env)
+        let http = with_hosts(reqwest::Client::builder(), env, &p.url)?
             .timeout(timeout)
             .redirect(same_origin_redirects(false))
             .no_proxy()

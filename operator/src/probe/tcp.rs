@@ -1,7 +1,6 @@
 //! The tcp probe: Ok when a connection opens.
 
 use super::Env;
-use super::policy::allowed_addrs;
 use crate::api::TcpProbe;
 use crate::slo::Outcome;
 
@@ -23,17 +22,13 @@ impl Tcp {
     }
 
     /// One connection: the hosts file first, then the system resolver;
-    /// refused addresses are never dialled.
+    /// refused addresses are never dialled, and a host that resolves to the
+    /// API server is not dialled at all.
     pub(super) async fn probe(&self) -> (Outcome, Option<String>) {
         let (host, port) = (&self.host, self.port);
         let connected = async {
-            let found: Vec<std::net::SocketAddr> = match self.env.hosts_lookup(host) {
-                Some(ip) => vec![std::net::SocketAddr::new(ip, port)],
-                None => tokio::net::lookup_host((host.as_str(), port))
-                    .await?
-                    .collect(),
-            };
-            let addrs = allowed_addrs(self.env.policy(), host, found)?;
+            let found = self.env.lookup(host, port).await?;
+            let addrs = self.env.connectable(host, port, found)?;
             tokio::net::TcpStream::connect(&addrs[..]).await
         }
         .await;

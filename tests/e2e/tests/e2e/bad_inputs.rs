@@ -16,6 +16,24 @@ fn apiserver() -> String {
     server.trim_start_matches("https://").to_string()
 }
 
+/// The address the probes' hosts file gives the `kubernetes` Service.
+fn kubernetes_hosts_address() -> String {
+    let hosts = std::env::var("FIREDRILL_PROBE_HOSTS").expect("the testbed's probe hosts file");
+    wait_for(
+        "the kubernetes Service in the hosts file",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&hosts).ok()?.lines().find_map(|l| {
+                let mut words = l.split_whitespace();
+                let addr = words.next()?;
+                words
+                    .any(|w| w == "kubernetes.default.svc")
+                    .then(|| addr.to_string())
+            })
+        },
+    )
+}
+
 /// A spec close to 1 MB: 32 SLOs, each with headers of 4,000 characters and
 /// one read from a Secret outside any namespace the operator may read.
 fn near_one_megabyte() -> String {
@@ -82,17 +100,21 @@ fn every_bad_input_is_refused_naming_the_field_or_fails_with_a_reason_and_touche
         cases.len()
     );
     let server = apiserver();
+    let port = server.rsplit(':').next().unwrap().to_string();
+    let kubernetes = kubernetes_hosts_address();
     let (mut rejected, mut failed) = (0, 0);
     for (stem, text) in &cases {
         let name = format!("bad-{stem}");
-        let expect = text
+        let yaml = text
+            .replace("{{NAME}}", &name)
+            .replace("{{APISERVER}}", &server)
+            .replace("{{APISERVER_PORT}}", &port)
+            .replace("{{KUBERNETES_HOSTS_ADDRESS}}", &kubernetes);
+        let expect = yaml
             .lines()
             .find_map(|l| l.strip_prefix("# expect: "))
             .unwrap_or_else(|| panic!("{stem}: no '# expect:' line"))
             .to_string();
-        let yaml = text
-            .replace("{{NAME}}", &name)
-            .replace("{{APISERVER}}", &server);
         let kind = if yaml.contains("kind: DataCenterFailureSchedule") {
             "dcfs"
         } else {

@@ -335,6 +335,75 @@ fn an_api_server_outage_mid_drill_only_delays_it() {
     );
 }
 
+/// A process's CPU time so far (user + system), from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces) start at field 3:
+    // utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(") ").unwrap().1;
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    let ticks = String::from_utf8(
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse::<u64>()
+    .unwrap();
+    Duration::from_millis((fields[0] + fields[1]) * 1000 / ticks)
+}
+
+#[test]
+fn a_minute_long_api_server_outage_in_zone_down_costs_few_log_lines_and_little_cpu() {
+    const OUTAGE: Duration = Duration::from_secs(60);
+    let _lock = zones_lock();
+    let ns = setup_chat_and_login("e2e-quiet-outage");
+    let op = Operator::start(&["--leader-elect=false"]);
+    let _exp = Experiment("quiet-outage".into());
+    apply(&scoped("quiet-outage", "80s", &ns.0)).expect_ok("drill");
+    wait_phase("quiet-outage", "ZoneDown", Duration::from_secs(60));
+    let _guard = ApiServerBack;
+    std::thread::sleep(Duration::from_secs(3));
+    testbed(&["apiserver", "stop"]).expect_ok("stopping the apiserver");
+    let (lines_before, cpu_before, at) = (
+        op.log_text().lines().count(),
+        cpu_time(op.pid()),
+        Instant::now(),
+    );
+    std::thread::sleep(OUTAGE);
+    let (lines, cpu, took) = (
+        op.log_text().lines().count() - lines_before,
+        cpu_time(op.pid()) - cpu_before,
+        at.elapsed(),
+    );
+    testbed(&["apiserver", "start"]).expect_ok("starting the apiserver");
+    let per_second = lines as f64 / took.as_secs_f64();
+    let share = cpu.as_secs_f64() / took.as_secs_f64() * 100.0;
+    eprintln!(
+        "API server outage of {:.0}s in ZoneDown: the operator wrote {lines} log lines ({per_second:.2}/s) and used {:.2}s of CPU ({share:.2}% of a core)",
+        took.as_secs_f64(),
+        cpu.as_secs_f64()
+    );
+    assert!(per_second <= 2.0, "{per_second:.2} log lines a second");
+    assert!(share <= 5.0, "{share:.2}% of a core");
+    wait_completed("quiet-outage", 120);
+    assert_eq!(
+        dcf_field("quiet-outage", ".status.phase"),
+        "Completed",
+        "{}",
+        dcf_field("quiet-outage", ".status.reason")
+    );
+    assert_zone_restored();
+}
+
 /// Starts the apiserver again if a test stopped it and failed.
 struct ApiServerBack;
 
