@@ -44,18 +44,29 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_logging(extra, "info,firedrill=debug,kube=warn")
+    }
+
+    /// Start it with log filter `filter` (`""`: the operator's own default,
+    /// as a user runs it).
+    pub fn start_logging(extra: &[&str], filter: &str) -> Self {
         let log = std::env::temp_dir().join(format!(
             "firedrill-operator-{}-{}.log",
             std::process::id(),
             now_nanos()
         ));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(firedrill_bin())
-            .arg("operator")
+        let mut cmd = Command::new(firedrill_bin());
+        cmd.arg("operator")
             .arg("--metrics-bind=127.0.0.1:0")
             .args(extra)
-            .env("KUBECONFIG", kubeconfig())
-            .env("RUST_LOG", "info,firedrill=debug,kube=warn")
+            .env("KUBECONFIG", kubeconfig());
+        if filter.is_empty() {
+            cmd.env_remove("RUST_LOG");
+        } else {
+            cmd.env("RUST_LOG", filter);
+        }
+        let child = cmd
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
