@@ -528,9 +528,11 @@ pub fn check_dependencies(
         // A zone takes many Services down at the same moment, and they come
         // back together when it does: where the plan read a path to one of
         // the matching Services from the workloads' configuration, the
-        // others are coincidence, not cause.
+        // others are coincidence, not cause (unless the SLO declares them).
+        let declared_service =
+            |s: &String| d.declared.iter().any(|(_, svc)| svc.as_ref() == Some(s));
         if observed.iter().any(|o| d.via.contains(&o.service)) {
-            observed.retain(|o| d.via.contains(&o.service));
+            observed.retain(|o| d.via.contains(&o.service) || declared_service(&o.service));
         }
         let on_path = |service: &str| {
             d.via
@@ -1184,6 +1186,24 @@ mod tests {
                 "Service shop/tokens",
                 "Service shop/ledger",
                 "Service shop/index"
+            ]
+        );
+        // A declared dependency whose outage matched is observed, on the
+        // plan's path or not.
+        let mut results = vec![down("gateway", 10_400, Some(40_500))];
+        let mut declared = deps("gateway", "shop/gateway", &[("ledger", "shop/ledger")]);
+        declared.via = vec!["shop/tokens".into()];
+        check_dependencies(&[declared], &mut results, &outages);
+        let found: Vec<(&str, &str)> = results[0]
+            .dependencies
+            .iter()
+            .map(|d| (d.name.as_str(), d.finding.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("Service shop/ledger (SLO ledger)", "declared and observed"),
+                ("Service shop/tokens", "observed, not declared")
             ]
         );
         // A path whose Services did not go down does not hide the ones that did.
