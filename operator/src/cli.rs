@@ -140,7 +140,7 @@ struct StandDownArgs {
     reason: String,
     /// How long to wait for the operator to restore and end the drills
     /// before restoring their nodes here.
-    #[arg(long, default_value = "150s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "210s", value_parser = parse_duration_arg)]
     timeout: Duration,
     /// How often to look again and print a progress line.
     #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
@@ -348,7 +348,17 @@ async fn client() -> anyhow::Result<kube::Client> {
 async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     let clients = clients().await?;
     let probes = probe_env(&args, &clients);
-    probes.learn(&clients.calls).await;
+    // Bounded: an API server slow to answer at start must not keep the
+    // operator from serving /healthz and restoring held zones. Planning
+    // learns again before every drill with network probes.
+    if tokio::time::timeout(Duration::from_secs(10), probes.learn(&clients.calls))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the API server's addresses were not all learned within 10s; planning learns them again"
+        );
+    }
     tracing::info!(addresses = ?probes.api_server_addresses(), "the API server's addresses: never a probe target");
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let lease_namespace = args

@@ -57,7 +57,7 @@ fn phase(d: &DataCenterFailure) -> Phase {
 pub fn running(drills: &[DataCenterFailure]) -> BTreeMap<String, String> {
     drills
         .iter()
-        .filter(|d| !phase(d).is_terminal() && d.metadata.deletion_timestamp.is_none())
+        .filter(|d| !phase(d).is_terminal())
         .map(|d| (d.uid().unwrap_or_default(), d.name_any()))
         .collect()
 }
@@ -252,6 +252,15 @@ mod tests {
         assert_eq!(to_abort(&drills), vec!["new", "dark"]);
         let waited: Vec<String> = running(&drills).into_values().collect();
         assert_eq!(waited, vec!["asked", "dark", "new"], "by uid");
+        // One being deleted is waited for until it is gone: its operator's
+        // finalizer restores it, and only then may the operator go.
+        let mut deleting = drill("deleting", Some(Phase::ZoneDown), true);
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        let waited: Vec<String> = running(&[deleting]).into_values().collect();
+        assert_eq!(waited, vec!["deleting"]);
     }
 
     #[test]

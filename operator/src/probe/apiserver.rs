@@ -153,7 +153,10 @@ pub fn service_places(svc: &Service, hosts: impl Fn(&str) -> Option<IpAddr>) -> 
 }
 
 /// The places of the `kubernetes` Service's endpoints, each on its slice's
-/// ports.
+/// ports only, loopback or not: an endpoint is often a control-plane node's
+/// address, whose other ports serve NodePorts and host-network ingress that
+/// a probe may rightly target. (A slice without ports refuses the whole
+/// address.)
 pub fn endpoint_places(slices: &[EndpointSlice]) -> Vec<Place> {
     let mut out = vec![];
     for s in slices {
@@ -165,7 +168,15 @@ pub fn endpoint_places(slices: &[EndpointSlice]) -> Vec<Place> {
             .collect();
         for e in &s.endpoints {
             for ip in e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
-                out.extend(places(ip, &ports, Source::Endpoint));
+                let ip = canonical(ip);
+                if ports.is_empty() {
+                    out.extend(places(ip, &ports, Source::Endpoint));
+                }
+                out.extend(ports.iter().map(|&p| Place {
+                    ip: Some(ip),
+                    port: Some(p),
+                    from: Source::Endpoint,
+                }));
             }
         }
     }
@@ -267,7 +278,6 @@ mod tests {
             ),
             ("[fd00:96::1]:443", "the kubernetes Service's ClusterIP"),
             ("172.18.0.2:6443", "an endpoint of the kubernetes Service"),
-            ("172.18.0.2:10250", "an endpoint of the kubernetes Service"),
             (
                 "[::ffff:172.18.0.2]:6443",
                 "an endpoint of the kubernetes Service",
@@ -281,7 +291,10 @@ mod tests {
             assert_eq!(known.at(sa(addr)), Some(from), "{addr}");
         }
         // Loopback services on other ports, and other addresses, are not it.
+        // An endpoint's other ports (a control-plane node's NodePorts) too.
         for addr in [
+            "172.18.0.2:10250",
+            "172.18.0.2:30080",
             "127.0.0.1:8080",
             "127.3.0.1:80",
             "127.3.0.2:443",

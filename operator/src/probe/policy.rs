@@ -655,14 +655,14 @@ mod tests {
                 "http.url",
                 "the address the operator reaches it at",
             ),
-            // The endpoint on 6443, and on any other port.
+            // The endpoint on its port, by URL and by tcp.
             (
                 serde_json::json!({"http": {"url": "https://172.18.0.2:6443/version"}}),
                 "http.url",
                 "an endpoint of the kubernetes Service",
             ),
             (
-                serde_json::json!({"tcp": {"host": "172.18.0.2", "port": 10250}}),
+                serde_json::json!({"tcp": {"host": "172.18.0.2", "port": 6443}}),
                 "tcp",
                 "an endpoint of the kubernetes Service",
             ),
