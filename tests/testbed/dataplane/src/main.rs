@@ -165,6 +165,7 @@ async fn dataplane(state: PathBuf) -> anyhow::Result<()> {
 /// outage without a listener or a hosts entry while the watch sat out its
 /// waits; kube-proxy and the kubelet on a real node come back within
 /// seconds, and on loopback a retry costs nothing.
+#[derive(Default)]
 pub struct QuickBackoff(u32);
 
 impl QuickBackoff {
