@@ -16,7 +16,7 @@ export CARGO_TARGET_DIR ?= $(FIREDRILL_CACHE)/cargo/rust-$(RUST_VERSION)
 help:
 	@echo "make demo    a local testbed cluster, the operator, the example game day twice (before and after a fix), the reports"
 	@echo "make test    the whole test suite: format and lint checks, unit tests, end-to-end tests on the testbed"
-	@echo "make bench   benchmarks that print numbers: probe scheduling jitter; firedrill against kubectl drain, a script and the API server's limit at 100/300/1000 nodes (SIZES=100:3000,... REPS=3 BENCH_ARGS='--baseline-reps 1 --baseline-cap 300')"
+	@echo "make bench   benchmarks that print numbers: probe scheduling jitter; the write probe's RSS at 10 writes/s (WRITE_MINUTES=10); firedrill against kubectl drain, a script and the API server's limit at 100/300/1000 nodes (SIZES=100:3000,... REPS=3 BENCH_ARGS='--baseline-reps 1 --baseline-cap 300')"
 	@echo "make soak    20 seeded random faults across a series of drills (operator SIGKILLs, API server stops, etcd pauses; SEED=n ROUNDS=n OUTAGES=n) and print what was left behind"
 	@echo "make fuzz    fuzz parsers, specs, the recording and the planner (FUZZ_SECONDS per target, default 60; needs nightly + cargo-fuzz)"
 	@echo "make image   the operator image as an OCI archive in out/ (static musl binary, no container engine)"
@@ -48,6 +48,7 @@ e2e:
 
 bench:
 	cargo run --release -q -p firedrill --example probe_jitter
+	tests/bench/write-canary.sh $(or $(WRITE_MINUTES),10)
 	tests/bench/scale.py --sizes $(or $(SIZES),100:3000$(,)300:9000$(,)1000:30000) --reps $(or $(REPS),3) $(BENCH_ARGS)
 
 # The fault soak at full length: 20 rounds, 8 of them API server stops or

@@ -5,10 +5,14 @@
 #    modules; KWOK nodes in zone-a, zone-b, zone-c) and starts it;
 # 2. installs the CRDs and starts the operator;
 # 3. deploys auth (pinned to zone-a), messaging (three zones) and payments
-#    (two zones), which serve HTTP on the testbed's data plane; messaging and
-#    payments sign their users in through auth;
-# 4. shows the plan, runs the drill: all three fail, the cascade is named;
-# 5. applies the fix (login in every zone), runs the same drill: all pass;
+#    (two zones, keeping payments in a ledger: primary in zone-a, standby in
+#    zone-b, asynchronous replication 2 s behind), which serve HTTP on the
+#    testbed's data plane; messaging and payments sign their users in
+#    through auth;
+# 4. shows the plan, runs the drill: all three fail, the cascade is named,
+#    and payments lost the acknowledged payments of the ledger's last 2 s;
+# 5. applies the fix (login in every zone, the ledger synchronous), runs the
+#    same drill: all pass, no payment lost;
 # 6. prints the verdicts and where the HTML reports are, and stops everything
 #    it started (FIREDRILL_DEMO_KEEP=1 leaves it running).
 set -euo pipefail
@@ -70,14 +74,15 @@ drill() { # run-name
   return $code
 }
 
-step "Deploying auth (pinned to zone-a), messaging (3 zones), payments (2 zones); messaging and payments sign users in through auth"
+step "Deploying auth (pinned to zone-a), messaging (3 zones), payments (2 zones, its ledger async 2s behind); messaging and payments sign users in through auth"
 kubectl apply -f examples/pangyo/workloads.yaml
-for d in auth/login messaging/chat payments/checkout; do
+for d in auth/login messaging/chat payments/checkout payments/ledger-primary payments/ledger-standby; do
   kubectl -n "${d%/*}" rollout status "deployment/${d#*/}" --timeout=120s >/dev/null
 done
 wait_endpoints auth/login 3
 wait_endpoints messaging/chat 6
 wait_endpoints payments/checkout 4
+wait_endpoints payments/ledger 2
 for ns in auth messaging payments; do
   kubectl -n "$ns" get pods -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\t"}{.spec.nodeName}{"\t"}{.status.podIP}{"\n"}{end}'
 done | column -t
@@ -89,11 +94,19 @@ step "Run 1: zone-a goes dark for 30s"
 first=0
 drill pangyo-before-fix || first=$?
 
-step "The fix: login in every zone (examples/pangyo/login-fix.yaml)"
+step "The fix: login in every zone (examples/pangyo/login-fix.yaml), the ledger synchronous (examples/pangyo/ledger-fix.yaml)"
 kubectl -n auth delete deployment login --wait=true >/dev/null
 kubectl apply -f examples/pangyo/login-fix.yaml
-kubectl -n auth rollout status deployment/login --timeout=120s >/dev/null
+# The ledger's members start afresh, so the primary (zone-a) leads again:
+# after run 1 the promoted standby leads, and a member follows a leader it finds.
+kubectl -n payments delete deployment ledger-primary ledger-standby --cascade=foreground --wait=true >/dev/null
+kubectl -n payments wait --for=delete pod -l app=ledger --timeout=60s >/dev/null 2>&1 || true
+kubectl apply -f examples/pangyo/ledger-fix.yaml
+for d in auth/login payments/ledger-primary payments/ledger-standby; do
+  kubectl -n "${d%/*}" rollout status "deployment/${d#*/}" --timeout=120s >/dev/null
+done
 wait_endpoints auth/login 3
+wait_endpoints payments/ledger 2
 kubectl -n auth get pods -o jsonpath='{range .items[*]}{.metadata.name}{"\t"}{.spec.nodeName}{"\n"}{end}' | column -t
 "$BIN/firedrill" plan -f examples/pangyo/drill.yaml || true
 

@@ -15,7 +15,7 @@
 //! (`ADDRESS:PORT namespace/name`).
 //!
 //!   firedrill-testbed dataplane --state DIR --slot N   (uses KUBECONFIG)
-//!   firedrill-testbed serve --listen ADDR [--depends URL]... [--hosts FILE] [--startup 3s]
+//!   firedrill-testbed serve --listen ADDR [--depends URL]... [--hosts FILE] [--startup 3s] [--store-url URL]
 
 mod power;
 mod proxy;
@@ -112,6 +112,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_default(),
             name: arg_value(&args, "--name").unwrap_or_default(),
             store: store_config(&args)?,
+            store_url: arg_value(&args, "--store-url"),
         })),
         Some("dataplane") => {
             let slot: u8 = arg_value(&args, "--slot")
@@ -127,7 +128,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: firedrill-testbed dataplane --state DIR --slot N\n       firedrill-testbed serve --listen ADDR [--depends URL]... [--hosts FILE] [--startup 3s]"
+                "usage: firedrill-testbed dataplane --state DIR --slot N\n       firedrill-testbed serve --listen ADDR [--depends URL]... [--hosts FILE] [--startup 3s] [--store-url URL]"
             );
             std::process::exit(2)
         }

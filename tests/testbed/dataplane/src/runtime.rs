@@ -16,6 +16,8 @@
 //! pod), `testbed.firedrill.dev/store-role` (`primary` or `standby`),
 //! `testbed.firedrill.dev/store-peer` (the other member's URL, by Service
 //! name), `testbed.firedrill.dev/replication` (`sync`, `async:2s`).
+//! A stateless server in front of a store: `testbed.firedrill.dev/store-url`
+//! (the store's URL, by Service name; `/records` requests are passed on to it).
 
 use crate::power::PoweredOff;
 use futures::StreamExt;
@@ -37,6 +39,7 @@ const STORE: &str = "testbed.firedrill.dev/store";
 const STORE_ROLE: &str = "testbed.firedrill.dev/store-role";
 const STORE_PEER: &str = "testbed.firedrill.dev/store-peer";
 const REPLICATION: &str = "testbed.firedrill.dev/replication";
+const STORE_URL: &str = "testbed.firedrill.dev/store-url";
 
 struct Proc {
     child: std::process::Child,
@@ -213,6 +216,9 @@ fn sync(client: &Client, procs: &Processes, hosts: &PathBuf, powered_off: &Power
         }
         if let Some(s) = p.annotations().get(STARTUP) {
             cmd.arg("--startup").arg(s);
+        }
+        if let Some(url) = p.annotations().get(STORE_URL) {
+            cmd.arg("--store-url").arg(url);
         }
         if let Some(store) = p.annotations().get(STORE) {
             let role = p

@@ -1,6 +1,11 @@
 //! The test server a pod runs: it answers every HTTP request with 200 "ok"
 //! while each of its dependencies answers 200, and with 503 naming the
 //! first one that does not. That is how messaging depends on login.
+//!
+//! A server that keeps its records in a store (`--store-url`, a member of
+//! `store.rs` by Service name) passes `/records` requests (`POST /records`,
+//! `GET /records/{id}`) on to it once every dependency answers, as a
+//! payments API writes to its ledger after signing the user in.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +21,8 @@ pub struct Config {
     pub name: String,
     /// A member of a stateful store instead of a stateless server.
     pub store: Option<crate::store::Config>,
+    /// Where `/records` requests are passed on to (a store's base URL).
+    pub store_url: Option<String>,
 }
 
 /// How long a dependency may take to answer.
@@ -53,11 +60,26 @@ async fn read_head(sock: &mut TcpStream) -> std::io::Result<String> {
 }
 
 async fn answer(mut sock: TcpStream, cfg: &Config) -> std::io::Result<()> {
-    let head = read_head(&mut sock).await?;
-    let method = head.split_whitespace().next().unwrap_or("GET").to_string();
-    let (status, body) = match first_failing(cfg).await {
-        None => ("200 OK", format!("ok {}\n", cfg.name)),
-        Some(why) => ("503 Service Unavailable", format!("{}: {why}\n", cfg.name)),
+    let (head, request) = read_head_and_body(&mut sock).await?;
+    let mut words = head.split_whitespace();
+    let method = words.next().unwrap_or("GET").to_string();
+    let path = words.next().unwrap_or("/");
+    let (status, body) = match (first_failing(cfg).await, &cfg.store_url) {
+        (Some(why), _) => (
+            "503 Service Unavailable".to_string(),
+            format!("{}: {why}\n", cfg.name),
+        ),
+        (None, Some(store)) if path == "/records" || path.starts_with("/records/") => {
+            let url = format!("{}{path}", store.trim_end_matches('/'));
+            match crate::store::request_with(cfg.hosts.as_ref(), &method, &url, &request).await {
+                Ok((code, text)) => (format!("{code} {}", reason(code)), text),
+                Err(e) => (
+                    "502 Bad Gateway".to_string(),
+                    format!("{}: {store}: {e}\n", cfg.name),
+                ),
+            }
+        }
+        (None, _) => ("200 OK".to_string(), format!("ok {}\n", cfg.name)),
     };
     let body = if method == "HEAD" {
         String::new()
@@ -70,6 +92,18 @@ async fn answer(mut sock: TcpStream, cfg: &Config) -> std::io::Result<()> {
     );
     sock.write_all(resp.as_bytes()).await?;
     sock.shutdown().await
+}
+
+/// The reason phrase of a status code the store answers with.
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        404 => "Not Found",
+        503 => "Service Unavailable",
+        _ => "Other",
+    }
 }
 
 /// A request's head and its body (as long as its Content-Length says, up to 1 MiB).
@@ -169,4 +203,117 @@ pub async fn get_status(url: &str, hosts: &HashMap<String, String>) -> anyhow::R
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no HTTP answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{self, Replication, request_with};
+
+    /// A free loopback address (bound, then let go).
+    fn free_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    async fn wait_up(url: &str) {
+        for _ in 0..100 {
+            if request_with(None, "GET", url, "").await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{url} never answered");
+    }
+
+    #[tokio::test]
+    async fn records_are_passed_on_to_the_store_only_while_the_dependencies_answer() {
+        let dir = std::env::temp_dir().join(format!("serve-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let store_url = format!("http://{}", store_listener.local_addr().unwrap());
+        tokio::spawn(store::run(
+            store_listener,
+            store::Config {
+                name: "ledger".into(),
+                primary: true,
+                peer: None,
+                replication: Replication::Sync,
+                data: dir.join("records"),
+                hosts: None,
+                failover: Duration::from_secs(1),
+            },
+        ));
+        // A dependency that answers 200 until it is stopped.
+        let dep_addr = free_addr();
+        let dep_url = format!("http://{dep_addr}/healthz");
+        let dep = tokio::spawn(run(Config {
+            listen: dep_addr,
+            depends: vec![],
+            hosts: None,
+            startup: Duration::ZERO,
+            name: "login".into(),
+            store: None,
+            store_url: None,
+        }));
+        let front = free_addr();
+        tokio::spawn(run(Config {
+            listen: front.clone(),
+            depends: vec![dep_url.clone()],
+            hosts: None,
+            startup: Duration::ZERO,
+            name: "checkout".into(),
+            store: None,
+            store_url: Some(store_url.clone()),
+        }));
+        let front = format!("http://{front}");
+        wait_up(&dep_url).await;
+        wait_up(&front).await;
+
+        let (code, _) = request_with(None, "POST", &format!("{front}/records"), r#"{"id":"r1"}"#)
+            .await
+            .unwrap();
+        assert_eq!(code, 201);
+        let (code, body) = request_with(None, "GET", &format!("{store_url}/records/r1"), "")
+            .await
+            .unwrap();
+        assert_eq!(
+            (code, body.contains("r1")),
+            (200, true),
+            "kept in the store"
+        );
+        let (code, body) = request_with(None, "GET", &format!("{front}/records/r1"), "")
+            .await
+            .unwrap();
+        assert_eq!(
+            (code, body.contains("r1")),
+            (200, true),
+            "read through the front"
+        );
+        let (code, _) = request_with(None, "GET", &format!("{front}/records/nope"), "")
+            .await
+            .unwrap();
+        assert_eq!(code, 404);
+        let (code, body) = request_with(None, "GET", &format!("{front}/healthz"), "")
+            .await
+            .unwrap();
+        assert_eq!(
+            (code, body.as_str()),
+            (200, "ok checkout\n"),
+            "not passed on"
+        );
+
+        // The dependency gone: refused, and nothing reaches the store.
+        dep.abort();
+        let _ = dep.await;
+        let (code, _) = request_with(None, "POST", &format!("{front}/records"), r#"{"id":"r2"}"#)
+            .await
+            .unwrap();
+        assert_eq!(code, 503);
+        let (code, _) = request_with(None, "GET", &format!("{store_url}/records/r2"), "")
+            .await
+            .unwrap();
+        assert_eq!(code, 404);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -260,7 +260,7 @@ async fn request(
 
 /// One HTTP/1.1 request to `url` (names looked up in `hosts` first): the
 /// status and the body.
-async fn request_with(
+pub(crate) async fn request_with(
     hosts: Option<&PathBuf>,
     method: &str,
     url: &str,
