@@ -39,6 +39,12 @@ STARTED_TESTBED=
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 stop_all() {
   local pid
+  if [[ -z $STARTED_TESTBED ]] && command -v kubectl >/dev/null && [[ -n ${KUBECONFIG:-} ]]; then
+    # Someone else's testbed: take away the drills while the operator still
+    # runs (it holds their finalizers).
+    kubectl delete dcf pangyo-real-before-fix pangyo-real-after-fix pangyo-real-power-loss \
+      --ignore-not-found --timeout=60s >/dev/null || true
+  fi
   if [[ -n $OP_PID ]] && kill -0 "$OP_PID" 2>/dev/null; then
     kill -TERM "$OP_PID"; wait "$OP_PID" 2>/dev/null || true
   fi
@@ -47,9 +53,8 @@ stop_all() {
   if [[ -n $STARTED_TESTBED ]]; then
     "$TESTBED" down
   elif command -v kubectl >/dev/null && [[ -n ${KUBECONFIG:-} ]]; then
-    # Someone else's testbed: take away what the demo put there, the agent
-    # aside (the real e2e suite's tests install it too).
-    kubectl delete dcf pangyo-real-before-fix pangyo-real-after-fix pangyo-real-power-loss --ignore-not-found >/dev/null || true
+    # And the services, the agent aside (the real e2e suite's tests install
+    # it too).
     kubectl delete namespace auth messaging payments --ignore-not-found --wait=true >/dev/null || true
   fi
 }
@@ -125,9 +130,9 @@ for svc in auth/login messaging/chat payments/checkout; do
   # In the node's network: the unix socket to the ClusterIP (kube-proxy's
   # rules); in the machine's: loopback to the unix socket. -T ends a relayed
   # connection idle this long.
-  nsenter --net="/run/netns/$relay_ns" socat -T 10 "UNIX-LISTEN:$sock,fork,mode=600" "TCP:$ip:80,connect-timeout=3" &
+  nsenter --net="/run/netns/$relay_ns" socat -T 10 -lf "$RELAY_DIR/relay.log" "UNIX-LISTEN:$sock,fork,mode=600" "TCP:$ip:80,connect-timeout=3" &
   RELAY_PIDS+=($!)
-  socat -T 10 "TCP-LISTEN:80,bind=$local_ip,fork,reuseaddr" "UNIX-CONNECT:$sock" &
+  socat -T 10 -lf "$RELAY_DIR/relay.log" "TCP-LISTEN:80,bind=$local_ip,fork,reuseaddr" "UNIX-CONNECT:$sock" &
   RELAY_PIDS+=($!)
   echo "$local_ip $name.$ns.svc" >>"$RELAY_DIR/hosts"
   echo "  $name.$ns.svc -> $local_ip -> $relay_node -> $ip:80"
@@ -145,6 +150,37 @@ done
 "$BIN/firedrill" operator --metrics-bind 127.0.0.1:0 >"$OUT/operator-real.log" 2>&1 &
 OP_PID=$!
 echo "  operator pid $OP_PID, log $OUT/operator-real.log"
+
+# Each run starts from the same placement: a drill's replacements land
+# outside zone-a (it is cordoned or dark while they are scheduled) and stay
+# there, and a zone with nothing of a service in it tests nothing. A rolling
+# restart does not spread them again (the old pods count while the new ones
+# are placed), so each Deployment is scaled to zero and back: login and chat
+# one pod per zone, checkout one in zone-a and one in zone-b.
+respread() {
+  local d ns
+  for d in auth/login messaging/chat payments/checkout; do
+    kubectl -n "${d%/*}" scale "deployment/${d#*/}" --replicas=0 >/dev/null
+  done
+  for ns in auth messaging payments; do
+    kubectl -n "$ns" wait --for=delete pod --all --timeout=60s >/dev/null
+  done
+  kubectl -n auth scale deployment/login --replicas=3 >/dev/null
+  kubectl -n messaging scale deployment/chat --replicas=3 >/dev/null
+  kubectl -n payments scale deployment/checkout --replicas=2 >/dev/null
+  wait_endpoints auth/login 3
+  wait_endpoints messaging/chat 3
+  wait_endpoints payments/checkout 2
+  for ns in auth messaging payments; do
+    kubectl -n "$ns" get pods -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\t"}{.spec.nodeName}{"\n"}{end}'
+  done | column -t | tee "$OUT/placement.txt"
+  local want
+  for want in "auth 3" "messaging 3" "payments 2"; do
+    set -- $want
+    [[ $(grep "^$1/" "$OUT/placement.txt" | awk '{print $2}' | sort -u | wc -l) -eq $2 ]] ||
+      { echo "$1 is not spread over $2 zones" >&2; return 1; }
+  done
+}
 
 # Run a drill under a name of its own and keep its reports; prints the
 # verdict table and returns firedrill run's exit code.
@@ -170,18 +206,15 @@ kubectl -n auth delete deployment login --wait=true >/dev/null
 kubectl apply -f "$MANIFESTS/login-fix.yaml"
 kubectl -n auth rollout status deployment/login --timeout=180s >/dev/null
 wait_endpoints auth/login 3
-# Every caller ready again (run 1 left them as the restore found them).
-wait_endpoints messaging/chat 3
-wait_endpoints payments/checkout 2
-kubectl -n auth get pods -o jsonpath='{range .items[*]}{.metadata.name}{"\t"}{.spec.nodeName}{"\n"}{end}' | column -t
+respread
 
 step "Run 2: CordonAndKill, the same drill after the fix"
 second=0
 drill "$MANIFESTS/drill.yaml" pangyo-real-after-fix || second=$?
 
-wait_endpoints auth/login 3
-wait_endpoints messaging/chat 3
-wait_endpoints payments/checkout 2
+step "Spreading the services again (run 2's replacements stayed out of zone-a)"
+respread
+
 step "Run 3: PowerLoss after the fix: zone-a's node cut off for 90s (its kubelet silent, its pods running but unreachable)"
 third=0
 drill "$MANIFESTS/power-loss.yaml" pangyo-real-power-loss || third=$?

@@ -6,8 +6,10 @@
 //! CordonAndKill passes; then PowerLoss on the same fixed services ends
 //! with a verdict from a zone that was verified dark (every node
 //! acknowledged the cut and went NotReady), whatever that verdict is: it is
-//! printed, and each SLO's outage is bounded by the node lifecycle
-//! controller's grace period, not by the dark window.
+//! printed, and each SLO recovered once the node was NotReady at the latest,
+//! not with the power. How many probes fail before that depends on which
+//! backend kube-proxy gave each kept-alive connection (measured: 0 to 1 of
+//! about 450 per SLO), so no count is asserted.
 
 use firedrill_e2e::*;
 use serde_json::Value;
@@ -104,25 +106,40 @@ fn the_pangyo_demo_on_real_nodes_fails_then_passes_then_holds_a_verdict_under_po
         power["verdict"] == "Passed" || power["verdict"] == "Failed",
         "{power:#}"
     );
+    // When the node was verified dark (NotReady), in seconds after the cut.
+    let secs = |t: &Value| {
+        let out = Command::new("date")
+            .args(["-u", "-d", t.as_str().unwrap(), "+%s.%N"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let not_ready = secs(&fault["darkVerifiedAt"]) - secs(&power["times"]["injected"]);
+    println!("[real] PowerLoss after the fix: cut -> verified dark (NotReady) {not_ready:.1}s");
     for name in ["authentication", "messaging", "payments"] {
         let s = slo(&power, name);
         println!(
-            "[real] PowerLoss after the fix, {name}: {} recovered in {}s, availability {}%, longest outage {}s",
+            "[real] PowerLoss after the fix, {name}: {} recovered in {}s, availability {}%, {} of {} samples failed, longest outage {}s",
             s["verdict"],
             s["timeToRecoverSeconds"],
             s["availabilityPercent"],
+            s["failures"],
+            s["samples"],
             s["longestOutageSeconds"]
         );
-        // Whatever failed came back once the node was NotReady (about 50 s
-        // of grace), well inside the 90 s dark window.
-        let outage = s["longestOutageSeconds"].as_f64().unwrap_or(0.0);
-        assert!(outage < 80.0, "{name} was out {outage}s: {s:#}");
+        // Whatever failed came back once the node was NotReady and its
+        // endpoints stopped being ready, well before the power came back.
+        let recovered = s["timeToRecoverSeconds"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} never recovered while zone-a was dark: {s:#}"));
         assert!(
-            !s["timeToRecoverSeconds"].is_null(),
-            "{name} never recovered: {s:#}"
+            recovered < not_ready + 15.0,
+            "{name} recovered {recovered}s after the cut, the node was NotReady after {not_ready:.1}s"
         );
     }
-
     // The three tables were printed, and the demo took away what it put here.
     assert_eq!(text.matches("--- pangyo-real-").count(), 3, "{text}");
     for ns in ["auth", "messaging", "payments"] {
