@@ -11,10 +11,11 @@ RUST_VERSION := $(shell rustc --version 2>/dev/null | cut -d' ' -f2)
 export FIREDRILL_CACHE
 export CARGO_TARGET_DIR ?= $(FIREDRILL_CACHE)/cargo/rust-$(RUST_VERSION)
 
-.PHONY: help demo test deps check unit e2e crds manifest image bench soak fuzz testbed-up testbed-down build
+.PHONY: help demo demo-real test deps check unit e2e crds manifest image bench soak fuzz testbed-up testbed-down build
 
 help:
 	@echo "make demo    a local testbed cluster, the operator, the example game day twice (before and after a fix), the reports"
+	@echo "make demo-real  the same story on real nodes (kubelet, containerd, kube-proxy; root): a third run cuts zone-a's power (PowerLoss)"
 	@echo "make test    the whole test suite: format and lint checks, unit tests, end-to-end tests on the testbed"
 	@echo "make bench   benchmarks that print numbers: probe scheduling jitter; the write probe's RSS at 10 writes/s (WRITE_MINUTES=10); firedrill against kubectl drain, a script and the API server's limit at 100/300/1000 nodes (SIZES=100:3000,... REPS=3 BENCH_ARGS='--baseline-reps 1 --baseline-cap 300')"
 	@echo "make soak    20 seeded random faults across a series of drills (operator SIGKILLs, API server stops, etcd pauses; SEED=n ROUNDS=n OUTAGES=n) and print what was left behind"
@@ -29,6 +30,9 @@ build:
 
 demo: build
 	@examples/demo.sh
+
+demo-real: build image
+	@examples/demo-real.sh
 
 test: deps check unit e2e
 

@@ -10,8 +10,11 @@
 //!   containers behind real kube-proxy;
 //! - `kill`: CordonAndKill on a real zone;
 //! - `power`: PowerLoss on a real zone, cut by the chart's node agent;
-//! - `uninstall`: `helm uninstall` while a drill holds a real zone dark.
+//! - `uninstall`: `helm uninstall` while a drill holds a real zone dark;
+//! - `demo`: `make demo-real`'s three runs of the Pangyo drill, on this
+//!   suite's testbed.
 
+mod demo;
 mod kill;
 mod power;
 mod uninstall;

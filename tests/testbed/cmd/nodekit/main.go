@@ -5,9 +5,14 @@
 //	nodekit pause
 //	    the pod sandbox's process: waits for SIGTERM or SIGINT, and reaps
 //	    children (the pause image's entrypoint)
-//	nodekit serve [-listen :8080] [-depends URL]...
+//	nodekit serve [-listen :8080] [-depends URL]... [-self PATH]
 //	    answers 200 on every path while each depends-on URL answers 2xx,
-//	    and 503 naming the first one that does not (the serving image)
+//	    and 503 naming the first one that does not (the serving image).
+//	    The depends-on URLs are the -depends flags and every http:// value
+//	    of an environment variable named *_URL (LOGIN_URL=http://...), as an
+//	    application carries its dependencies. PATH (-self) answers 200
+//	    while the process runs, without asking them: a readiness probe that
+//	    does not follow a dependency down
 //	nodekit connect -listen UNIX-SOCKET -allow CIDR
 //	    an HTTP CONNECT proxy on a unix socket that dials only addresses in
 //	    CIDR: the API server's way to the kubelets (its egress selector)
@@ -73,10 +78,16 @@ func serve(args []string) {
 	listen := fs.String("listen", ":8080", "address to listen on")
 	var depends list
 	fs.Var(&depends, "depends", "a URL that must answer 2xx for this one to answer 200 (repeatable)")
+	self := fs.String("self", "", "a path answered 200 without asking the depends-on URLs")
 	fs.Parse(args) //nolint:errcheck
+	depends = append(depends, envURLs(os.Environ())...)
 	client := &http.Client{Timeout: 2 * time.Second}
 	host, _ := os.Hostname()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if *self != "" && r.URL.Path == *self {
+			fmt.Fprintf(w, "%s: running\n", host)
+			return
+		}
 		for _, u := range depends {
 			resp, err := client.Get(u)
 			if err == nil {
@@ -102,6 +113,19 @@ func serve(args []string) {
 		fmt.Fprintln(os.Stderr, "serve:", err)
 		os.Exit(1)
 	}
+}
+
+// envURLs: the http:// values of the variables named *_URL, in the
+// environment's order.
+func envURLs(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && strings.HasSuffix(k, "_URL") && strings.HasPrefix(v, "http://") {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func connect(args []string) {
