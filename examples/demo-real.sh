@@ -91,12 +91,13 @@ done
 [[ -z $unlabelled ]] || { echo "the agent never labelled: $unlabelled" >&2; exit 3; }
 echo "  the agent runs on every node and has labelled it"
 
-# Wait until a Service has this many ready endpoints.
+# Wait until a Service has this many ready endpoints (kubectl's jsonpath
+# fails on a slice with no endpoints at all: none ready).
 wait_endpoints() { # namespace/service count
   local svc=$1 want=$2 got
   for _ in $(seq 240); do
     got=$(kubectl -n "${svc%/*}" get endpointslices -l "kubernetes.io/service-name=${svc#*/}" \
-      -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}')
+      -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}' 2>/dev/null) || got=
     [[ ${#got} -ge $want ]] && return 0
     sleep 0.5
   done
