@@ -48,26 +48,26 @@ fn slo<'a>(st: &'a Value, name: &str) -> &'a Value {
 const STATEFULSET: &str = r#"
 apiVersion: v1
 kind: Service
-metadata: {name: ledger, namespace: payments}
-spec: {clusterIP: None, selector: {app: ledger}, ports: [{port: 5432}]}
+metadata: {name: journal, namespace: payments}
+spec: {clusterIP: None, selector: {app: journal}, ports: [{port: 5432}]}
 ---
 apiVersion: apps/v1
 kind: StatefulSet
-metadata: {name: ledger, namespace: payments}
+metadata: {name: journal, namespace: payments}
 spec:
-  serviceName: ledger
+  serviceName: journal
   replicas: 3
-  selector: {matchLabels: {app: ledger}}
+  selector: {matchLabels: {app: journal}}
   template:
-    metadata: {labels: {app: ledger}}
+    metadata: {labels: {app: journal}}
     spec:
       topologySpreadConstraints:
-      - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: ledger}}}
-      containers: [{name: db, image: registry.invalid/ledger:1, ports: [{containerPort: 5432}]}]
+      - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: journal}}}
+      containers: [{name: db, image: registry.invalid/journal:1, ports: [{containerPort: 5432}]}]
 "#;
 
-fn ledger_in(zone: &[String]) -> Option<(String, String, bool)> {
-    kubectl_json(&["-n", "payments", "get", "pods", "-l", "app=ledger"])["items"]
+fn journal_in(zone: &[String]) -> Option<(String, String, bool)> {
+    kubectl_json(&["-n", "payments", "get", "pods", "-l", "app=journal"])["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -115,7 +115,7 @@ fn the_same_services_fail_over_in_seconds_under_cordon_and_kill_and_in_about_a_m
         (ready_endpoints("auth", "login") == 3
             && ready_endpoints("messaging", "chat") == 6
             && ready_endpoints("payments", "checkout") == 4
-            && ready_pods("payments", "app=ledger").len() == 3)
+            && ready_pods("payments", "app=journal").len() == 3)
             .then_some(())
     });
     let zone_a = nodes_in("zone-a");
@@ -140,7 +140,7 @@ fn the_same_services_fail_over_in_seconds_under_cordon_and_kill_and_in_about_a_m
         .as_array()
         .unwrap()
         .iter()
-        .find(|u| u["workload"] == "StatefulSet payments/ledger")
+        .find(|u| u["workload"] == "StatefulSet payments/journal")
         .unwrap_or_else(|| {
             panic!(
                 "the plan misses the StatefulSet: {:#}",
@@ -155,7 +155,7 @@ fn the_same_services_fail_over_in_seconds_under_cordon_and_kill_and_in_about_a_m
             .contains("StatefulSet pod on an unreachable node is not replaced"),
         "{stuck}"
     );
-    let (ledger_pod, ledger_uid, _) = ledger_in(&zone_a).expect("a ledger member in zone-a");
+    let (journal_pod, journal_uid, _) = journal_in(&zone_a).expect("a journal member in zone-a");
 
     let _e2 = Experiment("pangyo-power".into());
     apply(&power_yaml).expect_ok("drill");
@@ -173,15 +173,15 @@ fn the_same_services_fail_over_in_seconds_under_cordon_and_kill_and_in_about_a_m
     );
     std::thread::sleep(Duration::from_secs(5));
     let (name, uid, ready) =
-        ledger_in(&zone_a).expect("the ledger member is still bound to zone-a");
+        journal_in(&zone_a).expect("the journal member is still bound to zone-a");
     assert_eq!(
         (name.as_str(), uid.as_str()),
-        (ledger_pod.as_str(), ledger_uid.as_str()),
+        (journal_pod.as_str(), journal_uid.as_str()),
         "not replaced"
     );
     assert!(!ready, "the member on the dark node is not Ready");
     assert_eq!(
-        ready_pods("payments", "app=ledger").len(),
+        ready_pods("payments", "app=journal").len(),
         2,
         "the StatefulSet stays one short"
     );
@@ -211,8 +211,8 @@ fn the_same_services_fail_over_in_seconds_under_cordon_and_kill_and_in_about_a_m
         assert_eq!(node_ready(n), "True", "{n}");
     }
     assert_zone_restored();
-    wait_for("the ledger whole again", Duration::from_secs(60), || {
-        (ready_pods("payments", "app=ledger").len() == 3).then_some(())
+    wait_for("the journal whole again", Duration::from_secs(60), || {
+        (ready_pods("payments", "app=journal").len() == 3).then_some(())
     });
 
     let ttr = |st: &Value, s: &str| slo(st, s)["timeToRecoverSeconds"].as_f64();
