@@ -15,12 +15,21 @@ fn pangyo_with_fix() -> String {
     let root = repo_root();
     let workloads = std::fs::read_to_string(root.join("examples/pangyo/workloads.yaml")).unwrap();
     let fix = std::fs::read_to_string(root.join("examples/pangyo/login-fix.yaml")).unwrap();
-    // Replace the pinned login Deployment with the spread one.
-    let docs: Vec<&str> = workloads
-        .split("\n---\n")
-        .filter(|d| !(d.contains("kind: Deployment") && d.contains("name: login")))
-        .collect();
-    format!("{}\n---\n{fix}", docs.join("\n---\n"))
+    let ledger_fix = std::fs::read_to_string(root.join("examples/pangyo/ledger-fix.yaml")).unwrap();
+    // Replace the pinned login Deployment with the spread one, and the
+    // asynchronous ledger's Deployments with the synchronous ones.
+    let fixed = |d: &str| {
+        d.contains("kind: Deployment")
+            && [
+                "name: login,",
+                "name: ledger-primary,",
+                "name: ledger-standby,",
+            ]
+            .iter()
+            .any(|n| d.contains(n))
+    };
+    let docs: Vec<&str> = workloads.split("\n---\n").filter(|d| !fixed(d)).collect();
+    format!("{}\n---\n{fix}\n---\n{ledger_fix}", docs.join("\n---\n"))
 }
 
 /// The example's Pangyo drill itself (examples/pangyo/drill.yaml, not built
