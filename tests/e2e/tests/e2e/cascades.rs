@@ -93,24 +93,9 @@ fn an_undeclared_cascade_is_predicted_from_configuration_and_attributed_from_wha
         .slo(probe("tokens"))
         .slo(probe("cache").depends_on("tokens"))
         .yaml();
-    let dir = std::env::temp_dir().join(format!("firedrill-cascade-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("cascade.yaml");
-    std::fs::write(&file, &manifest).unwrap();
-
     // Before anything is touched: the plan reads the gateway's env.
-    let (code, out, err) = firedrill(&["plan", "-f", file.to_str().unwrap(), "-o", "json"]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let plan: Value = serde_json::from_str(&out).unwrap();
-    let prediction = |slo: &str| {
-        plan["plan"]["sloPredictions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["slo"] == slo)
-            .cloned()
-            .unwrap_or_else(|| panic!("no prediction for {slo}: {plan:#}"))
-    };
+    let (dir, file, plan) = planned("cascade", &manifest);
+    let prediction = |slo: &str| named(&plan["plan"]["sloPredictions"], "slo", slo);
     let gateway = prediction("gateway");
     assert_eq!(gateway["verdict"], "Failed", "{gateway:#}");
     let why = gateway["why"].as_str().unwrap();
@@ -147,15 +132,7 @@ fn an_undeclared_cascade_is_predicted_from_configuration_and_attributed_from_wha
     apply(&manifest).expect_ok("the drill");
     wait_completed("cascade", 120);
     let st = kubectl_json(&["get", "dcf", "cascade"])["status"].clone();
-    let slo = |name: &str| {
-        st["slos"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {name}: {st:#}"))
-    };
+    let slo = |name: &str| named(&st["slos"], "name", name);
     let gw = slo("gateway");
     assert_eq!(gw["verdict"], "Failed", "{gw:#}");
     assert_eq!(gw["predicted"], "Failed", "{gw:#}");
@@ -307,24 +284,9 @@ fn three_cascades_among_nine_services_are_each_predicted_and_blamed_on_their_own
         drill = drill.slo(Slo::new(c, "10s").interval("500ms").http(&url(c)));
     }
     let manifest = drill.yaml();
-    let dir = std::env::temp_dir().join(format!("firedrill-cascades9-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("cascades9.yaml");
-    std::fs::write(&file, &manifest).unwrap();
-
     // The plan, before anything is touched.
-    let (code, out, err) = firedrill(&["plan", "-f", file.to_str().unwrap(), "-o", "json"]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let plan: Value = serde_json::from_str(&out).unwrap();
-    let predicted = |slo: &str| {
-        plan["plan"]["sloPredictions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["slo"] == slo)
-            .cloned()
-            .unwrap_or_else(|| panic!("no prediction for {slo}: {plan:#}"))
-    };
+    let (dir, _, plan) = planned("cascades9", &manifest);
+    let predicted = |slo: &str| named(&plan["plan"]["sloPredictions"], "slo", slo);
     let roots = [
         ("gateway", "tokens", vec!["tokens"]),
         ("orders", "ledger", vec!["ledger"]),
@@ -365,15 +327,7 @@ fn three_cascades_among_nine_services_are_each_predicted_and_blamed_on_their_own
     apply(&manifest).expect_ok("the drill");
     wait_completed("cascades9", 180);
     let st = kubectl_json(&["get", "dcf", "cascades9"])["status"].clone();
-    let slo = |name: &str| {
-        st["slos"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {name}: {st:#}"))
-    };
+    let slo = |name: &str| named(&st["slos"], "name", name);
     let mut lines = vec![];
     for (name, root, path) in &roots {
         let s = slo(name);
@@ -490,4 +444,26 @@ fn outage_window(evidence: &str) -> Option<(f64, f64)> {
         secs(to)?
     };
     Some((secs(from)?, end))
+}
+
+/// Write `manifest` to a directory of its own and plan it with
+/// `firedrill plan -o json`: the directory, the file and the plan.
+fn planned(name: &str, manifest: &str) -> (std::path::PathBuf, std::path::PathBuf, Value) {
+    let dir = std::env::temp_dir().join(format!("firedrill-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, manifest).unwrap();
+    let (code, out, err) = firedrill(&["plan", "-f", file.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    (dir, file, serde_json::from_str(&out).unwrap())
+}
+
+/// The item of the array `list` whose `key` is `name`.
+fn named(list: &Value, key: &str, name: &str) -> Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list:#}"))
+        .iter()
+        .find(|p| p[key] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {key} {name} in {list:#}"))
 }
