@@ -139,13 +139,35 @@ for svc in auth/login messaging/chat payments/checkout; do
   echo "  $name.$ns.svc -> $local_ip -> $relay_node -> $ip:80"
 done
 export FIREDRILL_PROBE_HOSTS=$RELAY_DIR/hosts
-for svc in login.auth chat.messaging checkout.payments; do
-  for _ in $(seq 40); do
-    curl -sf --resolve "$svc.svc:80:$(awk -v n="$svc.svc" '$2 == n {print $1}' "$RELAY_DIR/hosts")" \
-      "http://$svc.svc/healthz" >/dev/null && break
-    sleep 0.5
+# One health check of a Service the way the probes reach it (a new
+# connection, so kube-proxy picks a backend afresh each time).
+healthz() { # name.namespace [curl options]
+  local svc=$1
+  shift
+  curl "$@" --max-time 2 --resolve "$svc.svc:80:$(awk -v n="$svc.svc" '$2 == n {print $1}' "$RELAY_DIR/hosts")" \
+    "http://$svc.svc/healthz"
+}
+# The steady state a drill's baseline demands: a Service's endpoints being
+# ready is not enough, kube-proxy on each node programs them a moment later,
+# and a single failed probe in the baseline aborts the drill (Inconclusive).
+# So every Service must answer 20 times in a row.
+wait_healthy() {
+  local ok=0 good svc
+  for _ in $(seq 300); do
+    good=1
+    for svc in login.auth chat.messaging checkout.payments; do
+      healthz "$svc" -sf >/dev/null || { good=0; break; }
+    done
+    if ((good)); then ok=$((ok + 1)); else ok=0; fi
+    ((ok < 20)) || return 0
+    sleep 0.2
   done
-  curl -sS --max-time 3 --resolve "$svc.svc:80:$(awk -v n="$svc.svc" '$2 == n {print $1}' "$RELAY_DIR/hosts")" "http://$svc.svc/healthz"
+  echo "the Services never answered 20 health checks in a row through the relays" >&2
+  return 1
+}
+wait_healthy
+for svc in login.auth chat.messaging checkout.payments; do
+  healthz "$svc" -sS
 done
 
 "$BIN/firedrill" operator --metrics-bind 127.0.0.1:0 >"$OUT/operator-real.log" 2>&1 &
@@ -172,6 +194,7 @@ respread() {
   wait_endpoints auth/login 3
   wait_endpoints messaging/chat 3
   wait_endpoints payments/checkout 2
+  wait_healthy
   for ns in auth messaging payments; do
     kubectl -n "$ns" get pods -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\t"}{.spec.nodeName}{"\n"}{end}'
   done | column -t | tee "$OUT/placement.txt"

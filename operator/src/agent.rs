@@ -637,11 +637,8 @@ mod tests {
     }
 
     /// A directory of this test's own.
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("firedrill-agent-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    fn scratch(name: &str) -> crate::Scratch {
+        crate::Scratch::new(&format!("agent-{name}"))
     }
 
     /// A stand-in for `nft`: a shell script that answers with `exit`.

@@ -114,8 +114,7 @@ mod tests {
 
     #[test]
     fn the_hosts_file_is_looked_up_through_the_env_and_reread_when_it_changes() {
-        let dir = std::env::temp_dir().join(format!("firedrill-hosts-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::Scratch::new("hosts");
         let path = dir.join("hosts");
         std::fs::write(&path, "127.0.0.7 api.shop.svc\n").unwrap();
         let env = Env::new(Default::default(), Some(path.clone()));
@@ -139,6 +138,5 @@ mod tests {
             Some("127.0.0.8".parse().unwrap())
         );
         assert_eq!(Env::default().hosts_lookup("other"), None);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

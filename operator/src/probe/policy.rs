@@ -564,14 +564,9 @@ mod tests {
     /// the operator's configuration) that has learned the `kubernetes`
     /// Service at 10.96.0.1 and its endpoint 172.18.0.2:6443, with `hosts`
     /// as its hosts file.
-    fn learned(hosts: &str) -> (Env, std::path::PathBuf) {
+    fn learned(hosts: &str) -> (Env, crate::Scratch) {
         use super::super::apiserver::{Source, endpoint_places, service_places};
-        let dir = std::env::temp_dir().join(format!(
-            "firedrill-apiserver-{}-{}",
-            std::process::id(),
-            hosts.len()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::Scratch::new("apiserver");
         let path = dir.join("hosts");
         std::fs::write(&path, hosts).unwrap();
         let env = Env::new(policy_for(&[]), Some(path));
@@ -595,7 +590,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_api_server_is_refused_by_what_a_probe_resolves_to_in_every_form() {
-        let (env, dir) = learned(
+        let (env, _dir) = learned(
             "10.96.0.1 kubernetes.default.svc.corp.example\n127.0.0.1 apiserver.lab.example\n",
         );
         // The URL parser writes decimal and hex IPv4 hosts as dotted quads.
@@ -690,7 +685,6 @@ mod tests {
                 "{probe}"
             );
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -728,8 +722,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("firedrill-connect-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::Scratch::new("connect");
         let path = dir.join("hosts");
         std::fs::write(&path, "").unwrap();
         let env = Env::new(
@@ -777,7 +770,6 @@ mod tests {
         // The same host on another port is fine.
         let other = format!("http://sneaky.shop.svc:{}/", port.wrapping_add(1).max(1));
         assert!(super::super::hosts::with_hosts(reqwest::Client::builder(), &env, &other).is_ok());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -21,6 +21,11 @@ fn report(dir: &std::path::Path, name: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 fn slo<'a>(r: &'a Value, name: &str) -> &'a Value {
     r["slos"]
         .as_array()
@@ -54,16 +59,22 @@ fn the_pangyo_demo_on_real_nodes_fails_then_passes_then_holds_a_verdict_under_po
         .env_remove("FIREDRILL_DEMO_KEEP")
         .output()
         .expect("bash");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     println!(
         "[real] the Pangyo demo's three runs on this testbed took {:.0}s",
         started.elapsed().as_secs_f64()
     );
-    assert!(out.status.success(), "the real demo failed:\n{text}");
+    // Why it stopped first (its stderr and the step it was in), then the
+    // whole story: a long failure message is read from its head.
+    let steps: Vec<&str> = stdout.lines().filter(|l| l.contains("== ")).collect();
+    assert!(
+        out.status.success(),
+        "the real demo failed ({}) in the step {:?}; its stderr:\n{stderr}\n\nthe last lines of its output:\n{}\n\nall of its output:\n{stdout}",
+        out.status,
+        steps.last().copied().unwrap_or("(before the first)"),
+        tail(&stdout, 40),
+    );
 
     // Run 1: CordonAndKill before the fix. All three fail, each as the plan
     // predicted; messaging and payments because of login.
@@ -84,7 +95,7 @@ fn the_pangyo_demo_on_real_nodes_fails_then_passes_then_holds_a_verdict_under_po
             "{name}'s cause is not login: {cause}"
         );
     }
-    assert!(text.contains("firedrill run exited 1"), "{text}");
+    assert!(stdout.contains("firedrill run exited 1"), "{stdout}");
 
     // Run 2: CordonAndKill after the fix. All three pass.
     let after = report(&out_dir, "pangyo-real-after-fix");
@@ -141,7 +152,7 @@ fn the_pangyo_demo_on_real_nodes_fails_then_passes_then_holds_a_verdict_under_po
         );
     }
     // The three tables were printed, and the demo took away what it put here.
-    assert_eq!(text.matches("--- pangyo-real-").count(), 3, "{text}");
+    assert_eq!(stdout.matches("--- pangyo-real-").count(), 3, "{stdout}");
     for ns in ["auth", "messaging", "payments"] {
         assert!(
             !kubectl(&["get", "namespace", ns], None).ok,
