@@ -140,29 +140,48 @@ for svc in auth/login messaging/chat payments/checkout; do
 done
 export FIREDRILL_PROBE_HOSTS=$RELAY_DIR/hosts
 # One health check of a Service the way the probes reach it (a new
-# connection, so kube-proxy picks a backend afresh each time).
+# connection, so kube-proxy picks a backend afresh each time; within the
+# probes' default 1 s timeout).
 healthz() { # name.namespace [curl options]
   local svc=$1
   shift
-  curl "$@" --max-time 2 --resolve "$svc.svc:80:$(awk -v n="$svc.svc" '$2 == n {print $1}' "$RELAY_DIR/hosts")" \
+  curl "$@" --noproxy '*' --max-time 1 \
+    --resolve "$svc.svc:80:$(awk -v n="$svc.svc" '$2 == n {print $1}' "$RELAY_DIR/hosts")" \
     "http://$svc.svc/healthz"
 }
 # The steady state a drill's baseline demands: a Service's endpoints being
 # ready is not enough, kube-proxy on each node programs them a moment later,
 # and a single failed probe in the baseline aborts the drill (Inconclusive).
-# So every Service must answer 20 times in a row.
-wait_healthy() {
-  local ok=0 good svc
-  for _ in $(seq 300); do
-    good=1
-    for svc in login.auth chat.messaging checkout.payments; do
-      healthz "$svc" -sf >/dev/null || { good=0; break; }
+# So every Service must answer 20 times in a row through the relays, and
+# every chat and checkout pod (each calls login through its own node's
+# kube-proxy) must answer from the zone-c node, within 90 s.
+healthy_round() {
+  local svc
+  for svc in login.auth chat.messaging checkout.payments; do
+    why=$(healthz "$svc" -sS -f -o /dev/null 2>&1) || { why="$svc: $why"; return 1; }
+  done
+}
+pods_healthy() {
+  local ns ip
+  for ns in messaging payments; do
+    for ip in $(kubectl -n "$ns" get pods -o jsonpath='{range .items[*]}{.status.podIP}{" "}{end}'); do
+      why=$(nsenter --net="/run/netns/$relay_ns" curl -sS -f -o /dev/null --noproxy '*' --max-time 1 \
+        "http://$ip:8080/healthz" 2>&1) || { why="$ns pod $ip: $why"; return 1; }
     done
-    if ((good)); then ok=$((ok + 1)); else ok=0; fi
-    ((ok < 20)) || return 0
+  done
+}
+wait_healthy() {
+  local ok=0 end=$((SECONDS + 90))
+  why=
+  while ((SECONDS < end)); do
+    if healthy_round; then ok=$((ok + 1)); else ok=0; fi
+    if ((ok >= 20)); then
+      pods_healthy && return 0
+      ok=0
+    fi
     sleep 0.2
   done
-  echo "the Services never answered 20 health checks in a row through the relays" >&2
+  echo "the Services were not healthy for 20 checks in a row within 90 s; the last failure: ${why:-none}" >&2
   return 1
 }
 wait_healthy
@@ -226,7 +245,7 @@ first=0
 drill "$MANIFESTS/drill.yaml" pangyo-real-before-fix || first=$?
 
 step "The fix: login in every zone ($MANIFESTS/login-fix.yaml)"
-kubectl -n auth delete deployment login --wait=true >/dev/null
+kubectl -n auth delete deployment login --cascade=foreground --wait=true >/dev/null
 kubectl apply -f "$MANIFESTS/login-fix.yaml"
 kubectl -n auth rollout status deployment/login --timeout=180s >/dev/null
 wait_endpoints auth/login 3

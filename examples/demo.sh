@@ -95,7 +95,7 @@ first=0
 drill pangyo-before-fix || first=$?
 
 step "The fix: login in every zone (examples/pangyo/login-fix.yaml), the ledger synchronous (examples/pangyo/ledger-fix.yaml)"
-kubectl -n auth delete deployment login --wait=true >/dev/null
+kubectl -n auth delete deployment login --cascade=foreground --wait=true >/dev/null
 kubectl apply -f examples/pangyo/login-fix.yaml
 # The ledger's members start afresh, so the primary (zone-a) leads again:
 # after run 1 the promoted standby leads, and a member follows a leader it finds.

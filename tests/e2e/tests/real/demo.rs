@@ -65,16 +65,46 @@ fn the_pangyo_demo_on_real_nodes_fails_then_passes_then_holds_a_verdict_under_po
         "[real] the Pangyo demo's three runs on this testbed took {:.0}s",
         started.elapsed().as_secs_f64()
     );
-    // Why it stopped first (its stderr and the step it was in), then the
-    // whole story: a long failure message is read from its head.
-    let steps: Vec<&str> = stdout.lines().filter(|l| l.contains("== ")).collect();
-    assert!(
-        out.status.success(),
-        "the real demo failed ({}) in the step {:?}; its stderr:\n{stderr}\n\nthe last lines of its output:\n{}\n\nall of its output:\n{stdout}",
-        out.status,
-        steps.last().copied().unwrap_or("(before the first)"),
-        tail(&stdout, 40),
-    );
+    // Why it stopped first (each run's verdict, the end of its stderr, the
+    // step it was in), then the whole story: a long failure message is read
+    // from its head.
+    if !out.status.success() {
+        let runs: Vec<String> = [
+            "pangyo-real-before-fix",
+            "pangyo-real-after-fix",
+            "pangyo-real-power-loss",
+        ]
+        .iter()
+        .map(|name| {
+            let path = out_dir.join(format!("{name}.json"));
+            match std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            {
+                Some(r) => format!(
+                    "{name}: {} {}: {}",
+                    r["phase"].as_str().unwrap_or("?"),
+                    r["verdict"].as_str().unwrap_or("?"),
+                    r["reason"].as_str().unwrap_or("")
+                ),
+                None => format!("{name}: no report"),
+            }
+        })
+        .collect();
+        let step = stdout
+            .lines()
+            .rfind(|l| l.contains("== "))
+            .unwrap_or("(before the first)")
+            .replace("\x1b[1m", "")
+            .replace("\x1b[0m", "");
+        panic!(
+            "the real demo failed ({}):\n{}\nthe end of its stderr:\n{}\nthe last step: {step}\n\nthe last lines of its output:\n{}\n\nall of its output:\n{stdout}\n\nall of its stderr:\n{stderr}",
+            out.status,
+            runs.join("\n"),
+            tail(&stderr, 5),
+            tail(&stdout, 40),
+        );
+    }
 
     // Run 1: CordonAndKill before the fix. All three fail, each as the plan
     // predicted; messaging and payments because of login.
