@@ -8,6 +8,11 @@
 //! end, are restored here from the traces on the nodes (the same restore the
 //! operator runs) and marked Aborted; traces of drills that no longer exist
 //! are restored too. Progress is printed a line at a time.
+//!
+//! The API server being busy (429), failing (5xx) or out of reach is waited
+//! out, every call tried again until the timeout plus [`RETRY_GRACE`]: an
+//! uninstall should not stop because the API server blinked. Anything else
+//! (a refusal, say) ends it at once, and the uninstall with it.
 
 use crate::api::{ABORT_ANNOTATION, DataCenterFailure, Phase};
 use crate::fault::mark::Experiment;
@@ -17,7 +22,63 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
+
+/// How long past its timeout a stand-down keeps trying calls that failed
+/// for a transient reason (with the chart's 210 s timeout, within the 5 minutes
+/// `helm uninstall` waits for a hook by default).
+pub const RETRY_GRACE: Duration = Duration::from_secs(60);
+
+/// Errors worth another try: the API server busy, failing or out of reach.
+pub trait Transient {
+    fn transient(&self) -> bool;
+}
+
+impl Transient for kube::Error {
+    fn transient(&self) -> bool {
+        match self {
+            kube::Error::Api(e) => e.code == 429 || e.code >= 500,
+            kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Transient for crate::Error {
+    fn transient(&self) -> bool {
+        matches!(self, crate::Error::Kube(e) if e.transient())
+    }
+}
+
+/// `call` until it succeeds, fails for a reason that is not transient, or
+/// `until` would pass; a line is printed for each retry.
+pub async fn retrying<T, E, F, Fut>(
+    what: &str,
+    until: Instant,
+    first_wait: Duration,
+    mut call: F,
+) -> Result<T, E>
+where
+    E: Transient + std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut wait = first_wait;
+    loop {
+        match call().await {
+            Err(e) if e.transient() && Instant::now() + wait < until => {
+                println!("{what}: {e}; trying again in {:.1}s", wait.as_secs_f64());
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// The first wait before a retry.
+const FIRST_WAIT: Duration = Duration::from_millis(500);
 
 /// How a stand-down runs.
 pub struct Options {
@@ -96,17 +157,24 @@ async fn list(api: &Api<DataCenterFailure>) -> kube::Result<Vec<DataCenterFailur
 pub async fn stand_down(client: &Client, opts: &Options) -> anyhow::Result<Outcome> {
     let api = Api::<DataCenterFailure>::all(client.clone());
     let started = Instant::now();
+    let until = started + opts.timeout + RETRY_GRACE;
+    let list_drills = || retrying("listing the drills", until, FIRST_WAIT, || list(&api));
     let mut out = Outcome::default();
     // uid -> name of every drill waited for.
     let mut waited: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        let drills = list(&api).await?;
+        let drills = list_drills().await?;
         // New drills too (a schedule may start one while this runs).
         for name in to_abort(&drills) {
             let patch = json!({"metadata": {"annotations": {ABORT_ANNOTATION: opts.reason}}});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
+            let (pp, merge) = (PatchParams::default(), Patch::Merge(&patch));
+            match retrying(
+                &format!("{name}: asking to abort"),
+                until,
+                FIRST_WAIT,
+                || api.patch(&name, &pp, &merge),
+            )
+            .await
             {
                 Ok(_) => {
                     println!("{name}: asked to abort ({})", opts.reason);
@@ -151,7 +219,7 @@ pub async fn stand_down(client: &Client, opts: &Options) -> anyhow::Result<Outco
 
     // The last resort: drills no operator ended in time are restored here,
     // by every trace they left, and marked Aborted.
-    let drills = list(&api).await?;
+    let drills = list_drills().await?;
     for d in drills.iter().filter(|d| !phase(d).is_terminal()) {
         let name = d.name_any();
         println!(
@@ -160,7 +228,10 @@ pub async fn stand_down(client: &Client, opts: &Options) -> anyhow::Result<Outco
             phase(d)
         );
         let exp = Experiment::of(d);
-        let n = restore::restore(client, &exp, opts.concurrency).await?;
+        let n = retrying(&format!("{name}: restoring"), until, FIRST_WAIT, || {
+            restore::restore(client, &exp, opts.concurrency)
+        })
+        .await?;
         let why = format!(
             "{}; no operator ended the drill within {}s, so `firedrill stand-down` restored {n} node(s)",
             opts.reason,
@@ -171,9 +242,14 @@ pub async fn stand_down(client: &Client, opts: &Options) -> anyhow::Result<Outco
             "reason": why,
             "abortReason": opts.reason,
         }});
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
+        let (pp, merge) = (PatchParams::default(), Patch::Merge(&status));
+        match retrying(
+            &format!("{name}: marking Aborted"),
+            until,
+            FIRST_WAIT,
+            || api.patch_status(&name, &pp, &merge),
+        )
+        .await
         {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -184,19 +260,35 @@ pub async fn stand_down(client: &Client, opts: &Options) -> anyhow::Result<Outco
     }
     // Traces no running drill accounts for: of drills that no longer exist
     // (restore_orphans), and of ended drills whose restore left something.
-    let mut traced = traced_nodes(client).await?;
+    let traced_now = || {
+        retrying("finding traced nodes", until, FIRST_WAIT, || {
+            traced_nodes(client)
+        })
+    };
+    let mut traced = traced_now().await?;
     if !traced.is_empty() {
-        for name in restore::restore_orphans(client, true).await? {
+        let orphans = retrying("restoring orphaned nodes", until, FIRST_WAIT, || {
+            restore::restore_orphans(client, true)
+        })
+        .await?;
+        for name in orphans {
             println!("{name}: restored (its drill no longer exists)");
             out.nodes_restored.push(name);
         }
         for d in &drills {
-            let n = restore::restore(client, &Experiment::of(d), opts.concurrency).await?;
+            let exp = Experiment::of(d);
+            let n = retrying(
+                &format!("{}: restoring", d.name_any()),
+                until,
+                FIRST_WAIT,
+                || restore::restore(client, &exp, opts.concurrency),
+            )
+            .await?;
             if n > 0 {
                 println!("{}: {n} more node(s) of it restored here", d.name_any());
             }
         }
-        traced = traced_nodes(client).await?;
+        traced = traced_now().await?;
     }
     if !traced.is_empty() {
         let names: Vec<String> = traced.iter().map(ResourceExt::name_any).collect();
@@ -261,6 +353,60 @@ mod tests {
             ));
         let waited: Vec<String> = running(&[deleting]).into_values().collect();
         assert_eq!(waited, vec!["deleting"]);
+    }
+
+    fn status(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(
+            serde_json::from_value(
+                json!({"status": "Failure", "message": "m", "reason": "r", "code": code}),
+            )
+            .unwrap(),
+        ))
+    }
+
+    #[test]
+    fn busy_failing_and_unreachable_are_transient_refusals_are_not() {
+        for code in [429, 500, 503, 504] {
+            assert!(status(code).transient(), "{code}");
+            assert!(crate::Error::Kube(status(code)).transient(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 422] {
+            assert!(!status(code).transient(), "{code}");
+        }
+        assert!(!crate::Error::Spec("x".into()).transient());
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_tried_again_and_a_refusal_is_not() {
+        let far = Instant::now() + Duration::from_secs(60);
+        let calls = std::cell::Cell::new(0);
+        let got: Result<u32, kube::Error> = retrying("x", far, Duration::from_millis(1), || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move { if n < 3 { Err(status(503)) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 3);
+
+        calls.set(0);
+        let got: Result<u32, kube::Error> = retrying("x", far, Duration::from_millis(1), || {
+            calls.set(calls.get() + 1);
+            async { Err(status(403)) }
+        })
+        .await;
+        assert!(got.is_err());
+        assert_eq!(calls.get(), 1, "a refusal is not tried again");
+
+        // Past the deadline, the transient error is returned.
+        calls.set(0);
+        let soon = Instant::now() + Duration::from_millis(20);
+        let got: Result<u32, kube::Error> = retrying("x", soon, Duration::from_millis(4), || {
+            calls.set(calls.get() + 1);
+            async { Err(status(500)) }
+        })
+        .await;
+        assert!(got.is_err());
+        assert!((2..=5).contains(&calls.get()), "{} calls", calls.get());
     }
 
     #[test]
