@@ -21,6 +21,22 @@ leader Lease, say), the bench fails at once and prints the end of its log.
 Each firedrill run reports the lease renew latency (p50/p99, from the
 operator's `firedrill_lease_renew_seconds` histogram) and the leadership
 losses during the run (`firedrill_leadership_losses_total`).
+
+The operator runs as the chart's ServiceAccount, with the chart's RBAC and
+its API Priority and Fairness objects (an admin is exempt from APF, which
+would hide what the chart does), unless --operator-identity admin.
+
+What the load costs others, measured during every firedrill and limit run:
+- a bystander, an ordinary user (a client certificate of its own, no
+  group), GETs one small ConfigMap every 0.5 s; its latency while the zone
+  is taken down (p50/p99/max, a failed request counted as 10 s);
+- the replacements: a third of the Deployments may move (their spread
+  honours taints: nodeTaintsPolicy Honor), so the controllers recreate and
+  place their pods outside the dark zone; the time from the start of the
+  injection until they are all Ready again, the zone still dark. The others
+  wait, Pending, for the zone to come back, as before. Between runs those
+  moved are sent back (their surplus in the other zones is deleted, and the
+  replacements can only go to the zone that was dark).
 """
 
 import argparse
@@ -30,16 +46,23 @@ import re
 import signal
 import statistics
 import subprocess
-import sys
+import http.client
+import math
+import ssl
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TESTBED = os.path.join(REPO, "tests/testbed/testbed.sh")
 KEY = "topology.kubernetes.io/zone"
 ZONE = "zone-a"
+ZONES = ("zone-a", "zone-b", "zone-c")
 NS = "bench"
+# The operator's namespace and release when it runs as the chart's ServiceAccount.
+OPERATOR_NS = "firedrill-bench"
+RELEASE = "bench"
 
 
 def log(msg):
@@ -90,18 +113,29 @@ def wait(what, check, timeout, every=2.0):
     return time.monotonic() - t0
 
 
-def deployment_yaml(name, replicas):
+def movable(i):
+    """Every third Deployment may move out of a dark zone."""
+    return i % 3 == 0
+
+
+def deployment_yaml(i, replicas):
+    name = f"app-{i:02d}"
+    group = "movable" if movable(i) else "pinned"
+    # Honor: a tainted (cordoned) node's zone is left out of the skew, so the
+    # replacements are placed in the other zones; Ignore (the default): the
+    # dark zone still counts, and they wait for it, Pending.
+    policy = "Honor" if movable(i) else "Ignore"
     return f"""apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: {name}, namespace: {NS}}}
+metadata: {{name: {name}, namespace: {NS}, labels: {{group: {group}}}}}
 spec:
   replicas: {replicas}
   selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {{labels: {{app: {name}}}}}
+    metadata: {{labels: {{app: {name}, group: {group}}}}}
     spec:
       topologySpreadConstraints:
-      - {{maxSkew: 1, topologyKey: {KEY}, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: {name}}}}}}}
+      - {{maxSkew: 1, topologyKey: {KEY}, whenUnsatisfiable: DoNotSchedule, nodeTaintsPolicy: {policy}, labelSelector: {{matchLabels: {{app: {name}}}}}}}
       containers: [{{name: app, image: registry.invalid/app:1, resources: {{requests: {{cpu: 10m, memory: 16Mi}}}}}}]
 """
 
@@ -112,7 +146,7 @@ def grow(nodes, pods, have_nodes, deployments):
         log(f"adding {nodes - have_nodes} nodes")
         run([TESTBED, "nodes", str(nodes - have_nodes), str(have_nodes)], capture=False)
     per = pods // deployments
-    docs = "---\n".join(deployment_yaml(f"app-{i:02d}", per) for i in range(deployments))
+    docs = "---\n".join(deployment_yaml(i, per) for i in range(deployments))
     t0 = time.monotonic()
     kubectl("apply", "--server-side", "-f", "-", stdin=docs)
     log(f"waiting for {per * deployments} pods to be Ready")
@@ -122,9 +156,249 @@ def grow(nodes, pods, have_nodes, deployments):
 
 
 def settle(expected):
-    """Back to the starting state: the zone schedulable, every pod Ready."""
+    """Back to the starting state: the zone schedulable, every pod Ready, and
+    the movable Deployments' pods spread over the three zones again."""
+    t0 = time.monotonic()
     kubectl("uncordon", "-l", f"{KEY}={ZONE}")
-    return wait("the cluster to recover", lambda: deployments_ready(expected), 1800, every=3)
+    wait("the cluster to recover", lambda: deployments_ready(expected), 1800, every=3)
+    surplus, _ = movable_layout()
+    if surplus:
+        for i in range(0, len(surplus), 500):
+            kubectl("-n", NS, "delete", "pods", "--grace-period=0", "--force", "--wait=false",
+                    "--ignore-not-found", *surplus[i:i + 500])
+        log(f"  {len(surplus)} movable pods deleted outside {ZONE}, so that their replacements return to it")
+        # Deployment status lags the deletes: wait on the pods themselves.
+        wait("the movable pods to return to the zone", lambda: movable_layout()[1], 1800, every=3)
+        wait("the cluster to recover", lambda: deployments_ready(expected), 1800, every=3)
+    return time.monotonic() - t0
+
+
+def movable_layout():
+    """The movable Deployments' pods to delete so that they spread over the
+    three zones again (their replacements stayed out of the zone once it
+    came back), and whether every one of them is spread (at most one pod
+    between its fullest and emptiest zone) with all its replicas bound and
+    Ready. Deleting the surplus sends the replacements back: with maxSkew 1
+    they can only go to the zone with the fewest, the one that was dark."""
+    zone_of = {}
+    for line in kubectl("get", "nodes", "--no-headers", "-o",
+                        f"custom-columns=N:.metadata.name,Z:.metadata.labels.{KEY.replace('.', chr(92) + '.')}").splitlines():
+        name, zone = line.split()
+        zone_of[name] = zone
+    replicas = {d["metadata"]["name"]: d["spec"].get("replicas", 0)
+                for d in kjson("-n", NS, "get", "deployments", "-l", "group=movable")["items"]}
+    by_app = {app: {z: [] for z in ZONES} for app in replicas}
+    ready = {app: 0 for app in replicas}
+    for line in kubectl("-n", NS, "get", "pods", "-l", "group=movable", "--no-headers", "-o",
+                        "custom-columns=N:.metadata.name,A:.metadata.labels.app,NODE:.spec.nodeName,"
+                        "D:.metadata.deletionTimestamp,R:.status.conditions[?(@.type==\"Ready\")].status").splitlines():
+        name, app, node, deleting, is_ready = line.split()
+        if deleting != "<none>" or app not in by_app:
+            continue
+        by_app[app].setdefault(zone_of.get(node, "none"), []).append(name)
+        ready[app] += is_ready == "True"
+    surplus = []
+    done = True
+    for app, zones in by_app.items():
+        counts = [len(zones[z]) for z in ZONES]
+        spread = max(counts) - min(counts) <= 1 and not zones.get("none")
+        done &= spread and ready[app] == replicas[app]
+        if spread:
+            continue
+        # At most an even share in each other zone (of a remainder of two,
+        # one each), the rest for the zone.
+        share = replicas[app] // len(ZONES) + (replicas[app] % len(ZONES) == 2)
+        for z in ZONES:
+            if z != ZONE:
+                surplus += zones[z][share:]
+    return surplus, done
+
+
+def kubeconfig_fields(path):
+    """server, certificate-authority, client-certificate, client-key of a
+    testbed kubeconfig (files, not data)."""
+    fields = {}
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.strip().partition(": ")
+            if k in ("server", "certificate-authority", "client-certificate", "client-key", "token"):
+                fields[k] = v.strip()
+    return fields
+
+
+class Api:
+    """GETs to the API server on one kept-alive connection, by a client
+    certificate (or a bearer token), as a small client would make them."""
+
+    def __init__(self, server, ca, cert=None, key=None, token=None, timeout=10):
+        u = urllib.parse.urlparse(server)
+        self.host, self.port = u.hostname, u.port or 443
+        self.ctx = ssl.create_default_context(cafile=ca)
+        if cert:
+            self.ctx.load_cert_chain(cert, key)
+        self.headers = {"Accept": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+        self.conn = None
+
+    def get(self, path):
+        """(status, parsed body or None, seconds taken); raises on a broken connection."""
+        if self.conn is None:
+            self.conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=self.timeout)
+        t0 = time.monotonic()
+        try:
+            self.conn.request("GET", path, headers=self.headers)
+            r = self.conn.getresponse()
+            body = r.read()
+        except Exception:
+            self.conn.close()
+            self.conn = None
+            raise
+        took = time.monotonic() - t0
+        try:
+            parsed = json.loads(body) if r.status == 200 else None
+        except ValueError:
+            parsed = None
+        return r.status, parsed, took
+
+
+FAILED_AS = 10.0  # a failed bystander request counts as this many seconds
+
+
+class Sampler:
+    """A thread that calls `probe()` every `every` seconds and keeps
+    (wall time, value) pairs until stopped."""
+
+    def __init__(self, probe, every):
+        self.probe, self.every = probe, every
+        self.samples = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        nxt = time.monotonic()
+        told = False
+        while not self.done.is_set():
+            t = time.time()
+            try:
+                v = self.probe()
+            except Exception as e:
+                v = None
+                if not told:
+                    log(f"  (a sampler's request failed: {e!r}; later failures are not printed)")
+                    told = True
+            self.samples.append((t, v))
+            # After a slow call, the next on time rather than a burst.
+            nxt = max(nxt + self.every, time.monotonic())
+            self.done.wait(max(0.0, nxt - time.monotonic()))
+
+    def between(self, t0, t1):
+        return [(t, v) for t, v in list(self.samples) if t0 <= t <= t1]
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(15)
+
+
+def bystander_setup(state):
+    """An ordinary user (a certificate of its own, in no group) that may read
+    one ConfigMap; returns its Api."""
+    pki = os.path.join(state, "pki")
+    key, csr, crt = (os.path.join(pki, f"bench-bystander.{x}") for x in ("key", "csr", "crt"))
+    if not os.path.exists(crt):
+        run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=bench-bystander",
+             "-keyout", key, "-out", csr])
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", os.path.join(pki, "ca.crt"),
+             "-CAkey", os.path.join(pki, "ca.key"), "-CAcreateserial", "-days", "30", "-out", crt,
+             "-extfile", os.path.join(pki, "client.ext")])
+    kubectl("apply", "-f", "-", stdin=f"""apiVersion: v1
+kind: ConfigMap
+metadata: {{name: bystander, namespace: {NS}}}
+data: {{greeting: hello}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: bystander, namespace: {NS}}}
+rules: [{{apiGroups: [""], resources: [configmaps], resourceNames: [bystander], verbs: [get]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: bystander, namespace: {NS}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: bystander}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: bench-bystander}}]
+""")
+    admin = kubeconfig_fields(os.environ["KUBECONFIG"])
+    return Api(admin["server"], admin["certificate-authority"], cert=crt, key=key)
+
+
+class Bystander:
+    """The bystander's GET every 0.5 s, for the whole bench."""
+    PATH = f"/api/v1/namespaces/{NS}/configmaps/bystander"
+
+    def __init__(self, api):
+        self.api = api
+        status, _, _ = api.get(self.PATH)
+        if status != 200:
+            raise SystemExit(f"the bystander cannot read its ConfigMap: HTTP {status}")
+        self.sampler = Sampler(self._get, 0.5)
+
+    def _get(self):
+        try:
+            status, _, took = self.api.get(self.PATH)
+        except Exception as e:
+            if not getattr(self, "told", False):
+                log(f"  (a bystander GET failed: {e!r}; it counts as {FAILED_AS:.0f}s)")
+                self.told = True
+            return FAILED_AS
+        return took if status == 200 else FAILED_AS
+
+    def latency(self, t0, t1):
+        """p50, p99, max and the sample count of the GETs started in [t0, t1]."""
+        vals = sorted(v for _, v in self.sampler.between(t0, t1) if v is not None)
+        if not vals:
+            return None
+        pick = lambda q: vals[min(len(vals) - 1, math.ceil(q * len(vals)) - 1)]
+        return {"p50": pick(0.5), "p99": pick(0.99), "max": vals[-1], "n": len(vals),
+                "failed": sum(1 for v in vals if v >= FAILED_AS)}
+
+
+class Replicas:
+    """The movable Deployments' ready replicas, read once a second by the admin."""
+    PATH = f"/apis/apps/v1/namespaces/{NS}/deployments?labelSelector=group%3Dmovable"
+
+    def __init__(self, api):
+        self.api = api
+        if self._read() is None:
+            raise SystemExit("cannot read the movable Deployments through the API")
+        self.sampler = Sampler(self._read, 1.0)
+
+    def _read(self):
+        status, body, _ = self.api.get(self.PATH)
+        if status != 200 or body is None:
+            return None
+        want = sum(d["spec"].get("replicas", 0) for d in body["items"])
+        ready = sum(d.get("status", {}).get("readyReplicas", 0) or 0 for d in body["items"])
+        return (ready, want)
+
+    def back_after(self, t0, t_down, t1):
+        """Seconds from t0 (the injection began) until every movable replica
+        was Ready again, at the first reading from t_down (every pod of the
+        zone deleted) on; None if not back by t1."""
+        for t, v in self.sampler.between(t_down, t1):
+            if v is not None and v[0] >= v[1]:
+                return t - t0
+        return None
+
+    def wait_back(self, t0, t_down, timeout):
+        """Wait (up to `timeout` from t0) until back_after is known."""
+        while time.time() - t0 < timeout:
+            took = self.back_after(t0, t_down, time.time())
+            if took is not None:
+                return took
+            time.sleep(1)
+        return None
 
 
 def transition_time(exp, phase):
@@ -152,13 +426,13 @@ class Operator:
     # What ended the operator, once it ended on its own.
     died = None
 
-    def __init__(self, binary, outdir, size, extra=()):
+    def __init__(self, binary, outdir, size, extra=(), env=None):
         self.port = free_port()
         self.log = open(os.path.join(outdir, f"operator-{size}.log"), "w")
         self.stopping = False
         self.proc = subprocess.Popen(
             [binary, "operator", f"--metrics-bind=127.0.0.1:{self.port}", "--log-format=json", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
         # Whatever the bench waits for, it stops waiting when the operator exits.
         signal.signal(signal.SIGUSR1, _operator_died)
         threading.Thread(target=self._watch, daemon=True).start()
@@ -258,6 +532,36 @@ LOSSES = "firedrill_leadership_losses_total"
 HALVINGS = "firedrill_delete_window_halvings_total"
 
 
+def operator_identity():
+    """The chart's ServiceAccount, RBAC and API Priority and Fairness
+    objects, applied in OPERATOR_NS."""
+    helm = run([TESTBED, "helm"]).stdout.strip()
+    docs = run([helm, "template", RELEASE, os.path.join(REPO, "charts/firedrill"), "--namespace", OPERATOR_NS,
+                "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml",
+                "--show-only", "templates/apf.yaml"]).stdout
+    kubectl("apply", "-f", "-", stdin=kubectl("create", "namespace", OPERATOR_NS, "--dry-run=client", "-o", "yaml"))
+    kubectl("apply", "-n", OPERATOR_NS, "-f", "-", stdin=docs)
+    log(f"the operator runs as ServiceAccount {OPERATOR_NS}/firedrill, with the chart's RBAC and FlowSchemas")
+
+
+def operator_env(state):
+    """The operator's environment: a kubeconfig (in the testbed's state
+    directory) with a fresh token of the chart's ServiceAccount, made for
+    each operator started, so that no bench outlives it."""
+    token = kubectl("-n", OPERATOR_NS, "create", "token", "firedrill", "--duration=48h").strip()
+    admin = kubeconfig_fields(os.environ["KUBECONFIG"])
+    path = os.path.join(state, "bench-operator.kubeconfig")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: testbed, cluster: {{server: "{admin['server']}", certificate-authority: "{admin['certificate-authority']}"}}}}]
+users: [{{name: firedrill, user: {{token: "{token}"}}}}]
+contexts: [{{name: firedrill, context: {{cluster: testbed, user: firedrill}}}}]
+current-context: firedrill
+""")
+    return dict(os.environ, KUBECONFIG=path, POD_NAMESPACE=OPERATOR_NS)
+
+
 def free_port():
     import socket
     s = socket.socket()
@@ -267,7 +571,7 @@ def free_port():
     return p
 
 
-def run_firedrill(op, rep):
+def run_firedrill(op, rep, dark, bystander, replicas):
     name = f"bench-{rep}"
     before = op.requests()
     lease_before, losses_before = op.histogram(LEASE), op.counter(LOSSES)
@@ -275,7 +579,7 @@ def run_firedrill(op, rep):
     spec = f"""apiVersion: chaos.firedrill.dev/v1alpha1
 kind: DataCenterFailure
 metadata: {{name: {name}}}
-spec: {{zone: {ZONE}, duration: 5s, baseline: 0s, faultOnly: true, target: {{namespaces: [{NS}]}}}}
+spec: {{zone: {ZONE}, duration: {dark}s, baseline: 0s, faultOnly: true, target: {{namespaces: [{NS}]}}}}
 """
     t_apply = time.time()
     kubectl("apply", "-f", "-", stdin=spec)
@@ -286,7 +590,20 @@ spec: {{zone: {ZONE}, duration: 5s, baseline: 0s, faultOnly: true, target: {{nam
     if st["phase"] != "Completed":
         raise SystemExit(f"firedrill ended {st['phase']}: {st.get('reason')}")
     dark = transition_time(e, "ZoneDown")
+    restoring = transition_time(e, "Restoring")
     fault = st.get("fault", {})
+    phases = {t["phase"]: parse_rfc3339(t["time"]) - t_apply for t in st.get("transitions", [])}
+    # Transitions are stamped when a reconcile starts, and the one that
+    # plans enters Baseline: with no baseline, the gap to Injecting is the
+    # planning reconcile (listing the nodes and pods, the plan, its status).
+    planning = None
+    if "Baseline" in phases and "Injecting" in phases:
+        planning = phases["Injecting"] - phases["Baseline"]
+    injecting = transition_time(e, "Injecting") or t_apply
+    by = bystander.latency(injecting, dark)
+    back = replicas.back_after(injecting, dark, restoring or time.time())
+    log(f"  bystander while the zone went down: {fmt_latency(by)}; movable replicas Ready again "
+        f"{'-' if back is None else f'{back:.1f}s'} after the injection began (zone still dark)")
     requests = op.requests() - before
     lease_after = op.histogram(LEASE)
     p50, p99 = quantile(lease_before, lease_after, 0.5), quantile(lease_before, lease_after, 0.99)
@@ -306,8 +623,18 @@ spec: {{zone: {ZONE}, duration: 5s, baseline: 0s, faultOnly: true, target: {{nam
         "leaseRenewP99": p99,
         "leadershipLosses": losses,
         "deleteWindowHalvings": halvings,
-        "phases": {t["phase"]: parse_rfc3339(t["time"]) - t_apply for t in st.get("transitions", [])},
+        "planningSeconds": planning,
+        "bystander": by,
+        "replacementSeconds": back,
+        "phases": phases,
     }
+
+
+def fmt_latency(b):
+    if not b:
+        return "no samples"
+    return (f"p50 {b['p50'] * 1000:.0f} ms, p99 {b['p99'] * 1000:.0f} ms, max {b['max'] * 1000:.0f} ms "
+            f"({b['n']} GETs, {b['failed']} failed)")
 
 
 def wait_for_phase(name, phases, timeout):
@@ -377,11 +704,20 @@ def run_script(rep, cap):
     return r
 
 
-def run_limit(deleter, concurrency):
+def run_limit(deleter, concurrency, dark=None, bystander=None, replicas=None):
+    t0 = time.time()
     out = run([deleter, "--zone", ZONE, "--concurrency", str(concurrency)], timeout=3600).stdout
+    t1 = time.time()
     r = json.loads(out.strip().splitlines()[-1])
     r["seconds"] = r.pop("totalSeconds")
     r["left"] = pods_on_zone()
+    if bystander is not None:
+        r["bystander"] = bystander.latency(t0, t1)
+        # The zone stays cordoned until settle(): wait for the replacements here.
+        r["replacementSeconds"] = replicas.wait_back(t0, t1, dark)
+        back = r["replacementSeconds"]
+        log(f"  bystander while the zone went down: {fmt_latency(r['bystander'])}; movable replicas Ready again "
+            f"{'-' if back is None else f'{back:.1f}s'} after the start")
     return r
 
 
@@ -502,15 +838,34 @@ def build_result(nodes, total, zone, contenders, runs, settle_times, rss, best_c
             entry["leaseRenewP50"] = summary([r.get("leaseRenewP50") for r in rs])
             entry["leaseRenewP99"] = summary([r.get("leaseRenewP99") for r in rs])
             entry["leadershipLosses"] = sum(r.get("leadershipLosses", 0) for r in rs)
+            entry["planningSeconds"] = summary([r.get("planningSeconds") for r in rs])
             lease_ms = lambda s: "-" if not s else f"{s['max'] * 1000:.0f} ms"
             entry["notes"] = (f"restore {fmt(entry['restoreSeconds'], digits=2)}; "
+                              f"planning {fmt(entry['planningSeconds'], digits=2)}; "
                               f"{entry['requests']['median']:.0f} API requests; peak RSS {rss:.0f} MiB; "
                               f"lease renew p50 {lease_ms(entry['leaseRenewP50'])}, "
                               f"p99 {lease_ms(entry['leaseRenewP99'])} (worst run); "
                               f"leadership losses {entry['leadershipLosses']}")
+            # Against the limit in the same round of runs.
+            limit = runs.get("limit") or []
+            ratios = [f["seconds"] / l["seconds"] for f, l in zip(rs, limit) if f.get("seconds") and l.get("seconds")]
+            if ratios:
+                entry["againstLimit"] = summary(ratios)
+                entry["notes"] += f"; {max(ratios):.2f}× the limit (worst run)"
         if c == "limit":
             entry["concurrency"] = best_concurrency
             entry["notes"] = f"concurrency {best_concurrency}; {rs[0].get('requests')} API requests"
+        if c in ("firedrill", "limit") and any(r.get("bystander") for r in rs):
+            entry["bystanderP99"] = summary([(r.get("bystander") or {}).get("p99") for r in rs])
+            entry["bystanderMax"] = summary([(r.get("bystander") or {}).get("max") for r in rs])
+            entry["replacementSeconds"] = summary([r.get("replacementSeconds") for r in rs])
+            worst = entry["bystanderP99"]["max"] if entry["bystanderP99"] else None
+            gets = sum((r.get("bystander") or {}).get("n", 0) for r in rs)
+            entry["notes"] += (f"; bystander p99 {'-' if worst is None else f'{worst * 1000:.0f} ms'} (worst run; "
+                               f"{gets} GETs in all); "
+                               f"movable replicas Ready again {fmt(entry['replacementSeconds'])}")
+            if any(r.get("replacementSeconds") is None for r in rs):
+                entry["notes"] += " (in some runs not within the dark window)"
         if c in ("drain", "script"):
             capped = [r for r in rs if r.get("capped")]
             if capped:
@@ -538,6 +893,12 @@ def main():
                     help="stop drain or the script after this many seconds and project its time from the pods it deleted")
     ap.add_argument("--out", default=os.path.join(REPO, "out/bench"))
     ap.add_argument("--kwok-parallelism", default="16")
+    ap.add_argument("--dark", type=int, default=180,
+                    help="seconds firedrill keeps the zone dark (and the most the limit's replacements are waited for): "
+                         "the movable Deployments' replacements are timed while it is dark")
+    ap.add_argument("--operator-identity", choices=("serviceaccount", "admin"), default="serviceaccount",
+                    help="run the operator as the chart's ServiceAccount with its RBAC and FlowSchemas (default), "
+                         "or as the testbed's admin, whom API Priority and Fairness exempts")
     ap.add_argument("--operator-args", default="", help="extra arguments for `firedrill operator`, e.g. '--concurrency=256'")
     ap.add_argument("--operator-binary",
                     help="the firedrill binary to bench (default: this checkout's release build), e.g. the image's "
@@ -576,8 +937,14 @@ def main():
             if m:
                 os.environ[m.group(1)] = m.group(2).strip("'\"").replace("$PATH", os.environ.get("PATH", ""))
         kubectl("apply", "--server-side", "-f", os.path.join(REPO, "crds"))
-        if not args.reuse:
-            kubectl("create", "namespace", NS)
+        kubectl("apply", "-f", "-", stdin=kubectl("create", "namespace", NS, "--dry-run=client", "-o", "yaml"))
+        as_sa = args.operator_identity == "serviceaccount"
+        if as_sa:
+            operator_identity()
+        bystander = Bystander(bystander_setup(state))
+        admin = kubeconfig_fields(os.environ["KUBECONFIG"])
+        replicas = Replicas(Api(admin["server"], admin["certificate-authority"],
+                                cert=admin["client-certificate"], key=admin["client-key"]))
         have = len(kubectl("get", "nodes", "-o", "name").split()) if args.reuse else sizes[0][0]
         best_concurrency = None
         for idx, (nodes, pods) in enumerate(sizes):
@@ -587,7 +954,8 @@ def main():
             have = nodes
             zone = {"nodes": len(zone_nodes()), "pods": pods_on_zone()}
             log(f"size {nodes} nodes / {total} pods: the zone has {zone['nodes']} nodes, {zone['pods']} pods")
-            op = Operator(binary, args.out, nodes, args.operator_args.split())
+            op = Operator(binary, args.out, nodes, args.operator_args.split(),
+                          env=operator_env(state) if as_sa else None)
             runs = {c: [] for c in contenders}
             settle_times = []
             try:
@@ -598,7 +966,7 @@ def main():
                             continue
                         log(f"{c}, run {rep + 1} of {reps}")
                         if c == "firedrill":
-                            r = run_firedrill(op, f"{nodes}-{rep}")
+                            r = run_firedrill(op, f"{nodes}-{rep}", args.dark, bystander, replicas)
                         elif c == "drain":
                             r = run_drain(rep, args.baseline_cap)
                         elif c == "script":
@@ -614,8 +982,8 @@ def main():
                                 best_concurrency = min(tried, key=tried.get)
                                 doc["limitConcurrencySweep"] = tried
                                 log(f"  best concurrency {best_concurrency}")
-                            r = run_limit(deleter, best_concurrency)
-                        log(f"  {json.dumps({k: v for k, v in r.items() if k != 'phases'})}")
+                            r = run_limit(deleter, best_concurrency, args.dark, bystander, replicas)
+                        log(f"  {json.dumps({k: v for k, v in r.items() if k not in ('phases', 'bystander')})}")
                         runs[c].append(r)
                         partial = build_result(nodes, total, zone, [k for k in contenders if runs[k]], runs,
                                                settle_times, op.peak_rss_mib(), best_concurrency)
