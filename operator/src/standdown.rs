@@ -77,6 +77,15 @@ where
     }
 }
 
+/// Whether a write to a drill took: a drill deleted meanwhile is no error.
+fn unless_gone<T>(written: kube::Result<T>) -> kube::Result<bool> {
+    match written {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The first wait before a retry.
 const FIRST_WAIT: Duration = Duration::from_millis(500);
 
@@ -168,20 +177,16 @@ pub async fn stand_down(client: &Client, opts: &Options) -> anyhow::Result<Outco
         for name in to_abort(&drills) {
             let patch = json!({"metadata": {"annotations": {ABORT_ANNOTATION: opts.reason}}});
             let (pp, merge) = (PatchParams::default(), Patch::Merge(&patch));
-            match retrying(
+            let asked = retrying(
                 &format!("{name}: asking to abort"),
                 until,
                 FIRST_WAIT,
                 || api.patch(&name, &pp, &merge),
             )
-            .await
-            {
-                Ok(_) => {
-                    println!("{name}: asked to abort ({})", opts.reason);
-                    out.aborted.push(name);
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
+            .await;
+            if unless_gone(asked)? {
+                println!("{name}: asked to abort ({})", opts.reason);
+                out.aborted.push(name);
             }
         }
         let now_running = running(&drills);
@@ -243,18 +248,14 @@ pub async fn stand_down(client: &Client, opts: &Options) -> anyhow::Result<Outco
             "abortReason": opts.reason,
         }});
         let (pp, merge) = (PatchParams::default(), Patch::Merge(&status));
-        match retrying(
+        let marked = retrying(
             &format!("{name}: marking Aborted"),
             until,
             FIRST_WAIT,
             || api.patch_status(&name, &pp, &merge),
         )
-        .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        .await;
+        unless_gone(marked)?;
         println!("{name}: {n} node(s) restored here; marked Aborted");
         out.restored_here.push(name);
     }

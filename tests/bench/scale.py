@@ -83,6 +83,11 @@ def kubectl(*args, check=True, stdin=None, timeout=None):
     return r.stdout
 
 
+def ensure_namespace(name):
+    """Create namespace `name` unless it exists (a bench may reuse a testbed)."""
+    kubectl("apply", "-f", "-", stdin=kubectl("create", "namespace", name, "--dry-run=client", "-o", "yaml"))
+
+
 def kjson(*args):
     return json.loads(kubectl(*args, "-o", "json"))
 
@@ -539,7 +544,7 @@ def operator_identity():
     docs = run([helm, "template", RELEASE, os.path.join(REPO, "charts/firedrill"), "--namespace", OPERATOR_NS,
                 "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml",
                 "--show-only", "templates/apf.yaml"]).stdout
-    kubectl("apply", "-f", "-", stdin=kubectl("create", "namespace", OPERATOR_NS, "--dry-run=client", "-o", "yaml"))
+    ensure_namespace(OPERATOR_NS)
     kubectl("apply", "-n", OPERATOR_NS, "-f", "-", stdin=docs)
     log(f"the operator runs as ServiceAccount {OPERATOR_NS}/firedrill, with the chart's RBAC and FlowSchemas")
 
@@ -937,7 +942,7 @@ def main():
             if m:
                 os.environ[m.group(1)] = m.group(2).strip("'\"").replace("$PATH", os.environ.get("PATH", ""))
         kubectl("apply", "--server-side", "-f", os.path.join(REPO, "crds"))
-        kubectl("apply", "-f", "-", stdin=kubectl("create", "namespace", NS, "--dry-run=client", "-o", "yaml"))
+        ensure_namespace(NS)
         as_sa = args.operator_identity == "serviceaccount"
         if as_sa:
             operator_identity()
