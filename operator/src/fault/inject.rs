@@ -85,9 +85,11 @@ pub struct Injected {
     pub taint_ms: u64,
 }
 
-/// Take the zone down: mark and cordon, then kill with grace period 0, then
-/// taint (the pods die as in a fire, not by graceful taint eviction). When a
-/// pod could not be killed, the taint is not put on: the caller aborts.
+/// Take the zone down: mark and cordon, then kill with grace period 0 and
+/// taint. A NoSchedule taint goes on while the pods are killed; a NoExecute
+/// one after the kill (the pods die as in a fire, not by graceful taint
+/// eviction), and not at all when a pod could not be killed: the caller
+/// aborts, and the restore takes off whatever was put on.
 pub async fn inject(client: &Client, job: &Injection) -> Result<Injected, crate::Error> {
     let t0 = Instant::now();
     let how = match job.power_loss_until {
@@ -110,7 +112,15 @@ pub async fn inject(client: &Client, job: &Injection) -> Result<Injected, crate:
             ..Default::default()
         });
     }
-    let kills = if job.kill_pods {
+    // A NoSchedule taint evicts nothing, so it goes on while the pods are
+    // killed. Only a NoExecute one (a whole-zone scope whose pods were all
+    // killed) waits for the kill: put on earlier, it would evict them
+    // gracefully, by the book, not as in a fire.
+    let early = job.keep_dark && !(job.kill_pods && job.scope.targets_whole_zone());
+    let kill = async {
+        if !job.kill_pods {
+            return Ok(KillReport::default());
+        }
         kill_pods_on(
             client,
             &job.nodes,
@@ -118,22 +128,24 @@ pub async fn inject(client: &Client, job: &Injection) -> Result<Injected, crate:
             job.concurrency,
             &job.metrics,
         )
-        .await?
-    } else {
-        KillReport::default()
+        .await
     };
+    let early_taint = async {
+        let started = Instant::now();
+        if early {
+            taint_nodes(client, &job.exp, DarkTaint::NoSchedule, job.concurrency).await?;
+        }
+        Ok::<_, crate::Error>(started.elapsed())
+    };
+    let (kills, early_ms) = tokio::join!(kill, early_taint);
+    let (kills, mut taint_took) = (kills?, early_ms?);
     let t2 = Instant::now();
-    let mut taint = None;
-    if job.keep_dark && kills.failed == 0 {
-        // Without kills, a NoExecute taint would do the killing by eviction:
-        // only a whole-zone scope whose pods were all killed may have it.
-        let effect = if job.kill_pods {
-            DarkTaint::for_scope(&job.scope, kills.spared)
-        } else {
-            DarkTaint::NoSchedule
-        };
+    let mut taint = early.then_some(DarkTaint::NoSchedule);
+    if job.keep_dark && !early && kills.failed == 0 {
+        let effect = DarkTaint::for_scope(&job.scope, kills.spared);
         taint_nodes(client, &job.exp, effect, job.concurrency).await?;
         taint = Some(effect);
+        taint_took = t2.elapsed();
     }
     let ms = |d: Duration| d.as_millis() as u64;
     Ok(Injected {
@@ -141,6 +153,6 @@ pub async fn inject(client: &Client, job: &Injection) -> Result<Injected, crate:
         taint,
         hold_ms: ms(t1 - t0),
         kill_ms: ms(t2 - t1),
-        taint_ms: ms(t2.elapsed()),
+        taint_ms: ms(taint_took),
     })
 }

@@ -793,23 +793,25 @@ async fn injecting_takes_the_zone_down_in_a_task_and_records_it() {
     }
     assert_eq!(w.phase(), "ZoneDown");
     let calls = w.take_calls();
-    assert_eq!(
-        lines(&calls),
+    let seen = lines(&calls);
+    assert_eq!(seen.len(), 10, "{seen:#?}");
+    // The task: mark and cordon; then the kill and the NoSchedule taint side
+    // by side (a NoSchedule taint evicts nothing), in either order.
+    assert_eq!(seen[..2], calls![get_node("a1"), patch_node("a1")]);
+    let (mut both, mut want) = (
+        seen[2..6].to_vec(),
         calls![
-            // The task: mark and cordon, kill, taint.
-            get_node("a1"),
-            patch_node("a1"),
             pods_to_kill_on("a1"),
             delete_pod("shop", "web-a"),
             HELD_NODES,
             patch_node("a1"),
-            // The step that collects it.
-            HELD_NODES,
-            STATUS,
-            EVENT,
-            EVENT,
-        ]
+        ],
     );
+    both.sort();
+    want.sort();
+    assert_eq!(both, want);
+    // The step that collects it.
+    assert_eq!(seen[6..], calls![HELD_NODES, STATUS, EVENT, EVENT]);
     let delete = calls.iter().find(|c| c.method == "DELETE").unwrap();
     assert_eq!(
         delete.body,
@@ -822,7 +824,7 @@ async fn injecting_takes_the_zone_down_in_a_task_and_records_it() {
     assert_eq!(
         a1["spec"]["taints"],
         json!([{"key": TAINT_KEY, "value": "drill", "effect": "NoSchedule"}]),
-        "NoSchedule: a pod on the zone was spared"
+        "NoSchedule: the scope is not the whole zone (a pod on it was spared)"
     );
     let mark: NodeMark = serde_json::from_str(
         a1["metadata"]["annotations"][MARK_ANNOTATION]
@@ -865,6 +867,45 @@ async fn injecting_takes_the_zone_down_in_a_task_and_records_it() {
             .1
             .starts_with("1 pods killed with grace period 0 in ")
     );
+}
+
+/// A whole-zone drill's NoExecute taint goes on only once every pod is
+/// killed: put on earlier, it would evict them gracefully.
+#[tokio::test]
+async fn a_whole_zone_drill_taints_no_execute_after_the_kill() {
+    let w = world();
+    injecting(
+        &w,
+        json!({"target": {"includeDaemonSets": true, "includeSystemNamespaces": true}}),
+    );
+    three_zones(&w.api);
+    w.step().await;
+    w.take_calls();
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if is_next(&w.step().await) {
+            break;
+        }
+    }
+    assert_eq!(w.phase(), "ZoneDown");
+    let seen = lines(&w.take_calls());
+    let deletes: Vec<usize> = (0..seen.len())
+        .filter(|&i| seen[i].starts_with("DELETE "))
+        .collect();
+    let taint = seen
+        .iter()
+        .rposition(|c| *c == patch_node("a1"))
+        .expect("the taint's patch");
+    assert_eq!(deletes.len(), 2, "both pods on a1 killed: {seen:#?}");
+    assert!(
+        deletes.iter().all(|&d| d < taint),
+        "the taint went on before a kill: {seen:#?}"
+    );
+    assert_eq!(
+        w.api.node("a1")["spec"]["taints"],
+        json!([{"key": TAINT_KEY, "value": "drill", "effect": "NoExecute"}])
+    );
+    assert_eq!(w.status()["fault"]["taintEffect"], "NoExecute");
 }
 
 #[tokio::test]
