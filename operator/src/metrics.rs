@@ -40,6 +40,13 @@ pub struct RequestLabel {
     pub method: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabel {
+    /// What a pod delete's answer said about the API server's load: fast,
+    /// slow, throttled, failed, timed_out, neutral.
+    pub answer: String,
+}
+
 pub struct Metrics {
     pub experiments: Family<VerdictLabel, Counter>,
     pub phase_transitions: Family<PhaseLabel, Counter>,
@@ -59,6 +66,8 @@ pub struct Metrics {
     pub delete_window: Gauge,
     /// Times the deleter halved its window because the API server pushed back.
     pub delete_window_halvings: Counter,
+    /// Pod delete answers by what they said about the API server's load.
+    pub delete_answers: Family<AnswerLabel, Counter>,
     /// Set once the controllers run (`/readyz`).
     pub ready: AtomicBool,
     registry: Registry,
@@ -129,6 +138,7 @@ fn registered() -> Metrics {
         leadership_losses: Counter::default(),
         delete_window: Gauge::default(),
         delete_window_halvings: Counter::default(),
+        delete_answers: Family::default(),
         ready: AtomicBool::new(false),
         registry: Registry::default(),
     };
@@ -194,8 +204,13 @@ fn registered() -> Metrics {
     );
     registry.register(
         "delete_window_halvings",
-        "Times the deleter halved its window because the API server pushed back (429, errors, timeouts, slow answers)",
+        "Times the deleter halved its window because the API server pushed back (429, errors, timeouts, a window of mostly slow answers)",
         m.delete_window_halvings.clone(),
+    );
+    registry.register(
+        "delete_answers",
+        "Pod delete answers by what they said about the API server's load (fast, slow: over 1 s, throttled: 429, failed, timed_out, neutral)",
+        m.delete_answers.clone(),
     );
     Metrics { registry, ..m }
 }

@@ -489,6 +489,15 @@ class Operator:
                     return json.loads(line)["fields"]["restore_ms"] / 1000
         return None
 
+    def answers(self):
+        """The pod delete answers so far, by what they said: {fast: n, slow: n, ...}."""
+        out = {}
+        for line in (self.metrics() or "").splitlines():
+            m = re.match(r'firedrill_delete_answers_total\{answer="(\w+)"\} (\S+)', line)
+            if m:
+                out[m.group(1)] = int(float(m.group(2)))
+        return out
+
     def requests(self):
         total = 0
         for line in (self.metrics() or "").splitlines():
@@ -537,11 +546,12 @@ LOSSES = "firedrill_leadership_losses_total"
 HALVINGS = "firedrill_delete_window_halvings_total"
 
 
-def operator_identity():
+def operator_identity(values=()):
     """The chart's ServiceAccount, RBAC and API Priority and Fairness
-    objects, applied in OPERATOR_NS."""
+    objects, applied in OPERATOR_NS, with chart `values` (KEY=VALUE) set."""
     helm = run([TESTBED, "helm"]).stdout.strip()
-    docs = run([helm, "template", RELEASE, os.path.join(REPO, "charts/firedrill"), "--namespace", OPERATOR_NS,
+    sets = [a for v in values for a in ("--set", v)]
+    docs = run([helm, "template", RELEASE, os.path.join(REPO, "charts/firedrill"), "--namespace", OPERATOR_NS, *sets,
                 "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml",
                 "--show-only", "templates/apf.yaml"]).stdout
     ensure_namespace(OPERATOR_NS)
@@ -581,6 +591,7 @@ def run_firedrill(op, rep, dark, bystander, replicas):
     before = op.requests()
     lease_before, losses_before = op.histogram(LEASE), op.counter(LOSSES)
     halvings_before = op.counter(HALVINGS)
+    answers_before = op.answers()
     spec = f"""apiVersion: chaos.firedrill.dev/v1alpha1
 kind: DataCenterFailure
 metadata: {{name: {name}}}
@@ -614,9 +625,11 @@ spec: {{zone: {ZONE}, duration: {dark}s, baseline: 0s, faultOnly: true, target: 
     p50, p99 = quantile(lease_before, lease_after, 0.5), quantile(lease_before, lease_after, 0.99)
     losses = int(op.counter(LOSSES) - losses_before)
     halvings = int(op.counter(HALVINGS) - halvings_before)
+    answers = {k: v - answers_before.get(k, 0) for k, v in op.answers().items()}
+    answers = {k: v for k, v in answers.items() if v}
     ms = lambda v: "-" if v is None else f"{v * 1000:.0f} ms"
     log(f"  lease renew latency p50 {ms(p50)}, p99 {ms(p99)}; leadership losses {losses}; "
-        f"delete window halved {halvings} times")
+        f"delete window halved {halvings} times; delete answers {answers}")
     kubectl("delete", "dcf", name, "--wait=true")
     return {
         "seconds": dark - t_apply,
@@ -628,6 +641,7 @@ spec: {{zone: {ZONE}, duration: {dark}s, baseline: 0s, faultOnly: true, target: 
         "leaseRenewP99": p99,
         "leadershipLosses": losses,
         "deleteWindowHalvings": halvings,
+        "deleteAnswers": answers,
         "planningSeconds": planning,
         "bystander": by,
         "replacementSeconds": back,
@@ -891,7 +905,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="runs per contender at the main size")
     ap.add_argument("--small-reps", type=int, default=1, help="runs per contender at the smaller sizes")
     ap.add_argument("--deployments", type=int, default=30)
-    ap.add_argument("--concurrency", default="64,256,1024", help="the limit: concurrencies tried on the first run; the best is kept")
+    ap.add_argument("--concurrency", default="64,256,1024", help="the limit: concurrencies tried on the first run; the best is kept (a single one: no trial runs)")
     ap.add_argument("--contenders", default="firedrill,drain,script,limit")
     ap.add_argument("--baseline-reps", type=int, help="runs of drain and the script at the main size (default: --reps)")
     ap.add_argument("--baseline-cap", type=float, default=7200,
@@ -904,6 +918,9 @@ def main():
     ap.add_argument("--operator-identity", choices=("serviceaccount", "admin"), default="serviceaccount",
                     help="run the operator as the chart's ServiceAccount with its RBAC and FlowSchemas (default), "
                          "or as the testbed's admin, whom API Priority and Fairness exempts")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a chart value for the operator's ServiceAccount, RBAC and FlowSchemas (repeatable), e.g. "
+                         "apiPriorityAndFairness.bulk.nominalConcurrencyShares=60")
     ap.add_argument("--operator-args", default="", help="extra arguments for `firedrill operator`, e.g. '--concurrency=256'")
     ap.add_argument("--operator-binary",
                     help="the firedrill binary to bench (default: this checkout's release build), e.g. the image's "
@@ -945,7 +962,7 @@ def main():
         ensure_namespace(NS)
         as_sa = args.operator_identity == "serviceaccount"
         if as_sa:
-            operator_identity()
+            operator_identity(args.set)
         bystander = Bystander(bystander_setup(state))
         admin = kubeconfig_fields(os.environ["KUBECONFIG"])
         replicas = Replicas(Api(admin["server"], admin["certificate-authority"],
@@ -977,9 +994,13 @@ def main():
                         elif c == "script":
                             r = run_script(rep, args.baseline_cap)
                         elif c == "limit":
+                            sweep = [int(v) for v in args.concurrency.split(",")]
+                            if best_concurrency is None and len(sweep) == 1:
+                                # Nothing to choose: the measured run is the only one.
+                                best_concurrency = sweep[0]
                             if best_concurrency is None:
                                 tried = {}
-                                for conc in [int(v) for v in args.concurrency.split(",")]:
+                                for conc in sweep:
                                     tr = run_limit(deleter, conc)
                                     tried[conc] = tr["seconds"]
                                     log(f"  limit at concurrency {conc}: {tr['seconds']:.1f}s")

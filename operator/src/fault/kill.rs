@@ -194,7 +194,7 @@ pub async fn kill_pods_on(
     metrics: &Metrics,
 ) -> Result<KillReport, crate::Error> {
     let conc = concurrency.max(1);
-    let pacer = Pacer::shown_in(Window::new(FLOOR, conc), metrics.delete_window.clone());
+    let pacer = Pacer::shown_in(Window::new(FLOOR, conc), metrics);
     let pacer = &pacer;
     let done = found_on(client, nodes, scope, conc.min(32))
         .map(|f| async move {
@@ -522,5 +522,14 @@ mod tests {
             .unwrap();
         assert!(halvings >= 1, "{text}");
         assert!(metrics.delete_window.get() < 64, "{text}");
+        // Every answer counted by what it said: 50 refusals, 300 deletes.
+        assert!(
+            text.contains("firedrill_delete_answers_total{answer=\"throttled\"} 50\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("firedrill_delete_answers_total{answer=\"fast\"} 300\n"),
+            "{text}"
+        );
     }
 }

@@ -1,23 +1,33 @@
 //! Pacing the pod deletes from what the API server says: a window of
 //! requests in flight that grows while answers come back fast and shrinks by
-//! half when the server pushes back (HTTP 429, which is also how API
-//! Priority and Fairness refuses a request; a server error; no answer in
-//! time; or an answer slower than [`SLOW`]), between a floor and a ceiling
-//! (`--concurrency`).
+//! half when the server pushes back, between a floor and a ceiling
+//! (`--concurrency`). Push-back is HTTP 429 (also how API Priority and
+//! Fairness refuses a request), a server error, no answer in time, or a
+//! window's worth of answers most of which took longer than [`SLOW`].
 //!
 //! The window ([`Window`]) is pure arithmetic on outcomes, tested without
 //! I/O; the gate ([`Pacer`]) holds requests back while the window is full.
 //!
 //! One push-back halves the window once: the answers to requests sent
 //! before that halving were caused by the old, wider window, so they do not
-//! halve it again (as TCP takes one loss event per round trip).
+//! halve it again (as TCP takes one loss event per round trip). Latency is
+//! judged on a window's worth of answers, never on one: on a busy API
+//! server one delete in a hundred is slow for reasons of its own (an etcd
+//! compaction, a garbage collection), and halving on each of them held the
+//! window near its floor.
 
+use crate::metrics::{AnswerLabel, Metrics};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// An answer slower than this counts as push-back: the API server queues us.
-pub const SLOW: Duration = Duration::from_secs(1);
+/// An answer slower than this is slow; a window's worth of answers mostly
+/// slow counts as push-back: the API server queues us. (At the most this
+/// machine kind's API server can take, 256 deletes in flight, a delete takes
+/// 0.7–1.4 s; the window must be able to stay there.)
+pub const SLOW: Duration = Duration::from_secs(2);
 
 /// The fewest deletes the window allows in flight.
 pub const FLOOR: usize = 4;
@@ -54,11 +64,16 @@ impl Outcome {
         }
     }
 
-    fn pushes_back(self) -> bool {
-        matches!(
-            self,
-            Outcome::Slow | Outcome::Throttled | Outcome::Failed | Outcome::TimedOut
-        )
+    /// The answer's label in `firedrill_delete_answers_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Fast => "fast",
+            Outcome::Slow => "slow",
+            Outcome::Throttled => "throttled",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Neutral => "neutral",
+        }
     }
 }
 
@@ -68,8 +83,8 @@ pub struct Ticket(u64);
 
 /// The window of requests in flight (additive increase, multiplicative
 /// decrease), with a slow start: until the first push-back it grows by one
-/// per fast answer (doubling each round), afterwards by one per window's
-/// worth of fast answers.
+/// per fast answer (doubling each round), afterwards by [`Window::step`]
+/// per window's worth of fast answers.
 #[derive(Clone, Debug)]
 pub struct Window {
     size: f64,
@@ -79,23 +94,27 @@ pub struct Window {
     sent: u64,
     /// Requests sent before this ticket do not halve the window again.
     halved_at: u64,
+    /// The share of slow answers, averaged over about a window's worth of
+    /// answers to requests sent since the last halving.
+    slow_share: f64,
     /// How many times the window was halved.
     pub decreases: u64,
 }
 
 impl Window {
     /// A window between `floor` and `ceiling` (the ceiling wins if they
-    /// cross), starting at a sixteenth of the ceiling (at least the floor).
+    /// cross), starting at a quarter of the ceiling (at least the floor).
     pub fn new(floor: usize, ceiling: usize) -> Window {
         let ceiling = ceiling.max(1);
         let floor = floor.clamp(1, ceiling);
         Window {
-            size: (ceiling / 16).clamp(floor, ceiling) as f64,
+            size: (ceiling / 4).clamp(floor, ceiling) as f64,
             floor,
             ceiling,
             slow_start: true,
             sent: 0,
             halved_at: 0,
+            slow_share: 0.0,
             decreases: 0,
         }
     }
@@ -103,6 +122,13 @@ impl Window {
     /// Requests allowed in flight now.
     pub fn limit(&self) -> usize {
         (self.size as usize).clamp(self.floor, self.ceiling)
+    }
+
+    /// How much the window grows per round of fast answers once it has been
+    /// halved: a thirty-second of the ceiling (at least one), so a halved
+    /// window of 256 is back in 16 rounds, a few seconds, not 128.
+    pub fn step(&self) -> f64 {
+        (self.ceiling / 32).max(1) as f64
     }
 
     /// A request is sent.
@@ -113,20 +139,41 @@ impl Window {
 
     /// The answer to the request sent with `ticket`.
     pub fn answered(&mut self, ticket: Ticket, outcome: Outcome) {
-        if outcome.pushes_back() {
-            if ticket.0 > self.halved_at {
-                self.size = (self.size / 2.0).max(self.floor as f64);
-                self.halved_at = self.sent;
-                self.slow_start = false;
-                self.decreases += 1;
+        match outcome {
+            Outcome::Throttled | Outcome::Failed | Outcome::TimedOut => self.halve(ticket),
+            Outcome::Slow | Outcome::Fast => {
+                let slow = outcome == Outcome::Slow;
+                if !slow {
+                    let step = if self.slow_start {
+                        1.0
+                    } else {
+                        self.step() / self.size.max(1.0)
+                    };
+                    self.size = (self.size + step).min(self.ceiling as f64);
+                }
+                // Answers to requests sent before the last halving speak of
+                // the wider window before it.
+                if ticket.0 > self.halved_at {
+                    let weight = 1.0 / self.limit() as f64;
+                    let seen = if slow { 1.0 } else { 0.0 };
+                    self.slow_share += weight * (seen - self.slow_share);
+                    if self.slow_share > 0.5 {
+                        self.halve(ticket);
+                    }
+                }
             }
-        } else if outcome == Outcome::Fast {
-            let step = if self.slow_start {
-                1.0
-            } else {
-                1.0 / self.size.max(1.0)
-            };
-            self.size = (self.size + step).min(self.ceiling as f64);
+            Outcome::Neutral => {}
+        }
+    }
+
+    /// Halve the window, unless it was halved since `ticket` was sent.
+    fn halve(&mut self, ticket: Ticket) {
+        if ticket.0 > self.halved_at {
+            self.size = (self.size / 2.0).max(self.floor as f64);
+            self.halved_at = self.sent;
+            self.slow_start = false;
+            self.decreases += 1;
+            self.slow_share = 0.0;
         }
     }
 }
@@ -135,8 +182,8 @@ impl Window {
 pub struct Pacer {
     state: Mutex<(Window, usize)>,
     room: tokio::sync::Notify,
-    /// Shows the window as it changes.
-    gauge: Option<Gauge>,
+    /// Shows the window as it changes, and counts the answers.
+    shown: Option<(Gauge, Family<AnswerLabel, Counter>)>,
 }
 
 impl Pacer {
@@ -144,15 +191,20 @@ impl Pacer {
         Pacer {
             state: Mutex::new((window, 0)),
             room: tokio::sync::Notify::new(),
-            gauge: None,
+            shown: None,
         }
     }
 
-    /// A pacer that shows its window in `gauge`.
-    pub fn shown_in(window: Window, gauge: Gauge) -> Pacer {
-        gauge.set(window.limit() as i64);
+    /// A pacer that shows its window in `metrics` (`firedrill_delete_window`)
+    /// and counts the answers by what they said
+    /// (`firedrill_delete_answers_total`).
+    pub fn shown_in(window: Window, metrics: &Metrics) -> Pacer {
+        metrics.delete_window.set(window.limit() as i64);
         Pacer {
-            gauge: Some(gauge),
+            shown: Some((
+                metrics.delete_window.clone(),
+                metrics.delete_answers.clone(),
+            )),
             ..Pacer::new(window)
         }
     }
@@ -190,8 +242,13 @@ impl Pacer {
             let mut s = self.state.lock().unwrap();
             s.1 -= 1;
             s.0.answered(ticket, outcome);
-            if let Some(g) = &self.gauge {
-                g.set(s.0.limit() as i64);
+            if let Some((window, answers)) = &self.shown {
+                window.set(s.0.limit() as i64);
+                answers
+                    .get_or_create(&AnswerLabel {
+                        answer: outcome.label().to_string(),
+                    })
+                    .inc();
             }
             s.0.limit().saturating_sub(s.1)
         };
@@ -247,9 +304,9 @@ mod tests {
     #[test]
     fn fast_answers_grow_the_window_to_the_ceiling_and_no_further() {
         let mut w = Window::new(FLOOR, 256);
-        assert_eq!(w.limit(), 16);
+        assert_eq!(w.limit(), 64);
         round(&mut w, Outcome::Fast);
-        assert_eq!(w.limit(), 32, "slow start doubles each round");
+        assert_eq!(w.limit(), 128, "slow start doubles each round");
         for _ in 0..10 {
             round(&mut w, Outcome::Fast);
         }
@@ -273,19 +330,60 @@ mod tests {
     }
 
     #[test]
-    fn after_a_push_back_the_window_grows_by_one_per_round() {
+    fn after_a_push_back_the_window_grows_by_a_step_per_round() {
         let mut w = Window::new(FLOOR, 256);
         for _ in 0..5 {
             round(&mut w, Outcome::Fast);
         }
         round(&mut w, Outcome::Slow);
         assert_eq!(w.limit(), 128);
+        assert_eq!(w.step(), 8.0);
         round(&mut w, Outcome::Fast);
-        assert!(matches!(w.limit(), 128 | 129), "{}", w.limit());
+        assert!(matches!(w.limit(), 135 | 136), "{}", w.limit());
         for _ in 0..10 {
             round(&mut w, Outcome::Fast);
         }
-        assert!((137..=140).contains(&w.limit()), "{}", w.limit());
+        assert!((205..=216).contains(&w.limit()), "{}", w.limit());
+        // A small ceiling still grows by one.
+        assert_eq!(Window::new(FLOOR, 16).step(), 1.0);
+    }
+
+    /// Send a window's worth and answer `slow` of them slow, the rest fast.
+    fn mixed_round(w: &mut Window, slow: usize) {
+        let tickets: Vec<Ticket> = (0..w.limit()).map(|_| w.send()).collect();
+        for (i, t) in tickets.into_iter().enumerate() {
+            let outcome = if i < slow {
+                Outcome::Slow
+            } else {
+                Outcome::Fast
+            };
+            w.answered(t, outcome);
+        }
+    }
+
+    #[test]
+    fn a_few_slow_answers_do_not_halve_the_window_a_slow_majority_does() {
+        let mut w = Window::new(FLOOR, 256);
+        for _ in 0..5 {
+            round(&mut w, Outcome::Fast);
+        }
+        assert_eq!(w.limit(), 256);
+        // One slow answer in a hundred, round after round: no halving.
+        for _ in 0..20 {
+            mixed_round(&mut w, 3);
+        }
+        assert_eq!(w.limit(), 256);
+        assert_eq!(w.decreases, 0);
+        // Most of a round slow: halved, once.
+        mixed_round(&mut w, 200);
+        assert_eq!(w.decreases, 1, "{:?}", w);
+        // (The round's fast answers still grew it a little.)
+        assert!((128..=132).contains(&w.limit()), "{}", w.limit());
+        // The rest of that round's answers were for the wider window; a
+        // slow round in the new one halves again.
+        round(&mut w, Outcome::Slow);
+        assert!((64..=66).contains(&w.limit()), "{}", w.limit());
+        assert_eq!(w.decreases, 2);
     }
 
     #[test]
@@ -308,7 +406,8 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(Outcome::of(Some(200), false, ms(20)), Outcome::Fast);
         assert_eq!(Outcome::of(Some(404), false, ms(20)), Outcome::Fast);
-        assert_eq!(Outcome::of(Some(200), false, ms(1500)), Outcome::Slow);
+        assert_eq!(Outcome::of(Some(200), false, ms(2500)), Outcome::Slow);
+        assert_eq!(Outcome::of(Some(200), false, ms(1500)), Outcome::Fast);
         assert_eq!(Outcome::of(Some(429), false, ms(5)), Outcome::Throttled);
         assert_eq!(Outcome::of(Some(503), false, ms(5)), Outcome::Failed);
         assert_eq!(Outcome::of(None, true, ms(30_000)), Outcome::TimedOut);
