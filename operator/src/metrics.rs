@@ -209,7 +209,7 @@ fn registered() -> Metrics {
     );
     registry.register(
         "delete_answers",
-        "Pod delete answers by what they said about the API server's load (fast, slow: over 1 s, throttled: 429, failed, timed_out, neutral)",
+        "Pod delete answers by what they said about the API server's load (fast, slow: over 2 s, throttled: 429, failed, timed_out, neutral)",
         m.delete_answers.clone(),
     );
     Metrics { registry, ..m }

@@ -961,6 +961,9 @@ def main():
         kubectl("apply", "--server-side", "-f", os.path.join(REPO, "crds"))
         ensure_namespace(NS)
         as_sa = args.operator_identity == "serviceaccount"
+        if args.set and not as_sa:
+            raise SystemExit("--set applies to the chart's objects for the ServiceAccount; "
+                             "with --operator-identity admin the operator is exempt from them")
         if as_sa:
             operator_identity(args.set)
         bystander = Bystander(bystander_setup(state))

@@ -86,10 +86,13 @@ pub struct Injected {
 }
 
 /// Take the zone down: mark and cordon, then kill with grace period 0 and
-/// taint. A NoSchedule taint goes on while the pods are killed; a NoExecute
-/// one after the kill (the pods die as in a fire, not by graceful taint
-/// eviction), and not at all when a pod could not be killed: the caller
-/// aborts, and the restore takes off whatever was put on.
+/// taint. A drill that does not take the whole zone gets its NoSchedule
+/// taint while the pods are killed (it evicts nothing). A whole-zone drill's
+/// taint waits for the kill (NoExecute, or NoSchedule when a pod was
+/// spared: the pods die as in a fire, not by graceful taint eviction), and
+/// is not put on when a pod could not be killed. The caller then aborts,
+/// and the restore takes off whatever went on. `taint_ms` of a taint put on
+/// during the kill overlaps `kill_ms`.
 pub async fn inject(client: &Client, job: &Injection) -> Result<Injected, crate::Error> {
     let t0 = Instant::now();
     let how = match job.power_loss_until {
@@ -117,18 +120,22 @@ pub async fn inject(client: &Client, job: &Injection) -> Result<Injected, crate:
     // killed) waits for the kill: put on earlier, it would evict them
     // gracefully, by the book, not as in a fire.
     let early = job.keep_dark && !(job.kill_pods && job.scope.targets_whole_zone());
+    // Each side timed on its own; an error on either stops the other (the
+    // caller aborts, and the restore takes off whatever went on).
     let kill = async {
         if !job.kill_pods {
-            return Ok(KillReport::default());
+            return Ok((KillReport::default(), Duration::ZERO));
         }
-        kill_pods_on(
+        let started = Instant::now();
+        let kills = kill_pods_on(
             client,
             &job.nodes,
             &job.scope,
             job.concurrency,
             &job.metrics,
         )
-        .await
+        .await?;
+        Ok::<_, crate::Error>((kills, started.elapsed()))
     };
     let early_taint = async {
         let started = Instant::now();
@@ -137,8 +144,7 @@ pub async fn inject(client: &Client, job: &Injection) -> Result<Injected, crate:
         }
         Ok::<_, crate::Error>(started.elapsed())
     };
-    let (kills, early_ms) = tokio::join!(kill, early_taint);
-    let (kills, mut taint_took) = (kills?, early_ms?);
+    let ((kills, kill_took), mut taint_took) = tokio::try_join!(kill, early_taint)?;
     let t2 = Instant::now();
     let mut taint = early.then_some(DarkTaint::NoSchedule);
     if job.keep_dark && !early && kills.failed == 0 {
@@ -152,7 +158,7 @@ pub async fn inject(client: &Client, job: &Injection) -> Result<Injected, crate:
         kills,
         taint,
         hold_ms: ms(t1 - t0),
-        kill_ms: ms(t2 - t1),
+        kill_ms: ms(kill_took),
         taint_ms: ms(taint_took),
     })
 }

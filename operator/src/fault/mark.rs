@@ -113,9 +113,10 @@ pub enum Hold {
 
 /// The merge patch that marks one node and cordons it (or cuts its power),
 /// or `None` when this experiment already marked it (injection is
-/// idempotent). The taint comes later ([`taint_patch`]), after the pods were
-/// killed: a fire kills with grace period 0, it does not let taint-based
-/// eviction shut pods down gracefully.
+/// idempotent). The taint comes later ([`taint_patch`]): a NoExecute one
+/// after the pods were killed (a fire kills with grace period 0, it does not
+/// let taint-based eviction shut pods down gracefully), a NoSchedule one
+/// while they are killed.
 pub fn mark_patch(node: &Node, exp: &Experiment, how: Hold) -> Result<Option<Value>, MarkError> {
     let cordon = matches!(how, Hold::Cordon(true));
     if let Some(mark) = NodeMark::read(node) {

@@ -18,7 +18,6 @@
 
 use crate::metrics::{AnswerLabel, Metrics};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -48,6 +47,16 @@ pub enum Outcome {
     /// An answer that says nothing about load (403, 422...).
     Neutral,
 }
+
+/// Every [`Outcome`], in the order of the pacer's counters.
+pub const OUTCOMES: [Outcome; 6] = [
+    Outcome::Fast,
+    Outcome::Slow,
+    Outcome::Throttled,
+    Outcome::Failed,
+    Outcome::TimedOut,
+    Outcome::Neutral,
+];
 
 impl Outcome {
     /// What an answer that took `took` says, from its HTTP status (None: no
@@ -144,10 +153,13 @@ impl Window {
             Outcome::Slow | Outcome::Fast => {
                 let slow = outcome == Outcome::Slow;
                 if !slow {
+                    // Never faster than the slow start's one per answer
+                    // (a window smaller than its step would otherwise
+                    // jump straight back into the overload).
                     let step = if self.slow_start {
                         1.0
                     } else {
-                        self.step() / self.size.max(1.0)
+                        (self.step() / self.size.max(1.0)).min(1.0)
                     };
                     self.size = (self.size + step).min(self.ceiling as f64);
                 }
@@ -167,13 +179,17 @@ impl Window {
     }
 
     /// Halve the window, unless it was halved since `ticket` was sent.
+    /// (At the floor nothing is halved, and nothing counted.)
     fn halve(&mut self, ticket: Ticket) {
         if ticket.0 > self.halved_at {
+            let was = self.limit();
             self.size = (self.size / 2.0).max(self.floor as f64);
             self.halved_at = self.sent;
             self.slow_start = false;
-            self.decreases += 1;
             self.slow_share = 0.0;
+            if self.limit() < was {
+                self.decreases += 1;
+            }
         }
     }
 }
@@ -182,8 +198,9 @@ impl Window {
 pub struct Pacer {
     state: Mutex<(Window, usize)>,
     room: tokio::sync::Notify,
-    /// Shows the window as it changes, and counts the answers.
-    shown: Option<(Gauge, Family<AnswerLabel, Counter>)>,
+    /// Shows the window as it changes, and counts the answers (a counter
+    /// per [`Outcome`], in [`OUTCOMES`] order).
+    shown: Option<(Gauge, Vec<Counter>)>,
 }
 
 impl Pacer {
@@ -200,11 +217,19 @@ impl Pacer {
     /// (`firedrill_delete_answers_total`).
     pub fn shown_in(window: Window, metrics: &Metrics) -> Pacer {
         metrics.delete_window.set(window.limit() as i64);
+        let answers = OUTCOMES
+            .iter()
+            .map(|o| {
+                metrics
+                    .delete_answers
+                    .get_or_create(&AnswerLabel {
+                        answer: o.label().to_string(),
+                    })
+                    .clone()
+            })
+            .collect();
         Pacer {
-            shown: Some((
-                metrics.delete_window.clone(),
-                metrics.delete_answers.clone(),
-            )),
+            shown: Some((metrics.delete_window.clone(), answers)),
             ..Pacer::new(window)
         }
     }
@@ -244,11 +269,9 @@ impl Pacer {
             s.0.answered(ticket, outcome);
             if let Some((window, answers)) = &self.shown {
                 window.set(s.0.limit() as i64);
-                answers
-                    .get_or_create(&AnswerLabel {
-                        answer: outcome.label().to_string(),
-                    })
-                    .inc();
+                if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+                    answers[i].inc();
+                }
             }
             s.0.limit().saturating_sub(s.1)
         };
@@ -384,6 +407,34 @@ mod tests {
         round(&mut w, Outcome::Slow);
         assert!((64..=66).contains(&w.limit()), "{}", w.limit());
         assert_eq!(w.decreases, 2);
+    }
+
+    #[test]
+    fn from_the_floor_it_grows_no_faster_than_the_slow_start() {
+        let mut w = Window::new(FLOOR, 1024);
+        for _ in 0..20 {
+            round(&mut w, Outcome::Throttled);
+        }
+        assert_eq!(w.limit(), FLOOR);
+        let halvings = w.decreases;
+        assert!(
+            halvings <= 8,
+            "halvings at the floor were counted: {halvings}"
+        );
+        // One fast round of 4 answers: at most +1 each.
+        round(&mut w, Outcome::Fast);
+        assert!(w.limit() <= 2 * FLOOR, "{}", w.limit());
+        // At the floor, push-back halves nothing and counts nothing.
+        round(&mut w, Outcome::Throttled);
+        round(&mut w, Outcome::Throttled);
+        round(&mut w, Outcome::Throttled);
+        assert_eq!(w.limit(), FLOOR);
+        assert!(
+            w.decreases <= halvings + 2,
+            "{} then {}",
+            halvings,
+            w.decreases
+        );
     }
 
     #[test]
