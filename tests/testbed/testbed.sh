@@ -112,7 +112,10 @@ free_port() {
 # PID files hold "PID START": the process's start time (field 22 of
 # /proc/PID/stat) guards against signalling an unrelated process that took
 # over the number after ours ended.
-proc_start() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+# A process's start time (empty, and no failure, once it is gone: under
+# pipefail a child that exits between `pgrep` and here would otherwise end
+# the whole script, silently, halfway through `down`).
+proc_start() { { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null || true; } | awk '{print $20}'; }
 record_pid() { echo "$2 $(proc_start "$2")" >"$1"; } # file pid
 pid_of() { # file -> the PID, if that process is still the one recorded
   [[ -f $1 ]] || return 1
