@@ -457,14 +457,18 @@ class Operator:
         with open(self.log.name) as f:
             return "".join(f.readlines()[-lines:])
 
+    def by_label(self, name):
+        """The series of metric `name` with one label: {label value: value}."""
+        out = {}
+        for line in (self.metrics() or "").splitlines():
+            m = re.match(re.escape(name) + r'\{\w+="([^"]*)"\} (\S+)', line)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+        return out
+
     def histogram(self, name):
         """The cumulative buckets of histogram `name`: [(le, count)]."""
-        buckets = []
-        for line in (self.metrics() or "").splitlines():
-            m = re.match(name + r'_bucket\{le="([^"]+)"\} (\S+)', line)
-            if m:
-                buckets.append((float(m.group(1)), float(m.group(2))))
-        return buckets
+        return [(float(le), count) for le, count in self.by_label(name + "_bucket").items()]
 
     def counter(self, name):
         for line in (self.metrics() or "").splitlines():
@@ -491,19 +495,10 @@ class Operator:
 
     def answers(self):
         """The pod delete answers so far, by what they said: {fast: n, slow: n, ...}."""
-        out = {}
-        for line in (self.metrics() or "").splitlines():
-            m = re.match(r'firedrill_delete_answers_total\{answer="(\w+)"\} (\S+)', line)
-            if m:
-                out[m.group(1)] = int(float(m.group(2)))
-        return out
+        return {k: int(v) for k, v in self.by_label("firedrill_delete_answers_total").items()}
 
     def requests(self):
-        total = 0
-        for line in (self.metrics() or "").splitlines():
-            if line.startswith("firedrill_api_requests_total{"):
-                total += float(line.rsplit(" ", 1)[1])
-        return int(total)
+        return int(sum(self.by_label("firedrill_api_requests_total").values()))
 
     def peak_rss_mib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:

@@ -48,7 +48,8 @@ pub enum Outcome {
     Neutral,
 }
 
-/// Every [`Outcome`], in the order of the pacer's counters.
+/// Every [`Outcome`], in declaration order: `outcome as usize` indexes it
+/// (and the pacer's counters).
 pub const OUTCOMES: [Outcome; 6] = [
     Outcome::Fast,
     Outcome::Slow,
@@ -269,9 +270,7 @@ impl Pacer {
             s.0.answered(ticket, outcome);
             if let Some((window, answers)) = &self.shown {
                 window.set(s.0.limit() as i64);
-                if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
-                    answers[i].inc();
-                }
+                answers[outcome as usize].inc();
             }
             s.0.limit().saturating_sub(s.1)
         };
@@ -316,12 +315,17 @@ impl Drop for Slot<'_> {
 mod tests {
     use super::*;
 
+    /// Send a whole window's worth and answer the i-th with `outcome(i)`.
+    fn round_of(w: &mut Window, outcome: impl Fn(usize) -> Outcome) {
+        let tickets: Vec<Ticket> = (0..w.limit()).map(|_| w.send()).collect();
+        for (i, t) in tickets.into_iter().enumerate() {
+            w.answered(t, outcome(i));
+        }
+    }
+
     /// Send a whole window's worth and answer each with `outcome`.
     fn round(w: &mut Window, outcome: Outcome) {
-        let tickets: Vec<Ticket> = (0..w.limit()).map(|_| w.send()).collect();
-        for t in tickets {
-            w.answered(t, outcome);
-        }
+        round_of(w, |_| outcome);
     }
 
     #[test]
@@ -373,15 +377,13 @@ mod tests {
 
     /// Send a window's worth and answer `slow` of them slow, the rest fast.
     fn mixed_round(w: &mut Window, slow: usize) {
-        let tickets: Vec<Ticket> = (0..w.limit()).map(|_| w.send()).collect();
-        for (i, t) in tickets.into_iter().enumerate() {
-            let outcome = if i < slow {
+        round_of(w, |i| {
+            if i < slow {
                 Outcome::Slow
             } else {
                 Outcome::Fast
-            };
-            w.answered(t, outcome);
-        }
+            }
+        });
     }
 
     #[test]
@@ -450,6 +452,13 @@ mod tests {
         // A ceiling under the floor wins.
         assert_eq!(Window::new(FLOOR, 1).limit(), 1);
         assert_eq!(Window::new(FLOOR, 8).limit(), FLOOR);
+    }
+
+    #[test]
+    fn every_outcome_indexes_its_own_counter() {
+        for (i, o) in OUTCOMES.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{o:?}");
+        }
     }
 
     #[test]
